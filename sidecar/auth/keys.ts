@@ -1,0 +1,152 @@
+// Token signing keys: created on first start, rotated by `plinth keys rotate`, shared by every
+// sidecar through auth.signing_keys. Only the sidecar holds private halves; PostgREST gets the
+// public JWKS (auth.postgrest_pre_config), so only the sidecar can mint tokens.
+import * as jose from 'jose';
+import type { Claims, Sql } from '../db/sql.js';
+import { API_ROLES } from '../db/sql.js';
+import type { JwtAlgorithm } from '../config.js';
+import { PlinthError } from '../http/errors.js';
+
+export const AUDIENCE = 'plinth';
+const API_KEY_LIFETIME = 10 * 365 * 86400;
+const KEYS_CHANNEL = 'plinth_keys';
+const VERIFIED_CACHE_LIMIT = 10_000;
+
+interface SigningKeyRow {
+  kid: string;
+  alg: JwtAlgorithm;
+  private_jwk: jose.JWK;
+  public_jwk: jose.JWK;
+  anon_key: string;
+  service_key: string;
+  created_at: Date;
+}
+
+export interface ApiKeys {
+  kid: string;
+  anonKey: string;
+  serviceKey: string;
+}
+
+async function sign(claims: jose.JWTPayload, key: jose.CryptoKey | Uint8Array, alg: string, kid: string, iat: number, exp: number) {
+  return new jose.SignJWT(claims)
+    .setProtectedHeader({ alg, kid, typ: 'JWT' })
+    .setIssuedAt(iat)
+    .setExpirationTime(exp)
+    .setAudience(AUDIENCE)
+    .sign(key);
+}
+
+/** Generates a signing key with its anon and service API keys and stores it; tells every sidecar and PostgREST. */
+export async function addSigningKey(sql: Sql, alg: JwtAlgorithm, onlyIfNone = false): Promise<ApiKeys | null> {
+  return sql.begin(async (tx) => {
+    // Two sidecars starting on an empty database must not both create a key.
+    await tx`select pg_advisory_xact_lock(hashtext('plinth.signing_keys'))`;
+    if (onlyIfNone) {
+      const [{ n }] = await tx`select count(*)::int as n from auth.signing_keys`;
+      if (n > 0) return null;
+    }
+    const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true });
+    const publicJwk = await jose.exportJWK(publicKey);
+    const kid = await jose.calculateJwkThumbprint(publicJwk);
+    Object.assign(publicJwk, { kid, alg, use: 'sig' });
+    const privateJwk = { ...(await jose.exportJWK(privateKey)), kid, alg };
+    const iat = Math.floor(Date.now() / 1000);
+    const exp = iat + API_KEY_LIFETIME;
+    const anonKey = await sign({ role: 'anon' }, privateKey, alg, kid, iat, exp);
+    const serviceKey = await sign({ role: 'service_role' }, privateKey, alg, kid, iat, exp);
+    await tx`
+      insert into auth.signing_keys (kid, alg, private_jwk, public_jwk, anon_key, service_key)
+      values (${kid}, ${alg}, ${tx.json(privateJwk as never)}, ${tx.json(publicJwk as never)}, ${anonKey}, ${serviceKey})`;
+    await tx`select pg_notify(${KEYS_CHANNEL}, ${kid}), pg_notify('pgrst', 'reload config')`;
+    return { kid, anonKey, serviceKey };
+  });
+}
+
+export async function currentApiKeys(sql: Sql): Promise<ApiKeys> {
+  const [row] = await sql<SigningKeyRow[]>`select * from auth.signing_keys order by created_at desc limit 1`;
+  if (!row) throw new Error('no signing key yet: run `plinth start` once');
+  return { kid: row.kid, anonKey: row.anon_key, serviceKey: row.service_key };
+}
+
+/** The signing keys in memory: mints with the newest, verifies with any of them. */
+export class KeyRing {
+  private signing!: { kid: string; alg: string; key: jose.CryptoKey | Uint8Array };
+  private jwks!: ReturnType<typeof jose.createLocalJWKSet>;
+  private algorithms: string[] = [];
+  private publicKeys: jose.JWK[] = [];
+  private apiKeys!: ApiKeys;
+  private verified = new Map<string, Claims>();
+
+  private constructor(private readonly sql: Sql) {}
+
+  static async load(sql: Sql): Promise<KeyRing> {
+    const ring = new KeyRing(sql);
+    await ring.reload();
+    return ring;
+  }
+
+  async reload(): Promise<void> {
+    const rows = await this.sql<SigningKeyRow[]>`select * from auth.signing_keys order by created_at`;
+    if (rows.length === 0) throw new Error('no signing key in auth.signing_keys');
+    const newest = rows[rows.length - 1];
+    this.signing = { kid: newest.kid, alg: newest.alg, key: await jose.importJWK(newest.private_jwk, newest.alg) };
+    this.publicKeys = rows.map((r) => r.public_jwk);
+    this.jwks = jose.createLocalJWKSet({ keys: this.publicKeys });
+    this.algorithms = [...new Set(rows.map((r) => r.alg))];
+    this.apiKeys = { kid: newest.kid, anonKey: newest.anon_key, serviceKey: newest.service_key };
+    this.verified.clear();
+  }
+
+  /** Reloads whenever any process adds or removes a key. */
+  async follow(): Promise<{ unlisten: () => Promise<void> }> {
+    return this.sql.listen(KEYS_CHANNEL, () => void this.reload().catch(() => {}));
+  }
+
+  get jwksDocument(): { keys: jose.JWK[] } {
+    return { keys: this.publicKeys };
+  }
+
+  get keys(): ApiKeys {
+    return this.apiKeys;
+  }
+
+  async mint(claims: jose.JWTPayload & { role: string }, ttlSeconds: number): Promise<string> {
+    const iat = Math.floor(Date.now() / 1000);
+    return sign(claims, this.signing.key, this.signing.alg, this.signing.kid, iat, iat + ttlSeconds);
+  }
+
+  /** Verifies a bearer token; throws a 401 PlinthError with PostgREST's shape if it is not one of ours. */
+  async verify(token: string): Promise<Claims> {
+    const cached = this.verified.get(token);
+    const now = Date.now() / 1000;
+    if (cached && (cached.exp as number) > now) return cached;
+    let payload: jose.JWTPayload;
+    try {
+      ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: AUDIENCE, requiredClaims: ['exp'] }));
+    } catch (err) {
+      if (err instanceof jose.errors.JWTExpired) throw unauthorized('JWT expired');
+      throw unauthorized(`JWT invalid: ${describeJoseError(err)}`);
+    }
+    if (typeof payload.role !== 'string' || !(API_ROLES as readonly string[]).includes(payload.role)) {
+      throw unauthorized('JWT invalid: the role claim must be anon, authenticated or service_role');
+    }
+    const claims = payload as Claims;
+    if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.clear();
+    this.verified.set(token, claims);
+    return claims;
+  }
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof jose.errors.JWSSignatureVerificationFailed) return 'signature verification failed';
+  if (err instanceof jose.errors.JWKSNoMatchingKey) return 'not signed by a Plinth key';
+  if (err instanceof jose.errors.JOSEAlgNotAllowed) return 'algorithm not allowed';
+  if (err instanceof jose.errors.JWTClaimValidationFailed) return `claim ${err.claim} ${err.reason}`;
+  if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid) return 'malformed token';
+  return 'cannot be verified';
+}
+
+export function unauthorized(message: string): PlinthError {
+  return new PlinthError(401, message, 'PGRST301', null, null, { 'www-authenticate': 'Bearer' });
+}

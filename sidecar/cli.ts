@@ -1,0 +1,152 @@
+// The `plinth` command: start, keys, migrate, new.
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { addSigningKey, currentApiKeys } from './auth/keys.js';
+import { ConfigError, loadConfig } from './config.js';
+import { MigrationError, migrateUp, runDbmate } from './db/migrations.js';
+import { createLogger } from './log.js';
+import { withDatabase } from './start/database.js';
+import { StartError } from './start/process.js';
+import { start } from './start/start.js';
+
+const HELP: Record<string, string> = {
+  main: `plinth — a self-hosted backend on PostgreSQL and PostgREST
+
+Usage: plinth <command> [options]
+
+Commands:
+  start              start PostgreSQL (embedded unless DATABASE_URL), migrations, PostgREST and the API on PORT
+  keys               print the anon and service API keys
+  keys rotate        add a new signing key; tokens signed by older keys stay valid until they expire
+  migrate [up]       apply pending migrations (Plinth's, then the app's in PLINTH_APP_MIGRATIONS)
+  migrate status     list applied and pending migrations
+  migrate rollback   roll back the newest migration (--all: every one)
+  new <name>         create an app migration file in PLINTH_APP_MIGRATIONS
+
+Run \`plinth <command> --help\` for details. Configuration comes from the environment (README.md).`,
+  start: `Usage: plinth start
+
+Starts the whole stack and stays in the foreground; Ctrl-C (SIGINT) or SIGTERM stops every part.
+  - PostgreSQL 17 embedded in PLINTH_DATA_DIR (default ./.plinth), or the server in DATABASE_URL
+  - dbmate migrations: sql/migrations, then PLINTH_APP_MIGRATIONS (default ./migrations)
+  - PostgREST on a private unix socket, or the one in PLINTH_POSTGREST_URL
+  - the API on PLINTH_HOST:PORT (default 127.0.0.1:3000)
+On first start it creates a signing key and prints the anon and service keys.`,
+  keys: `Usage: plinth keys [--json]
+       plinth keys rotate [--json]
+
+Prints the anon key (for clients; RLS applies) and the service key (server-side only; bypasses RLS).
+\`rotate\` adds a signing key with a new kid. New tokens are signed with it; tokens signed with the
+previous keys stay valid until they expire. Running sidecars and PostgREST reload without a restart.`,
+  migrate: `Usage: plinth migrate [up|status|rollback] [--all]
+
+up (default)   apply pending migrations and tell PostgREST to reload its schema cache
+status         list applied and pending migrations
+rollback       roll back the newest migration; with --all, every migration (Plinth's too)`,
+  new: `Usage: plinth new <name>
+
+Creates PLINTH_APP_MIGRATIONS/<timestamp>_<name>.sql with "-- migrate:up" and "-- migrate:down" sections.`,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, all: { type: 'boolean' } },
+  });
+  const [command, sub] = positionals;
+  if (!command || command === 'help') {
+    console.log(HELP.main);
+    return command ? 0 : 1;
+  }
+  if (!(command in HELP) || command === 'main') {
+    console.error(`plinth: unknown command ${JSON.stringify(command)}\n\n${HELP.main}`);
+    return 2;
+  }
+  if (values.help) {
+    console.log(HELP[command]);
+    return 0;
+  }
+  const config = loadConfig();
+
+  switch (command) {
+    case 'start': {
+      const log = createLogger(config.logLevel);
+      const running = await start(config, log);
+      await new Promise<void>((resolve) => {
+        const shutdown = (signal: string) => {
+          log.info(`${signal}: stopping`);
+          running.stop().then(resolve, resolve);
+        };
+        process.once('SIGINT', () => shutdown('SIGINT'));
+        process.once('SIGTERM', () => shutdown('SIGTERM'));
+      });
+      return 0;
+    }
+    case 'keys': {
+      if (sub && sub !== 'rotate') throw new ConfigError(`unknown keys subcommand ${JSON.stringify(sub)}: use \`plinth keys\` or \`plinth keys rotate\``);
+      const keys = await withDatabase(config, async (sql) => (sub === 'rotate' ? (await addSigningKey(sql, config.auth.jwtAlg))! : currentApiKeys(sql)));
+      if (values.json) console.log(JSON.stringify(keys));
+      else {
+        if (sub === 'rotate') console.log(`New signing key ${keys.kid}; older keys keep verifying until their tokens expire.\n`);
+        console.log(`anon key (clients; RLS applies):\n  ${keys.anonKey}\nservice key (server-side only; bypasses RLS):\n  ${keys.serviceKey}`);
+      }
+      return 0;
+    }
+    case 'migrate': {
+      const action = sub ?? 'up';
+      return withDatabase(config, async (sql, url) => {
+        if (action === 'up') {
+          const applied = await migrateUp(url, config.migrations.appDir);
+          await sql`select pg_notify('pgrst', 'reload schema')`;
+          console.log(applied.length ? applied.map((f) => `applied ${f}`).join('\n') : 'no pending migrations');
+          return 0;
+        }
+        if (action === 'status' || action === 'rollback') {
+          do {
+            const r = await runDbmate(url, config.migrations.appDir, [action]);
+            process.stdout.write(r.stdout);
+            if (r.code !== 0) {
+              // dbmate says "can't rollback: no migrations have been applied" when there is nothing left.
+              if (values.all && /no migrations have been applied/i.test(r.stderr)) break;
+              process.stderr.write(r.stderr);
+              return r.code;
+            }
+          } while (action === 'rollback' && values.all);
+          if (action === 'rollback') await sql`select pg_notify('pgrst', 'reload schema')`;
+          return 0;
+        }
+        throw new ConfigError(`unknown migrate action ${JSON.stringify(action)}: use up, status or rollback`);
+      });
+    }
+    case 'new': {
+      if (!sub) throw new ConfigError('plinth new needs a name, e.g. `plinth new create_todos`');
+      return newMigration(config.migrations.appDir, sub);
+    }
+  }
+  return 0;
+}
+
+/** Same file layout as `dbmate new`: <UTC timestamp>_<name>.sql with both sections. */
+function newMigration(appDir: string, name: string): number {
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError('a migration name may use letters, digits, _ and - only');
+  fs.mkdirSync(appDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
+  const file = path.join(appDir, `${stamp}_${name}.sql`);
+  fs.writeFileSync(file, '-- migrate:up\n\n\n-- migrate:down\n\n', { flag: 'wx' });
+  console.log(`created ${file}`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError) {
+      console.error(`plinth: ${err.message}`);
+    } else {
+      console.error(`plinth: unexpected error: ${err?.stack ?? err}`);
+    }
+    process.exit(1);
+  },
+);

@@ -1,0 +1,145 @@
+// The one place that reads process.env. Every variable is documented in README.md ("Configuration").
+import path from 'node:path';
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name];
+  return v === undefined || v === '' ? fallback : v;
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+function int(env: Env, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = str(env, name, fallback);
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(raw)}`);
+  }
+  return raw as T;
+}
+
+function url(env: Env, name: string): string | undefined {
+  const raw = optional(env, name);
+  if (raw === undefined) return undefined;
+  try {
+    new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL`);
+  }
+  return raw;
+}
+
+/** Sizes accept a plain byte count or a unit: 512KiB, 100MiB, 5GiB, 1TiB. */
+function bytes(env: Env, name: string, fallback: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  const m = /^(\d+)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name} must be a size such as 1048576, 512MiB or 5GiB, got ${JSON.stringify(raw)}`);
+  const unit = (m[2] ?? 'B').toUpperCase().replace('I', '');
+  const scale = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[unit]!;
+  return Number(m[1]) * scale;
+}
+
+export const JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
+export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
+  const port = int(env, 'PORT', 3000, 0, 65535);
+  const dataDir = path.resolve(cwd, str(env, 'PLINTH_DATA_DIR', '.plinth'));
+  const smtpUrl = url(env, 'SMTP_URL');
+  const storageBackend = oneOf(env, 'PLINTH_STORAGE', ['disk', 's3'] as const, 'disk');
+  const s3Bucket = optional(env, 'S3_BUCKET');
+  if (storageBackend === 's3' && !s3Bucket) throw new ConfigError('PLINTH_STORAGE=s3 needs S3_BUCKET');
+  const adminEmail = optional(env, 'PLINTH_ADMIN_EMAIL');
+  const adminPassword = optional(env, 'PLINTH_ADMIN_PASSWORD');
+  if (Boolean(adminEmail) !== Boolean(adminPassword)) {
+    throw new ConfigError('PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD must be set together');
+  }
+
+  return {
+    port,
+    host: str(env, 'PLINTH_HOST', '127.0.0.1'),
+    publicUrl: str(env, 'PLINTH_PUBLIC_URL', `http://localhost:${port}`).replace(/\/+$/, ''),
+    dataDir,
+    logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
+
+    database: {
+      /** An external PostgreSQL; when absent, Plinth embeds one in the data directory. */
+      url: url(env, 'DATABASE_URL'),
+      embeddedPort: int(env, 'PLINTH_PG_PORT', 54329, 1, 65535),
+      poolSize: int(env, 'PLINTH_DB_POOL_SIZE', 10, 1, 1000),
+      /** Seconds to keep retrying an external database that is not reachable yet. */
+      waitSeconds: int(env, 'PLINTH_DB_WAIT', 10, 0, 3600),
+    },
+
+    postgrest: {
+      /** An external PostgREST (docker-compose); when absent, Plinth starts its own on a unix socket. */
+      url: url(env, 'PLINTH_POSTGREST_URL'),
+      authenticatorPassword: optional(env, 'PLINTH_AUTHENTICATOR_PASSWORD'),
+      poolSize: int(env, 'PLINTH_POSTGREST_POOL_SIZE', 64, 1, 10000),
+    },
+
+    migrations: {
+      appDir: path.resolve(cwd, str(env, 'PLINTH_APP_MIGRATIONS', './migrations')),
+    },
+
+    auth: {
+      jwtAlg: oneOf(env, 'PLINTH_JWT_ALG', JWT_ALGORITHMS, 'ES256'),
+      accessTokenTtl: int(env, 'PLINTH_ACCESS_TOKEN_TTL', 3600, 30, 86400 * 7),
+      refreshTokenTtl: int(env, 'PLINTH_REFRESH_TOKEN_TTL', 30 * 86400, 60, 365 * 86400),
+      magicLinkTtl: int(env, 'PLINTH_MAGIC_LINK_TTL', 900, 30, 86400),
+      adminEmail,
+      adminPassword,
+      smtpUrl,
+      mailFrom: str(env, 'PLINTH_MAIL_FROM', 'Plinth <no-reply@localhost>'),
+      rateLimitWindow: int(env, 'PLINTH_RATE_LIMIT_WINDOW', 900, 1, 86400),
+      rateLimitPerIp: int(env, 'PLINTH_RATE_LIMIT_PER_IP', 50, 1, 1_000_000),
+      rateLimitPerEmail: int(env, 'PLINTH_RATE_LIMIT_PER_EMAIL', 10, 1, 1_000_000),
+    },
+
+    storage: {
+      backend: storageBackend,
+      diskDir: path.resolve(dataDir, 'storage'),
+      maxFileSize: bytes(env, 'PLINTH_MAX_FILE_SIZE', 5 * 1024 ** 3),
+      sweepAge: int(env, 'PLINTH_SWEEP_AGE', 3600, 0, 86400 * 365),
+      s3: {
+        endpoint: url(env, 'S3_ENDPOINT'),
+        region: str(env, 'S3_REGION', 'us-east-1'),
+        bucket: s3Bucket ?? '',
+        accessKeyId: optional(env, 'S3_ACCESS_KEY_ID'),
+        secretAccessKey: optional(env, 'S3_SECRET_ACCESS_KEY'),
+        forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', false),
+      },
+    },
+
+    realtime: {
+      retention: int(env, 'PLINTH_REALTIME_RETENTION', 3600, 0, 86400 * 30),
+      clientBufferBytes: bytes(env, 'PLINTH_REALTIME_CLIENT_BUFFER', 4 * 1024 ** 2),
+    },
+  };
+}
+
+export type Config = ReturnType<typeof loadConfig>;
