@@ -21,6 +21,7 @@ export async function buildServer(plinth: Plinth) {
   const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize);
   const app = Fastify({
     bodyLimit: 64 * 1024,
+    forceCloseConnections: 'idle',
     trustProxy: true,
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>

@@ -76,7 +76,13 @@ export async function start(config: Config, log: Logger): Promise<Running> {
       for (const hook of plinth.onClose.reverse()) await hook();
     });
     const app = await buildServer(plinth);
-    cleanup.push(() => app.close());
+    cleanup.push(async () => {
+      // In-flight requests get a few seconds to finish; idle keep-alive connections close now.
+      const force = setTimeout(() => app.server.closeAllConnections(), 5000);
+      app.server.closeIdleConnections();
+      await app.close();
+      clearTimeout(force);
+    });
     await app.listen({ port: config.port, host: config.host });
 
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;

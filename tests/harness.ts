@@ -1,0 +1,183 @@
+// The one test harness: boots the real stack (`plinth start` as a child process: embedded
+// PostgreSQL, migrations, PostgREST, the sidecar) on free ports in a temporary data directory.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { currentApiKeys, KeyRing } from '../sidecar/auth/keys.ts';
+import { connect, type Sql } from '../sidecar/db/sql.ts';
+import { embeddedUrl } from '../sidecar/start/embedded-postgres.ts';
+import { freePort } from '../sidecar/start/process.ts';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const SAMPLE_APP_MIGRATIONS = path.join(REPO_ROOT, 'tests', 'fixtures', 'migrations');
+export const TEST_OUTPUT = path.join(REPO_ROOT, 'test-output');
+
+export interface StackOptions {
+  /** Extra environment for `plinth start` (PLINTH_STORAGE, SMTP_URL, DATABASE_URL, ...). */
+  env?: Record<string, string>;
+  /** Reuse a data directory (a second start, two sidecars); a fresh temporary one otherwise. */
+  dataDir?: string;
+  /** App migrations directory; the sample app (todos, projects, posts) by default. */
+  appMigrations?: string;
+  /** Resolve once the process exits instead of waiting for health (start-failure tests). */
+  expectFailure?: boolean;
+}
+
+export interface TestUser {
+  id: string;
+  email: string;
+  app_role: 'editor' | 'admin';
+  token: string;
+}
+
+export class Stack {
+  proc!: ChildProcess;
+  output = '';
+  exitCode: number | null = null;
+  private exited!: Promise<number>;
+  sql!: Sql;
+  anonKey = '';
+  serviceKey = '';
+  private ring?: KeyRing;
+
+  constructor(
+    readonly dataDir: string,
+    readonly port: number,
+    readonly pgPort: number,
+    readonly env: Record<string, string>,
+    private readonly ownsDataDir: boolean,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** The owner connection string of the stack's database (embedded unless DATABASE_URL was given). */
+  get databaseUrl(): string {
+    return this.env.DATABASE_URL ?? embeddedUrl(this.dataDir, this.pgPort);
+  }
+
+  async launch(expectFailure = false): Promise<void> {
+    this.output = '';
+    this.exitCode = null;
+    this.proc = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sidecar', 'cli.ts'), 'start'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.proc.stdout!.on('data', (d) => (this.output += d));
+    this.proc.stderr!.on('data', (d) => (this.output += d));
+    this.exited = new Promise((resolve) =>
+      this.proc.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : 1);
+        resolve(this.exitCode);
+      }),
+    );
+    if (expectFailure) {
+      await this.exited;
+      return;
+    }
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      if (this.exitCode !== null) throw new Error(`plinth start exited with ${this.exitCode}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`plinth start not healthy after 90 s:\n${this.output}`);
+      try {
+        if ((await fetch(`${this.url}/health`)).status === 200) break;
+      } catch {
+        /* not listening yet */
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    this.sql ??= connect(this.databaseUrl, 4);
+    const keys = await currentApiKeys(this.sql);
+    this.anonKey = keys.anonKey;
+    this.serviceKey = keys.serviceKey;
+    this.ring = undefined;
+  }
+
+  /** SIGTERM and wait: the clean stop a user gets with Ctrl-C. */
+  async stop(): Promise<number> {
+    if (this.exitCode === null) {
+      this.proc.kill('SIGTERM');
+      const timer = setTimeout(() => this.proc.kill('SIGKILL'), 20_000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    return this.exitCode!;
+  }
+
+  /** SIGKILL: a crash. Children (postgres, PostgREST) are left for the next start to clean up. */
+  async kill(): Promise<void> {
+    if (this.exitCode === null) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.launch();
+  }
+
+  /** Stops everything and removes the temporary data directory. Call from afterAll. */
+  async destroy(): Promise<void> {
+    await this.sql?.end({ timeout: 5 }).catch(() => {});
+    if (this.proc && this.exitCode === null) await this.stop();
+    // After a kill, the orphaned postgres/PostgREST are stopped by launching and stopping once more.
+    if (this.ownsDataDir) fs.rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  /** Signs a token with the stack's own key, as the sidecar would (tests of raw claims). */
+  async mint(claims: Record<string, unknown> & { role: string }, ttlSeconds = 3600): Promise<string> {
+    this.ring ??= await KeyRing.load(this.sql);
+    return this.ring.mint(claims, ttlSeconds);
+  }
+
+  /**
+   * A user row plus a token for it, written straight to the database. Tests that are about
+   * accounts use the HTTP endpoints instead; this is for tests about everything else.
+   */
+  async createUser(opts: { email?: string; app_role?: 'editor' | 'admin' } = {}): Promise<TestUser> {
+    const email = opts.email ?? `user-${randomUUID().slice(0, 8)}@example.test`;
+    const app_role = opts.app_role ?? 'editor';
+    const [row] = await this.sql<{ id: string }[]>`insert into auth.users (email, app_role) values (${email}, ${app_role}) returning id`;
+    const token = await this.mint({ sub: row.id, email, role: 'authenticated', app_role });
+    return { id: row.id, email, app_role, token };
+  }
+
+  /** fetch against the sidecar; `token` becomes a bearer header, `apikey` an apikey header. */
+  fetch(pathname: string, init: RequestInit & { token?: string; apikey?: string; json?: unknown } = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (init.token) headers.set('authorization', `Bearer ${init.token}`);
+    if (init.apikey) headers.set('apikey', init.apikey);
+    let body = init.body;
+    if (init.json !== undefined) {
+      headers.set('content-type', 'application/json');
+      body = JSON.stringify(init.json);
+    }
+    return fetch(`${this.url}${pathname}`, { ...init, headers, body });
+  }
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const ownsDataDir = !opts.dataDir;
+  const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-test-'));
+  // The embedded server runs as the OS user postgres, which must reach its directory.
+  fs.chmodSync(dataDir, 0o755);
+  const port = await freePort();
+  const pgPort = await freePort();
+  const env: Record<string, string> = {
+    PORT: String(port),
+    PLINTH_PG_PORT: String(pgPort),
+    PLINTH_DATA_DIR: dataDir,
+    PLINTH_APP_MIGRATIONS: opts.appMigrations ?? SAMPLE_APP_MIGRATIONS,
+    PLINTH_LOG_LEVEL: 'warn',
+    ...opts.env,
+  };
+  const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir);
+  await stack.launch(opts.expectFailure);
+  return stack;
+}
