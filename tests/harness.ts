@@ -98,6 +98,12 @@ export class Stack {
     this.ring = undefined;
   }
 
+  /** Closes the test's own database connection (before tools that need the database to themselves). */
+  async disconnect(): Promise<void> {
+    await this.sql?.end({ timeout: 5 });
+    this.sql = undefined as unknown as Sql;
+  }
+
   /** SIGTERM and wait: the clean stop a user gets with Ctrl-C. */
   async stop(): Promise<number> {
     if (this.exitCode === null) {
@@ -180,4 +186,27 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir);
   await stack.launch(opts.expectFailure);
   return stack;
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the `plinth` CLI (as `npm run plinth -- ...` would) with the given environment. */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sidecar', 'cli.ts'), ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
 }

@@ -75,12 +75,21 @@ export function runDbmate(databaseUrl: string, appDir: string | null, args: stri
 export async function migrateUp(databaseUrl: string, appDir: string | null): Promise<string[]> {
   const r = await runDbmate(databaseUrl, appDir, ['migrate']);
   const applied = [...r.stdout.matchAll(/^Applying: (.+)$/gm)].map((m) => m[1].trim());
-  if (r.code !== 0) throw new MigrationError(describeFailure(r, applied));
+  if (r.code !== 0) throw new MigrationError(describeFailure(r, applied, appDir));
   return applied.map((f) => path.basename(f));
 }
 
-function describeFailure(r: DbmateResult, applying: string[]): string {
+function describeFailure(r: DbmateResult, applying: string[], appDir: string | null): string {
   const file = applying.at(-1);
-  const error = r.stderr.replace(/^Error:\s*/m, '').trim().split('\n').join(' ');
-  return file ? `migration ${file} failed: ${error}` : `migrations failed: ${error}`;
+  const raw = r.stderr.replace(/^Error:\s*/m, '').trim().split('\n').join(' ');
+  if (!file) return `migrations failed: ${raw}`;
+  // dbmate reports "line: L, column: C, position: P: pq: <message> at position L:C (<sqlstate>)".
+  const m = /line: (\d+), column: \d+, position: \d+: pq: (.*?)(?: at position \d+:\d+)? \((\w{5})\)$/.exec(raw);
+  if (!m) return `migration ${path.basename(file)} failed: ${raw}`;
+  const line = Number(m[1]);
+  const source = [path.resolve(REPO_ROOT, readSettings().migrations_dir), appDir]
+    .map((dir) => dir && path.join(dir, path.basename(file)))
+    .find((candidate) => candidate && fs.existsSync(candidate));
+  const statement = source && fs.readFileSync(source, 'utf8').split('\n')[line - 1]?.trim();
+  return `migration ${path.basename(file)} failed at line ${line}${statement ? ` (${statement})` : ''}: ${m[2]} [${m[3]}]; nothing of this file was applied`;
 }
