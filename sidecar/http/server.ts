@@ -4,6 +4,7 @@ import Fastify, { type FastifyError } from 'fastify';
 import http from 'node:http';
 import type { Plinth } from '../context.js';
 import { PlinthError } from './errors.js';
+import { accountRoutes } from '../auth/routes.js';
 import { healthRoutes } from './health.js';
 import { createProxy } from './proxy.js';
 
@@ -43,6 +44,7 @@ export async function buildServer(plinth: Plinth) {
   );
 
   await app.register(healthRoutes, { plinth });
+  await app.register(accountRoutes, { plinth });
 
   app.addHook('onClose', async () => {
     await proxy.close();

@@ -1,0 +1,37 @@
+// Magic links: a one-time token mailed to an existing account, exchanged once for a session.
+// The request always succeeds from the outside, so it does not reveal which emails have accounts.
+import type { Plinth } from '../context.js';
+import { unauthorized } from './keys.js';
+import type { Mailer } from './mailer.js';
+import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
+import { startSession, type Session } from './sessions.js';
+import { findUserByEmail, recordSignIn } from './users.js';
+
+export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
+  const user = await findUserByEmail(plinth.sql, email);
+  if (!user) return;
+  const { token, hash } = newOpaqueToken();
+  const ttl = plinth.config.auth.magicLinkTtl;
+  await plinth.sql`
+    insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
+    values (${hash}, ${user.id}, 'magic_link', now() + make_interval(secs => ${ttl}))`;
+  const link = `${plinth.config.publicUrl}/auth/verify?token=${token}`;
+  const minutes = ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} seconds`;
+  await mailer.send({
+    to: user.email,
+    subject: 'Your sign-in link',
+    text: `Follow this link to sign in. It works once and expires in ${minutes}.\n\n${link}\n\nIf you did not ask for it, ignore this email.\n`,
+    html: `<p>Follow this link to sign in. It works once and expires in ${minutes}.</p><p><a href="${link}">Sign in</a></p><p>If you did not ask for it, ignore this email.</p>`,
+  });
+}
+
+/** Spends the token (once, before it expires) and signs its user in; the email counts as confirmed. */
+export async function followMagicLink(plinth: Plinth, token: string): Promise<Session> {
+  const [spent] = await plinth.sql<{ user_id: string }[]>`
+    update auth.one_time_tokens set used_at = now()
+     where token_hash = ${hashOpaqueToken(token)} and purpose = 'magic_link' and used_at is null and expires_at > now()
+    returning user_id`;
+  if (!spent) throw unauthorized('This sign-in link is invalid, already used or expired; ask for a new one');
+  const user = await recordSignIn(plinth.sql, spent.user_id, true);
+  return startSession(plinth, user, 'magic_link');
+}

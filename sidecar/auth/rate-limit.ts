@@ -1,0 +1,35 @@
+// Rate limits for login, signup and magic links: one fixed-window counter per client address and
+// one per email, kept in PostgreSQL (auth.rate_limits) so every sidecar of a deployment counts
+// together. Every attempt counts, successful or not, so a guesser cannot reset the window.
+import { createHash } from 'node:crypto';
+import type { Plinth } from '../context.js';
+import { PlinthError } from '../http/errors.js';
+import { normalizeEmail } from './users.js';
+
+export type LimitedAction = 'login' | 'signup' | 'magic_link';
+
+export async function enforceRateLimit(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<void> {
+  const { rateLimitWindow, rateLimitPerIp, rateLimitPerEmail } = plinth.config.auth;
+  // The bucket names an email only by its hash: the table is not a list of who tried what.
+  const emailKey = createHash('sha256').update(normalizeEmail(email)).digest('base64url');
+  const [{ by_address, by_email }] = await plinth.sql<{ by_address: number; by_email: number }[]>`
+    select auth.rate_limit_hit(${`${action}:ip:${clientAddress}`}, ${rateLimitPerIp}, ${rateLimitWindow}) as by_address,
+           auth.rate_limit_hit(${`${action}:email:${emailKey}`}, ${rateLimitPerEmail}, ${rateLimitWindow}) as by_email`;
+  const retryAfter = Math.max(by_address, by_email);
+  if (retryAfter > 0) {
+    throw new PlinthError(429, `Too many attempts; try again in ${retryAfter} seconds`, 'PLINTH429', null, null, {
+      'retry-after': String(retryAfter),
+    });
+  }
+}
+
+/** Deletes finished windows and dead tokens now and then, so the tables stay small. */
+export function sweepPeriodically(plinth: Plinth, everyMs = 10 * 60_000): void {
+  const sweep = () =>
+    plinth.sql`select auth.sweep_expired(${plinth.config.auth.rateLimitWindow})`.catch((err) =>
+      plinth.log.warn(`accounts sweep failed: ${(err as Error).message}`),
+    );
+  const timer = setInterval(sweep, everyMs);
+  timer.unref();
+  plinth.onClose.push(() => clearInterval(timer));
+}

@@ -1,0 +1,119 @@
+// The accounts feature as one fastify plugin: signup, login, refresh, logout, the caller's
+// profile, magic links, the public signing keys, and the two admin routes. Handlers stay thin:
+// validation is in schemas.ts, the work in the modules named after it.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Plinth } from '../context.js';
+import { authenticate } from '../http/authenticate.js';
+import { callerProfile, endSession, listUsers, setAppRole } from './as-caller.js';
+import { followMagicLink, sendMagicLink } from './magic-link.js';
+import { createMailer } from './mailer.js';
+import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
+import { enforceRateLimit, sweepPeriodically } from './rate-limit.js';
+import {
+  accountValidatorCompiler,
+  credentialsSchema,
+  describeSchemaErrors,
+  listUsersSchema,
+  logoutSchema,
+  magicLinkSchema,
+  noInputSchema,
+  refreshSchema,
+  setAppRoleSchema,
+  verifyGetSchema,
+  verifyPostSchema,
+} from './schemas.js';
+import { refreshSession, startSession } from './sessions.js';
+import { bootstrapAdmin, createUser, findUserByEmail, recordSignIn } from './users.js';
+
+// Seed 003 fixes this body byte for byte; it is the same for an unknown email and a wrong password.
+const INVALID_CREDENTIALS = { message: 'Invalid email or password' };
+
+/** POST routes whose body is optional: no body at all reads as {}, so the schema still applies. */
+async function emptyBodyIsEmptyObject(req: FastifyRequest) {
+  req.body ??= {};
+}
+
+interface Credentials {
+  email: string;
+  password: string;
+}
+
+export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
+  app.setValidatorCompiler(accountValidatorCompiler);
+  app.addHook('onRoute', (route) => {
+    route.schemaErrorFormatter ??= describeSchemaErrors;
+  });
+  const mailer = createMailer(plinth);
+  await bootstrapAdmin(plinth);
+  sweepPeriodically(plinth);
+  const noStore = { 'cache-control': 'no-store' };
+
+  app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema }, async (req, reply) => {
+    const { email, password } = req.body;
+    await enforceRateLimit(plinth, 'signup', req.ip, email);
+    assertAcceptablePassword(password);
+    const user = await createUser(plinth.sql, email, await hashPassword(password));
+    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');
+    return reply.code(201).headers(noStore).send(session);
+  });
+
+  app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema }, async (req, reply) => {
+    const { email, password } = req.body;
+    await enforceRateLimit(plinth, 'login', req.ip, email);
+    const user = await findUserByEmail(plinth.sql, email);
+    // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
+    const valid = await verifyPassword(user?.password_hash, password);
+    if (!user || !valid) return reply.code(400).send(INVALID_CREDENTIALS);
+    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
+    return reply.headers(noStore).send([session]);
+  });
+
+  app.post<{ Body: { refresh_token: string } }>('/auth/refresh', { schema: refreshSchema }, async (req, reply) => {
+    return reply.headers(noStore).send(await refreshSession(plinth, req.body.refresh_token));
+  });
+
+  app.post<{ Body: { scope?: 'local' | 'global' } }>('/auth/logout', { schema: logoutSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
+    const { claims } = await authenticate(plinth.keys, req.raw);
+    await endSession(plinth, claims, req.body.scope === 'global');
+    return reply.code(204).send();
+  });
+
+  app.get('/auth/user', { schema: noInputSchema }, async (req, reply) => {
+    const { claims } = await authenticate(plinth.keys, req.raw);
+    return reply.headers(noStore).send(await callerProfile(plinth, claims));
+  });
+
+  app.post<{ Body: { email: string } }>('/auth/magic-link', { schema: magicLinkSchema }, async (req) => {
+    const { email } = req.body;
+    await enforceRateLimit(plinth, 'magic_link', req.ip, email);
+    // Sent after answering: the answer and its timing are the same whether or not the account exists.
+    sendMagicLink(plinth, mailer, email).catch((err) => plinth.log.error(`magic link not sent: ${(err as Error).message}`));
+    return { message: 'If an account exists for this email, a sign-in link is on its way' };
+  });
+
+  const verify = async (token: string | undefined) => followMagicLink(plinth, token ?? '');
+  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) =>
+    reply.headers(noStore).send(await verify(req.query.token)),
+  );
+  app.post<{ Querystring: { token?: string }; Body: { token?: string } }>(
+    '/auth/verify',
+    { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject },
+    async (req, reply) => reply.headers(noStore).send(await verify(req.body.token ?? req.query.token)),
+  );
+
+  const jwks = async (_req: FastifyRequest, reply: import('fastify').FastifyReply) =>
+    // Short cache: after `plinth keys rotate`, verifiers must see the new key within a minute.
+    reply.header('cache-control', 'public, max-age=60').send(plinth.keys.jwksDocument);
+  app.get('/auth/jwks', { schema: noInputSchema }, jwks);
+  app.get('/.well-known/jwks.json', { schema: noInputSchema }, jwks);
+
+  app.get<{ Querystring: { limit: number; offset: number } }>('/auth/admin/users', { schema: listUsersSchema }, async (req, reply) => {
+    const { claims } = await authenticate(plinth.keys, req.raw);
+    return reply.headers(noStore).send(await listUsers(plinth, claims, req.query.limit, req.query.offset));
+  });
+
+  app.patch<{ Params: { id: string }; Body: { app_role: string } }>('/auth/admin/users/:id', { schema: setAppRoleSchema }, async (req) => {
+    const { claims } = await authenticate(plinth.keys, req.raw);
+    return setAppRole(plinth, claims, req.params.id, req.body.app_role);
+  });
+}

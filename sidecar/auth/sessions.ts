@@ -1,0 +1,90 @@
+// Sessions: an access token (a short-lived JWT signed by the KeyRing) plus an opaque refresh token
+// that rotates on every use. All refresh tokens of one sign-in share the session row (the family);
+// presenting a token that was already exchanged revokes the whole family (reuse detection).
+import type { Plinth } from '../context.js';
+import { unauthorized } from './keys.js';
+import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
+import { PROFILE_COLUMNS, type UserProfile } from './users.js';
+
+export type SignInMethod = 'password' | 'magic_link' | 'signup';
+
+/** The body every sign-in returns (inside an array for /rpc/login, seed 003). */
+export interface Session {
+  token: string;
+  refresh_token: string;
+  expires_in: number;
+  user: UserProfile;
+}
+
+function mintAccessToken(plinth: Plinth, user: UserProfile, sessionId: string): Promise<string> {
+  return plinth.keys.mint(
+    { sub: user.id, email: user.email, role: 'authenticated', app_role: user.app_role, session_id: sessionId },
+    plinth.config.auth.accessTokenTtl,
+  );
+}
+
+export async function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
+  const refresh = newOpaqueToken();
+  const ttl = plinth.config.auth.refreshTokenTtl;
+  const sessionId = await plinth.sql.begin(async (tx) => {
+    const [{ id }] = await tx<{ id: string }[]>`insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id`;
+    await tx`
+      insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+      values (${refresh.hash}, ${id}, now() + make_interval(secs => ${ttl}))`;
+    return id;
+  });
+  return {
+    token: await mintAccessToken(plinth, user, sessionId),
+    refresh_token: refresh.token,
+    expires_in: plinth.config.auth.accessTokenTtl,
+    user,
+  };
+}
+
+const REFRESH_REFUSED = 'Invalid refresh token: it is unknown, expired, already used or its session has ended; sign in again';
+
+/** Exchanges a refresh token for a new pair. The user row is read again, so a new app role applies. */
+export async function refreshSession(plinth: Plinth, refreshToken: string): Promise<Session> {
+  const presented = hashOpaqueToken(refreshToken);
+  const next = newOpaqueToken();
+  const ttl = plinth.config.auth.refreshTokenTtl;
+  const outcome = await plinth.sql.begin(async (tx) => {
+    // Claiming the token is one UPDATE: of two concurrent exchanges, exactly one wins and the
+    // other is treated as reuse.
+    const [claimed] = await tx<{ session_id: string; user_id: string }[]>`
+      update auth.refresh_tokens t set used_at = now()
+        from auth.sessions s
+       where t.token_hash = ${presented} and t.used_at is null and t.expires_at > now()
+         and s.id = t.session_id and s.revoked_at is null
+      returning t.session_id, s.user_id`;
+    if (!claimed) {
+      const [seen] = await tx<{ session_id: string }[]>`
+        select session_id from auth.refresh_tokens where token_hash = ${presented} and used_at is not null`;
+      if (seen) {
+        await tx`
+          update auth.sessions set revoked_at = now(), revoked_reason = 'reuse'
+           where id = ${seen.session_id} and revoked_at is null`;
+        return { reused: seen.session_id };
+      }
+      return { refused: true as const };
+    }
+    await tx`
+      insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+      values (${next.hash}, ${claimed.session_id}, now() + make_interval(secs => ${ttl}))`;
+    await tx`update auth.sessions set refreshed_at = now() where id = ${claimed.session_id}`;
+    const [user] = await tx<UserProfile[]>`select ${tx(PROFILE_COLUMNS)} from auth.users where id = ${claimed.user_id}`;
+    return { sessionId: claimed.session_id, user };
+  });
+  if ('reused' in outcome) {
+    // Never log the token itself: the session id is enough to investigate.
+    plinth.log.warn(`refresh token reuse detected: session ${outcome.reused} revoked`);
+    throw unauthorized(REFRESH_REFUSED);
+  }
+  if ('refused' in outcome) throw unauthorized(REFRESH_REFUSED);
+  return {
+    token: await mintAccessToken(plinth, outcome.user, outcome.sessionId),
+    refresh_token: next.token,
+    expires_in: plinth.config.auth.accessTokenTtl,
+    user: outcome.user,
+  };
+}

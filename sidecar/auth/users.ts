@@ -1,0 +1,74 @@
+// Accounts in auth.users: creation, lookup by email, and the admin account from the environment.
+// Emails are stored lower-cased and trimmed; the unique index on lower(email) guards duplicates.
+import type { Plinth } from '../context.js';
+import type { Sql } from '../db/sql.js';
+import { PlinthError } from '../http/errors.js';
+import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
+
+/** What the API shows of a user (auth.user_profile): never the password hash. */
+export interface UserProfile {
+  id: string;
+  email: string;
+  app_role: 'editor' | 'admin';
+  email_confirmed_at: Date | null;
+  last_sign_in_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export const PROFILE_COLUMNS = ['id', 'email', 'app_role', 'email_confirmed_at', 'last_sign_in_at', 'created_at', 'updated_at'] as const;
+
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+/** Creates an account; 409 when the email (in any case) is taken. */
+export async function createUser(sql: Sql, email: string, passwordHash: string): Promise<UserProfile> {
+  const [user] = await sql<UserProfile[]>`
+    insert into auth.users (email, password_hash) values (${normalizeEmail(email)}, ${passwordHash})
+    on conflict ((lower(email))) do nothing
+    returning ${sql(PROFILE_COLUMNS)}`;
+  if (!user) {
+    throw new PlinthError(409, 'An account with this email already exists', '23505', null, 'Sign in instead, or ask for a magic link');
+  }
+  return user;
+}
+
+export async function findUserByEmail(sql: Sql, email: string): Promise<(UserProfile & { password_hash: string | null }) | undefined> {
+  const [user] = await sql<(UserProfile & { password_hash: string | null })[]>`
+    select ${sql(PROFILE_COLUMNS)}, password_hash from auth.users where lower(email) = ${normalizeEmail(email)}`;
+  return user;
+}
+
+export async function recordSignIn(sql: Sql, userId: string, confirmsEmail: boolean): Promise<UserProfile> {
+  const [user] = await sql<UserProfile[]>`
+    update auth.users
+       set last_sign_in_at = now(),
+           email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
+     where id = ${userId}
+    returning ${sql(PROFILE_COLUMNS)}`;
+  return user;
+}
+
+/**
+ * PLINTH_ADMIN_EMAIL / PLINTH_ADMIN_PASSWORD: the account is created on first start, and on later
+ * starts made an admin again and given the configured password if it changed. Never duplicated:
+ * the upsert rides on the unique index, so concurrent sidecars agree.
+ */
+export async function bootstrapAdmin(plinth: Plinth): Promise<void> {
+  const { adminEmail, adminPassword } = plinth.config.auth;
+  if (!adminEmail || !adminPassword) return;
+  try {
+    assertAcceptablePassword(adminPassword);
+  } catch (err) {
+    throw new Error(`PLINTH_ADMIN_PASSWORD is not acceptable: ${(err as Error).message}`);
+  }
+  const existing = await findUserByEmail(plinth.sql, adminEmail);
+  if (existing && existing.app_role === 'admin' && (await verifyPassword(existing.password_hash, adminPassword))) return;
+  const passwordHash = await hashPassword(adminPassword);
+  await plinth.sql`
+    insert into auth.users (email, password_hash, app_role, email_confirmed_at)
+    values (${normalizeEmail(adminEmail)}, ${passwordHash}, 'admin', now())
+    on conflict ((lower(email))) do update set password_hash = excluded.password_hash, app_role = 'admin'`;
+  plinth.log.info(`admin account ${normalizeEmail(adminEmail)} ${existing ? 'updated' : 'created'} from PLINTH_ADMIN_EMAIL`);
+}
