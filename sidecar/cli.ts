@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { addSigningKey, currentApiKeys } from './auth/keys.js';
 import { ConfigError, loadConfig } from './config.js';
-import { MigrationError, migrateUp, runDbmate } from './db/migrations.js';
+import { MigrationError, migrateUpLocked, runDbmate } from './db/migrations.js';
 import { createLogger } from './log.js';
 import { withDatabase } from './start/database.js';
 import { StartError } from './start/process.js';
@@ -98,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
       const action = sub ?? 'up';
       return withDatabase(config, async (sql, url) => {
         if (action === 'up') {
-          const applied = await migrateUp(url, config.migrations.appDir);
+          const applied = await migrateUpLocked(sql, url, config.migrations.appDir);
           await sql`select pg_notify('pgrst', 'reload schema')`;
           console.log(applied.length ? applied.map((f) => `applied ${f}`).join('\n') : 'no pending migrations');
           return 0;

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
+import type { Sql } from './sql.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -77,6 +78,21 @@ export async function migrateUp(databaseUrl: string, appDir: string | null): Pro
   const applied = [...r.stdout.matchAll(/^Applying: (.+)$/gm)].map((m) => m[1].trim());
   if (r.code !== 0) throw new MigrationError(describeFailure(r, applied, appDir));
   return applied.map((f) => path.basename(f));
+}
+
+/**
+ * migrateUp under a database-wide advisory lock, so sidecars starting together on one database
+ * apply each migration once (the others wait, then find nothing pending).
+ */
+export async function migrateUpLocked(sql: Sql, databaseUrl: string, appDir: string | null): Promise<string[]> {
+  const conn = await sql.reserve();
+  try {
+    await conn`select pg_advisory_lock(hashtext('plinth.migrations'))`;
+    return await migrateUp(databaseUrl, appDir);
+  } finally {
+    await conn`select pg_advisory_unlock(hashtext('plinth.migrations'))`.catch(() => {});
+    conn.release();
+  }
 }
 
 function describeFailure(r: DbmateResult, applying: string[], appDir: string | null): string {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { addSigningKey, KeyRing } from '../auth/keys.js';
 import type { Config } from '../config.js';
 import type { Plinth } from '../context.js';
-import { MigrationError, migrateUp } from '../db/migrations.js';
+import { MigrationError, migrateUpLocked } from '../db/migrations.js';
 import { connect } from '../db/sql.js';
 import { buildServer } from '../http/server.js';
 import type { Logger } from '../log.js';
@@ -48,7 +48,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     cleanup.push(() => sql.end({ timeout: 5 }));
     await waitForDatabase(sql, databaseUrl, config.database.waitSeconds);
 
-    const applied = await migrateUp(databaseUrl, config.migrations.appDir);
+    const applied = await migrateUpLocked(sql, databaseUrl, config.migrations.appDir);
     for (const file of applied) log.info(`migration applied: ${file}`);
 
     const password = authenticatorPassword(databaseUrl, config.postgrest.authenticatorPassword);
