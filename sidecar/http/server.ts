@@ -2,6 +2,7 @@
 // goes straight to the PostgREST proxy, without fastify's per-request work on the hot path.
 import Fastify, { type FastifyError } from 'fastify';
 import http from 'node:http';
+import { consoleRoutes } from '../console/routes.js';
 import type { Plinth } from '../context.js';
 import { PlinthError } from './errors.js';
 import { accountRoutes } from '../auth/routes.js';
@@ -44,6 +45,7 @@ export async function buildServer(plinth: Plinth) {
   );
 
   await app.register(healthRoutes, { plinth });
+  await app.register(consoleRoutes, { plinth });
   await app.register(accountRoutes, { plinth });
 
   app.addHook('onClose', async () => {

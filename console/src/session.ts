@@ -1,0 +1,164 @@
+// The signed-in session: kept in localStorage so a reload stays signed in, refreshed before the
+// access token expires, cleared on sign-out or when the refresh token is refused.
+
+export interface User {
+  id: string;
+  email: string;
+  app_role: string;
+}
+
+export interface Session {
+  token: string;
+  refreshToken: string | null;
+  /** Epoch milliseconds when the access token stops being accepted. */
+  expiresAt: number;
+  user: User;
+}
+
+const STORAGE_KEY = 'plinth.console.session';
+/** Refresh this long before expiry, so a request never leaves with a token about to lapse. */
+const REFRESH_MARGIN_MS = 60_000;
+
+let current: Session | null = load();
+const listeners = new Set<(s: Session | null) => void>();
+let timer: ReturnType<typeof setTimeout> | undefined;
+let refreshing: Promise<Session | null> | null = null;
+
+function load(): Session | null {
+  try {
+    const raw = localStorage.getItem(STORAGE_KEY);
+    if (!raw) return null;
+    const s = JSON.parse(raw) as Session;
+    return typeof s.token === 'string' && s.user ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+export function session(): Session | null {
+  return current;
+}
+
+export function onSessionChange(fn: (s: Session | null) => void): void {
+  listeners.add(fn);
+}
+
+export function setSession(s: Session | null): void {
+  const wasUser = current?.user.id;
+  current = s;
+  if (s) localStorage.setItem(STORAGE_KEY, JSON.stringify(s));
+  else localStorage.removeItem(STORAGE_KEY);
+  schedule();
+  // Listeners re-render on sign-in and sign-out; a refreshed token for the same user changes nothing visible.
+  if (wasUser !== s?.user.id) for (const fn of listeners) fn(s);
+}
+
+/** The payload of a JWT, without verifying it (the server verifies; the page only reads exp and claims). */
+export function jwtClaims(token: string): Record<string, unknown> {
+  try {
+    const part = token.split('.')[1] ?? '';
+    const binary = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
+    const json = new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+    return JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
+type Raw = Record<string, unknown>;
+
+/**
+ * A session from whatever shape an accounts endpoint answers with: `[{token, ...}]` (POST
+ * /rpc/login, seed 003), `{token | access_token, refresh_token, expires_in, user}`, or the same
+ * nested under `session`.
+ */
+export function sessionFrom(body: unknown, previous?: Session | null): Session | null {
+  let o = (Array.isArray(body) ? body[0] : body) as Raw | undefined;
+  if (!o || typeof o !== 'object') return null;
+  if (o.session && typeof o.session === 'object') o = { user: o.user, ...(o.session as Raw) };
+  const token = (o.token ?? o.access_token) as string | undefined;
+  if (typeof token !== 'string' || !token) return null;
+  const claims = jwtClaims(token);
+  const u = (o.user ?? {}) as Raw;
+  const expSeconds = typeof claims.exp === 'number' ? claims.exp : undefined;
+  const expiresIn = Number(o.expires_in);
+  const expiresAt = expSeconds ? expSeconds * 1000 : Date.now() + (Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn : 3600) * 1000;
+  return {
+    token,
+    refreshToken: (o.refresh_token as string | undefined) ?? previous?.refreshToken ?? null,
+    expiresAt,
+    user: {
+      id: String(u.id ?? claims.sub ?? previous?.user.id ?? ''),
+      email: String(u.email ?? claims.email ?? previous?.user.email ?? ''),
+      app_role: String(u.app_role ?? claims.app_role ?? previous?.user.app_role ?? 'editor'),
+    },
+  };
+}
+
+/**
+ * Trades the refresh token for a new access token. Concurrent callers share one request.
+ * Resolves with null (and signs out) when the server refuses the refresh token.
+ */
+export function refresh(): Promise<Session | null> {
+  if (refreshing) return refreshing;
+  const s = current;
+  if (!s?.refreshToken) return Promise.resolve(s);
+  refreshing = (async () => {
+    try {
+      const res = await fetch('/auth/refresh', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify({ refresh_token: s.refreshToken }),
+      });
+      if (res.status === 400 || res.status === 401 || res.status === 403) {
+        if (current === s) {
+          expiredNotice = 'Your session ended: sign in again.';
+          setSession(null);
+        }
+        return null;
+      }
+      if (!res.ok) throw new Error(`refresh answered ${res.status}`);
+      const next = sessionFrom(await res.json(), s);
+      if (next && current?.user.id === s.user.id) setSession(next);
+      return next;
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+/** A notice the sign-in screen shows once (e.g. why the user was signed out). */
+export let expiredNotice = '';
+export function takeNotice(): string {
+  const n = expiredNotice;
+  expiredNotice = '';
+  return n;
+}
+
+function schedule(): void {
+  clearTimeout(timer);
+  const s = current;
+  if (!s?.refreshToken) return;
+  const delay = Math.max(0, s.expiresAt - Date.now() - REFRESH_MARGIN_MS);
+  // setTimeout overflows above 2^31 ms; a long-lived token is simply re-checked later.
+  timer = setTimeout(() => {
+    refresh().catch(() => {
+      // Offline: try again shortly; the token may still be valid for a while.
+      timer = setTimeout(schedule, 10_000);
+    });
+  }, Math.min(delay, 2 ** 31 - 1));
+}
+
+/** A token good for at least the margin, refreshing first when it is about to expire. */
+export async function freshToken(): Promise<string | null> {
+  const s = current;
+  if (!s) return null;
+  if (s.refreshToken && s.expiresAt - Date.now() < REFRESH_MARGIN_MS / 2) {
+    const next = await refresh().catch(() => s);
+    return next?.token ?? null;
+  }
+  return s.token;
+}
+
+schedule();

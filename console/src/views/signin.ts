@@ -1,0 +1,151 @@
+// Sign in, create an account, or ask for a sign-in link by email: three small forms, one screen.
+import { ApiError, callJson } from '../api';
+import { h, replace, uid } from '../dom';
+import { sessionFrom, setSession, takeNotice } from '../session';
+
+type Mode = 'signin' | 'signup' | 'magic';
+
+const TITLES: Record<Mode, string> = {
+  signin: 'Sign in',
+  signup: 'Create an account',
+  magic: 'Email me a sign-in link',
+};
+
+export function signInView(root: HTMLElement, initialNotice = ''): void {
+  let mode: Mode = 'signin';
+  const notice = initialNotice || takeNotice();
+
+  const render = () => {
+    const status = h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
+    const alert = h('p', { class: 'alert', role: 'alert', hidden: !notice });
+    if (notice && mode === 'signin') {
+      alert.textContent = notice;
+      alert.hidden = false;
+    }
+
+    const emailId = uid('email');
+    const passwordId = uid('password');
+    const email = h('input', { id: emailId, name: 'email', type: 'email', autocomplete: 'email', required: true, inputmode: 'email' });
+    const password =
+      mode === 'magic'
+        ? null
+        : h('input', {
+            id: passwordId,
+            name: 'password',
+            type: 'password',
+            required: true,
+            minlength: mode === 'signup' ? 8 : null,
+            autocomplete: mode === 'signup' ? 'new-password' : 'current-password',
+          });
+    const submit = h('button', { type: 'submit', class: 'primary' }, TITLES[mode]);
+
+    const form = h(
+      'form',
+      { class: 'card auth-form', 'aria-labelledby': 'auth-title', novalidate: false },
+      h('h1', { id: 'auth-title' }, TITLES[mode]),
+      h('div', { class: 'field' }, h('label', { for: emailId }, 'Email'), email),
+      password && h('div', { class: 'field' }, h('label', { for: passwordId }, 'Password'), password, mode === 'signup' ? h('small', {}, 'At least 8 characters.') : null),
+      submit,
+      alert,
+      status,
+    );
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      alert.hidden = true;
+      status.textContent = mode === 'magic' ? 'Sending…' : 'Signing in…';
+      submit.disabled = true;
+      try {
+        if (mode === 'magic') {
+          await callJson('/auth/magic-link', { method: 'POST', auth: false, json: { email: email.value.trim() } });
+          status.textContent = `If ${email.value.trim()} has an account, a sign-in link is on its way. Paste it below once it arrives.`;
+          pasteForm.hidden = false;
+          return;
+        }
+        const body = await callJson<unknown>(mode === 'signup' ? '/rpc/signup' : '/rpc/login', {
+          method: 'POST',
+          auth: false,
+          json: { email: email.value.trim(), password: password!.value },
+        });
+        let s = sessionFrom(body);
+        // A sign-up that answers without a session (e.g. email confirmation first) is followed by a sign-in.
+        if (!s && mode === 'signup') {
+          s = sessionFrom(await callJson('/rpc/login', { method: 'POST', auth: false, json: { email: email.value.trim(), password: password!.value } }));
+        }
+        if (!s) throw new ApiError(500, 'The server answered without a session token.');
+        status.textContent = '';
+        setSession(s);
+      } catch (err) {
+        status.textContent = '';
+        alert.textContent = err instanceof ApiError ? err.message : String(err);
+        alert.hidden = false;
+      } finally {
+        submit.disabled = false;
+      }
+    });
+
+    // The mailed link points at the API (/auth/verify?token=…); pasting it here signs this browser in.
+    const linkId = uid('link');
+    const linkInput = h('input', { id: linkId, type: 'text', autocomplete: 'off', spellcheck: 'false', required: true });
+    const pasteAlert = h('p', { class: 'alert', role: 'alert', hidden: true });
+    const pasteForm = h(
+      'form',
+      { class: 'card auth-form', 'aria-label': 'Sign in with the emailed link', hidden: true },
+      h('div', { class: 'field' }, h('label', { for: linkId }, 'Sign-in link from the email'), linkInput),
+      h('button', { type: 'submit', class: 'primary' }, 'Sign in with the link'),
+      pasteAlert,
+    );
+    pasteForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      pasteAlert.hidden = true;
+      try {
+        await signInWithLinkToken(tokenFromLink(linkInput.value));
+      } catch (err) {
+        pasteAlert.textContent = err instanceof ApiError ? err.message : String(err);
+        pasteAlert.hidden = false;
+      }
+    });
+    if (mode === 'magic') pasteForm.hidden = false;
+
+    const switcher = h(
+      'nav',
+      { class: 'auth-switch', 'aria-label': 'Other ways to sign in' },
+      (['signin', 'signup', 'magic'] as Mode[])
+        .filter((m) => m !== mode)
+        .map((m) =>
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'link',
+              onclick: () => {
+                mode = m;
+                render();
+                (root.querySelector('input') as HTMLInputElement | null)?.focus();
+              },
+            },
+            m === 'signin' ? 'I have an account: sign in' : m === 'signup' ? 'New here? Create an account' : 'Forgot the password? Email me a link',
+          ),
+        ),
+    );
+
+    replace(root, h('div', { class: 'auth' }, h('p', { class: 'brand-big' }, 'Plinth console'), form, mode === 'magic' ? pasteForm : null, switcher));
+  };
+  render();
+}
+
+/** The token of a pasted sign-in link (…/auth/verify?token=…), or the token itself. */
+export function tokenFromLink(text: string): string {
+  const t = text.trim();
+  try {
+    return new URL(t).searchParams.get('token') ?? t;
+  } catch {
+    return t;
+  }
+}
+
+/** Spends a magic-link token (POST /auth/verify) and signs this browser in. */
+export async function signInWithLinkToken(token: string): Promise<void> {
+  const s = sessionFrom(await callJson('/auth/verify', { method: 'POST', auth: false, json: { token } }));
+  if (!s) throw new ApiError(500, 'The server answered without a session token.');
+  setSession(s);
+}

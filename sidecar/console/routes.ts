@@ -1,0 +1,124 @@
+// GET /console/*: the web console's built assets (console/dist). Hashed assets are cached for a
+// year; index.html is revalidated on every load, so a new build reaches browsers at once. Any
+// other path without a file answers index.html: the console routes in the browser (history API).
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Plinth } from '../context.js';
+import { PlinthError } from '../http/errors.js';
+import { buildConsole, buildNeed, DIST_DIR, type RunningBuild } from './build.js';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.map': 'application/json; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.webp': 'image/webp',
+  '.woff2': 'font/woff2',
+  '.txt': 'text/plain; charset=utf-8',
+  '.webmanifest': 'application/manifest+json',
+};
+
+/** The page may talk only to its own origin: no CDN, no font service, no third-party script. */
+const CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data: blob:",
+  "connect-src 'self'",
+  "font-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+
+/** A file inside dist for a request path, or null; `..`, NUL and absolute tricks never leave dist. */
+export function resolveAsset(rel: string): string | null {
+  if (rel.includes('\0')) return null;
+  const normal = path.posix.normalize(`/${rel}`);
+  if (normal.split('/').includes('..')) return null;
+  const file = path.join(DIST_DIR, normal);
+  if (file !== DIST_DIR && !file.startsWith(DIST_DIR + path.sep)) return null;
+  return file;
+}
+
+function statFile(file: string): fs.Stats | null {
+  try {
+    const st = fs.statSync(file);
+    return st.isFile() ? st : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function consoleRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
+  let build: RunningBuild | null = null;
+  let buildError: string | null = null;
+  const need = buildNeed();
+  if (need !== 'none') {
+    plinth.log.info(`console: ${need === 'missing' ? 'console/dist is missing' : 'console sources changed'}; building it in the background`);
+    build = buildConsole();
+    build.done
+      .then((built) => built && plinth.log.info('console: built'))
+      .catch((err: Error) => {
+        buildError = err.message;
+        plinth.log.warn(`console: build failed: ${err.message}`);
+      })
+      .finally(() => (build = null));
+    plinth.onClose.push(() => build?.cancel());
+  }
+
+  const send = (req: FastifyRequest, reply: FastifyReply, file: string, st: fs.Stats, immutable: boolean) => {
+    const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+    const type = TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
+    reply
+      .header('content-type', type)
+      .header('cache-control', immutable ? IMMUTABLE : 'no-cache')
+      .header('etag', etag)
+      .header('x-content-type-options', 'nosniff')
+      .header('referrer-policy', 'no-referrer');
+    if (type.startsWith('text/html')) reply.header('content-security-policy', CSP).header('x-frame-options', 'DENY');
+    if (req.headers['if-none-match'] === etag) return reply.code(304).send();
+    reply.header('content-length', st.size);
+    return reply.send(req.method === 'HEAD' ? '' : fs.createReadStream(file));
+  };
+
+  app.get('/console', { schema: { querystring: { type: 'object' } } }, async (req, reply) => {
+    const q = req.url.indexOf('?');
+    return reply.redirect(`/console/${q === -1 ? '' : req.url.slice(q)}`, 301);
+  });
+
+  app.get(
+    '/console/*',
+    { schema: { params: { type: 'object', properties: { '*': { type: 'string' } }, required: ['*'], additionalProperties: false } } },
+    async (req: FastifyRequest<{ Params: { '*': string } }>, reply) => {
+      const rel = req.params['*'];
+      const file = resolveAsset(rel);
+      if (!file) throw new PlinthError(404, `No console file ${rel}`);
+      const st = statFile(file);
+      if (st) return send(req, reply, file, st, rel.startsWith('assets/'));
+      // A missing asset is a 404 (a stale page asking for an old hash); any other path is a page.
+      if (rel.startsWith('assets/') || /\.[a-z0-9]+$/i.test(rel)) throw new PlinthError(404, `No console file ${rel}`);
+      const index = path.join(DIST_DIR, 'index.html');
+      const indexSt = statFile(index);
+      if (indexSt) return send(req, reply, index, indexSt, false);
+      const building = build !== null;
+      reply.code(503).header('cache-control', 'no-store').header('content-type', 'text/html; charset=utf-8');
+      if (building) reply.header('retry-after', '2');
+      return reply.send(unavailablePage(building ? 'The console is being built; this page reloads in a moment.' : `The console is not built${buildError ? ` (${buildError.split('\n')[0]})` : ''}. Run \`npm run build:console\` and reload.`, building));
+    },
+  );
+}
+
+function unavailablePage(message: string, reload: boolean): string {
+  const escaped = message.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">${reload ? '<meta http-equiv="refresh" content="2">' : ''}<title>Plinth console</title></head><body><p>${escaped}</p></body></html>`;
+}
