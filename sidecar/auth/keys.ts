@@ -116,11 +116,20 @@ export class KeyRing {
     return sign(claims, this.signing.key, this.signing.alg, this.signing.kid, iat, iat + ttlSeconds);
   }
 
+  /** The claims of a token verified earlier and not yet expired: the proxy's synchronous fast path. */
+  verifiedClaims(token: string): Claims | undefined {
+    const cached = this.verified.get(token);
+    return cached && (cached.exp as number) > Date.now() / 1000 ? cached : undefined;
+  }
+
+  isVerified(token: string): boolean {
+    return this.verifiedClaims(token) !== undefined;
+  }
+
   /** Verifies a bearer token; throws a 401 PlinthError with PostgREST's shape if it is not one of ours. */
   async verify(token: string): Promise<Claims> {
-    const cached = this.verified.get(token);
-    const now = Date.now() / 1000;
-    if (cached && (cached.exp as number) > now) return cached;
+    const cached = this.verifiedClaims(token);
+    if (cached) return cached;
     let payload: jose.JWTPayload;
     try {
       ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: AUDIENCE, requiredClaims: ['exp'] }));

@@ -1,11 +1,16 @@
 // Everything the sidecar does not own goes to PostgREST: authenticated first, then streamed both
 // ways over a keep-alive pool (a unix socket when Plinth runs PostgREST itself).
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
+//
+// This is the hot path (issue 2: ≥ 0.9× PostgREST's own throughput on 2 cores), so it talks to
+// undici's dispatcher directly: response headers arrive raw and go to writeHead as one flat
+// array, body chunks go straight to res.write, and backpressure pauses the upstream socket.
+// No Readable body, no stream.pipeline, no AbortSignal per request (profiled: those were a
+// third of the proxy's CPU).
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Pool } from 'undici';
 import type { KeyRing } from '../auth/keys.js';
 import type { PostgrestTarget } from '../start/postgrest.js';
-import { authenticate } from './authenticate.js';
+import { presentedToken } from './authenticate.js';
 import { PlinthError, sendError } from './errors.js';
 
 // Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`.
@@ -17,6 +22,62 @@ export interface Proxy {
   close(): Promise<void>;
 }
 
+function unavailable(err: { code?: unknown; message?: unknown } | undefined): PlinthError {
+  return new PlinthError(503, 'The REST API (PostgREST) is unavailable; try again shortly', 'PLINTH503', String(err?.code ?? err?.message ?? err));
+}
+
+const uncork = (res: ServerResponse) => res.uncork();
+
+/** One proxied exchange, as an undici dispatch handler: PostgREST's response is written to `res` as it arrives. */
+class Exchange {
+  private abort: ((err?: Error) => void) | null = null;
+  private done = false;
+
+  constructor(private readonly res: ServerResponse) {
+    // The client went away before the response ended: stop PostgREST's side too.
+    res.once('close', () => {
+      if (!this.done) this.abort?.(new Error('client closed the connection'));
+    });
+  }
+
+  onConnect(abort: (err?: Error) => void) {
+    if (this.res.destroyed) return abort(new Error('client closed the connection'));
+    this.abort = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    const out: string[] = [];
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      // latin1 both ways: header bytes pass through unchanged, as Node writes headers in latin1.
+      const name = rawHeaders[i].toString('latin1');
+      if (!DROP_RESPONSE.has(name.toLowerCase())) out.push(name, rawHeaders[i + 1].toString('latin1'));
+    }
+    this.res.writeHead(statusCode, out);
+    this.res.on('drain', resume);
+    // Headers, the chunks that came with them and (for small responses) the end go out in one
+    // write instead of three: syscalls are most of the proxy's cost.
+    this.res.cork();
+    process.nextTick(uncork, this.res);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    // false pauses the upstream socket until the client drains (flat memory for big responses).
+    return this.res.write(chunk);
+  }
+
+  onComplete() {
+    this.done = true;
+    this.res.end();
+  }
+
+  onError(err: Error) {
+    this.done = true;
+    if (this.res.headersSent) this.res.destroy();
+    else if (!this.res.destroyed) sendError(this.res, unavailable(err as never));
+  }
+}
+
 export function createProxy(target: PostgrestTarget, keys: KeyRing, connections: number): Proxy {
   const pool = new Pool(target.origin, {
     connections,
@@ -26,34 +87,34 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
     bodyTimeout: 0,
   });
 
-  async function forward(req: IncomingMessage, res: ServerResponse) {
-    const caller = await authenticate(keys, req);
-    const headers: IncomingHttpHeaders = {};
-    for (const name in req.headers) if (!DROP_REQUEST.has(name)) headers[name] = req.headers[name];
-    headers.authorization = `Bearer ${caller.token}`;
-    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const upstream = await pool.request({
-      method: req.method as 'GET',
-      path: req.url!,
-      headers: headers as Record<string, string>,
-      body: hasBody ? req : undefined,
-    });
-    const out: Record<string, string | string[]> = {};
-    for (const name in upstream.headers) {
-      const value = upstream.headers[name];
-      if (value !== undefined && !DROP_RESPONSE.has(name)) out[name] = value;
+  function forward(req: IncomingMessage, res: ServerResponse, token: string) {
+    const headers: string[] = [];
+    const incoming = req.headers;
+    for (const name in incoming) {
+      if (DROP_REQUEST.has(name)) continue;
+      const value = incoming[name]!;
+      if (typeof value === 'string') headers.push(name, value);
+      else for (const v of value) headers.push(name, v);
     }
-    res.writeHead(upstream.statusCode, out);
-    await pipeline(upstream.body, res);
+    headers.push('authorization', `Bearer ${token}`);
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    pool.dispatch({ method: req.method as 'GET', path: req.url!, headers, body: hasBody ? req : null }, new Exchange(res));
   }
 
   return {
     handle(req, res) {
-      forward(req, res).catch((err) => {
-        if (res.headersSent) return void res.destroy();
-        if (err instanceof PlinthError) return sendError(res, err);
-        sendError(res, new PlinthError(503, 'The REST API (PostgREST) is unavailable; try again shortly', 'PLINTH503', String(err?.code ?? err?.message ?? err)));
-      });
+      // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are forwarded.
+      let token: string;
+      try {
+        token = presentedToken(req);
+      } catch (err) {
+        return sendError(res, err as PlinthError);
+      }
+      if (keys.isVerified(token)) return forward(req, res, token);
+      keys.verify(token).then(
+        () => forward(req, res, token),
+        (err) => sendError(res, err instanceof PlinthError ? err : unavailable(err)),
+      );
     },
     close: () => pool.close(),
   };

@@ -1,0 +1,58 @@
+// 1. Front door: the same PostgREST queries through the sidecar (auth + proxy over a unix
+// socket) and straight to a PostgREST on loopback TCP, same load generator and concurrency.
+import type { Stack } from '../tests/harness.ts';
+import type { DirectPostgrest } from './direct-postgrest.ts';
+import { load, type LoadResult } from './load.ts';
+import { median, ratioRow, type Row } from './report.ts';
+
+const SECTION = '1 front door';
+
+export const QUERIES = {
+  'GET /todos?limit=10': '/todos?limit=10',
+  'filtered query': '/todos?select=id,title,priority,done&done=eq.false&priority=gte.3&order=priority.desc,id&limit=10',
+};
+
+export interface FrontDoorOptions {
+  connections: number;
+  seconds: number;
+  rounds: number;
+}
+
+/** 2,000 todos for one user (half done, priorities 0-9), written as the owner. */
+export async function seedTodos(stack: Stack): Promise<string> {
+  const user = await stack.createUser({ email: 'bench-todos@example.test' });
+  await stack.sql`
+    insert into public.todos (user_id, title, done, priority)
+    select ${user.id}, 'todo number ' || n, n % 2 = 0, n % 10 from generate_series(1, 2000) as n`;
+  await stack.sql`analyze public.todos`;
+  return user.token;
+}
+
+export async function benchFrontDoor(stack: Stack, direct: DirectPostgrest, token: string, opts: FrontDoorOptions): Promise<Row[]> {
+  const headers = { authorization: `Bearer ${token}` };
+  const rows: Row[] = [];
+  for (const [name, path] of Object.entries(QUERIES)) {
+    // Both sides must answer the same thing before their speed means anything.
+    const [a, b] = await Promise.all([fetch(stack.url + path, { headers }), fetch(direct.url + path, { headers })]);
+    const [ta, tb] = [await a.text(), await b.text()];
+    if (a.status !== 200 || b.status !== 200 || ta !== tb) throw new Error(`front door: ${name} differs: ${a.status} ${ta.slice(0, 200)} vs ${b.status} ${tb.slice(0, 200)}`);
+
+    await load({ url: stack.url + path, headers }, opts.connections, 1);
+    await load({ url: direct.url + path, headers }, opts.connections, 1);
+    const plinth: LoadResult[] = [];
+    const base: LoadResult[] = [];
+    for (let i = 0; i < opts.rounds; i++) {
+      plinth.push(await load({ url: stack.url + path, headers }, opts.connections, opts.seconds));
+      base.push(await load({ url: direct.url + path, headers }, opts.connections, opts.seconds));
+    }
+    const errors = [...plinth, ...base].reduce((n, r) => n + r.errors, 0);
+    const note = `c=${opts.connections}, ${opts.rounds}×${opts.seconds}s` + (errors ? `, ${errors} errors` : '');
+    rows.push(
+      ratioRow({ section: SECTION, metric: `${name} req/s`, unit: 'req/s', plinth: median(plinth.map((r) => r.rps)), baseline: median(base.map((r) => r.rps)), target: '≥ 0.9×', minRatio: 0.9, note }),
+      ratioRow({ section: SECTION, metric: `${name} p50`, unit: 'ms', plinth: median(plinth.map((r) => r.p50)), baseline: median(base.map((r) => r.p50)), target: '', lowerIsBetter: true }),
+      ratioRow({ section: SECTION, metric: `${name} p99`, unit: 'ms', plinth: median(plinth.map((r) => r.p99)), baseline: median(base.map((r) => r.p99)), target: '', lowerIsBetter: true }),
+    );
+    process.stderr.write(`  ${name}: Plinth ${plinth.map((r) => Math.round(r.rps)).join('/')} vs PostgREST ${base.map((r) => Math.round(r.rps)).join('/')} req/s\n`);
+  }
+  return rows;
+}

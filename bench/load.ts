@@ -1,0 +1,48 @@
+// The load generator for request-rate figures: autocannon, run in this process for both sides
+// of every comparison (same connections, same duration), rounds alternating between the sides.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+// autocannon ships no types; only the fields used here are described.
+const autocannon = require('autocannon') as (opts: Record<string, unknown>) => Promise<AutocannonResult>;
+
+interface AutocannonResult {
+  requests: { average: number; total: number };
+  latency: { p50: number; p99: number; average: number };
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  '2xx': number;
+  duration: number;
+}
+
+export interface LoadTarget {
+  url: string;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: Buffer | string;
+  /** Per-request factory (unique paths for uploads); overrides method/body/path when given. */
+  requests?: Array<Record<string, unknown>>;
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+export async function load(target: LoadTarget, connections: number, seconds: number): Promise<LoadResult> {
+  const r = await autocannon({
+    url: target.url,
+    method: target.method ?? 'GET',
+    headers: target.headers,
+    body: target.body,
+    requests: target.requests,
+    connections,
+    duration: seconds,
+    pipelining: 1,
+  });
+  const completed = r['2xx'];
+  return { rps: completed / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx };
+}
