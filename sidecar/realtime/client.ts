@@ -1,0 +1,85 @@
+// One WebSocket client: who it is (claims), its subscriptions, and a bounded outgoing buffer.
+// Sends never wait: a client whose unsent bytes pass config.realtime.clientBufferBytes is closed
+// (4008 "client too slow") and gets nothing more, so it can neither grow memory nor hold up others.
+import type { WebSocket } from 'ws';
+import type { Claims } from '../db/sql.js';
+import type { Condition } from './filter.js';
+import type { PublishedTable } from './tables.js';
+
+export const CLOSE_UNAUTHORIZED = 4001;
+export const CLOSE_TOO_SLOW = 4008;
+export const CLOSE_PROTOCOL = 4400;
+
+export type ChangeEvent = 'INSERT' | 'UPDATE' | 'DELETE';
+
+export interface Subscription {
+  id: string;
+  client: Client;
+  table: PublishedTable;
+  events: Set<ChangeEvent>;
+  /** The filter text as given (subscriptions with the same text share one SQL expression). */
+  filter: string;
+  conditions: Condition[];
+  /** Everything at or below this position was delivered (or skipped) for this subscription. */
+  after: number;
+  /** Resume point asked for; undefined: start from the live stream. */
+  from?: number;
+  active: boolean;
+}
+
+export class Client {
+  claims: Claims | null = null;
+  /** Identical claims share visibility queries (see visibility.ts). */
+  claimsKey = '';
+  readonly subscriptions = new Map<string, Subscription>();
+  closed = false;
+  alive = true;
+  private expiry?: NodeJS.Timeout;
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly bufferLimit: number,
+  ) {}
+
+  authenticate(claims: Claims, onExpired: () => void): void {
+    this.claims = claims;
+    this.claimsKey = JSON.stringify(claims);
+    clearTimeout(this.expiry);
+    const exp = typeof claims.exp === 'number' ? claims.exp * 1000 - Date.now() : Infinity;
+    // setTimeout takes at most 2^31-1 ms; long-lived API keys are rechecked then.
+    if (Number.isFinite(exp)) this.expiry = setTimeout(onExpired, Math.max(0, Math.min(exp, 2 ** 31 - 1)));
+  }
+
+  /** Sends a message already serialised; false once the client is closed. */
+  sendRaw(text: string): boolean {
+    if (this.closed) return false;
+    if (this.ws.bufferedAmount + Buffer.byteLength(text) > this.bufferLimit) {
+      this.close(CLOSE_TOO_SLOW, 'client too slow');
+      return false;
+    }
+    this.ws.send(text);
+    return true;
+  }
+
+  send(message: Record<string, unknown>): boolean {
+    return this.sendRaw(JSON.stringify(message));
+  }
+
+  error(code: string, message: string, extra: { id?: string; hint?: string | null; details?: string | null } = {}): void {
+    this.send({ type: 'error', ...(extra.id !== undefined ? { id: extra.id } : {}), code, message, details: extra.details ?? null, hint: extra.hint ?? null });
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.expiry);
+    this.ws.close(code, reason);
+    // A stalled peer never completes the closing handshake; do not keep its socket forever.
+    setTimeout(() => this.ws.terminate(), 10_000).unref();
+  }
+
+  dispose(): void {
+    this.closed = true;
+    clearTimeout(this.expiry);
+  }
+}

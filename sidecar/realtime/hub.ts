@@ -1,0 +1,259 @@
+// The change feed of one sidecar: wakes on NOTIFY (and a slow poll, in case a notification is
+// lost while the listening connection reconnects), numbers committed changes (realtime.stamp),
+// reads the log in position order and hands each batch to the subscriptions of this sidecar.
+// Every sidecar on the database does the same for its own clients. One loop does all the work in
+// order, so a subscription's catch-up and the live stream never overlap or reorder.
+import type { Sql } from '../db/sql.js';
+import type { Logger } from '../log.js';
+import type { Subscription } from './client.js';
+import type { Tables } from './tables.js';
+import { judge, type Change, type Verdict } from './visibility.js';
+
+export const CHANNEL = 'plinth_realtime';
+const BATCH = 500;
+const POLL_MS = 1000;
+const PRUNE_MS = 60_000;
+/** Never prune what a lagging sidecar may still have to read, whatever the retention. */
+const MIN_KEEP_SECONDS = 60;
+/** Visibility queries in flight at once (they share the sidecar's connection pool). */
+const PARALLEL_QUERIES = 4;
+
+interface ChangeRow {
+  position: string;
+  relid: string;
+  event: Change['event'];
+  key: Record<string, unknown>;
+  old_key: Record<string, unknown> | null;
+  old_row: Record<string, unknown> | null;
+}
+
+export class Hub {
+  private readPos = 0;
+  private prunedThrough = 0;
+  private head = 0;
+  private live = new Map<number, Set<Subscription>>();
+  private pending: Subscription[] = [];
+  private dirty = true;
+  private wakeUp: (() => void) | null = null;
+  private stopped = false;
+  private loopDone?: Promise<void>;
+  private timers: NodeJS.Timeout[] = [];
+  private unlisten?: () => Promise<void>;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly tables: Tables,
+    private readonly log: Logger,
+    private readonly retentionSeconds: number,
+  ) {}
+
+  /** The last position this sidecar has handed out. */
+  get position(): number {
+    return this.readPos;
+  }
+
+  async start(): Promise<void> {
+    const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
+    this.readPos = this.head = Number(state.head);
+    this.prunedThrough = Number(state.pruned);
+    const listening = await this.sql.listen(CHANNEL, () => this.wake(), () => this.wake());
+    this.unlisten = listening.unlisten;
+    this.timers.push(setInterval(() => this.wake(), POLL_MS));
+    this.timers.push(setInterval(() => void this.prune(), PRUNE_MS));
+    this.loopDone = this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.wake();
+    await this.loopDone;
+    await this.unlisten?.().catch(() => {});
+  }
+
+  wake(): void {
+    this.dirty = true;
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  /** Queues a subscription; the loop acknowledges it (or reports why not) and starts delivering. */
+  add(sub: Subscription): void {
+    this.pending.push(sub);
+    this.wake();
+  }
+
+  remove(sub: Subscription): void {
+    sub.active = false;
+    this.live.get(sub.table.relid)?.delete(sub);
+    this.pending = this.pending.filter((s) => s !== sub);
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      if (!this.dirty) await new Promise<void>((r) => (this.wakeUp = r));
+      if (this.stopped) break;
+      this.dirty = false;
+      try {
+        await this.step();
+      } catch (err) {
+        this.log.warn(`realtime: ${(err as Error).message}`);
+        this.dirty = true;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private async step(): Promise<void> {
+    const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
+    this.head = Number(state.head);
+    this.prunedThrough = Number(state.pruned);
+    for (const sub of this.pending.splice(0)) await this.activate(sub);
+    while (this.readPos < this.head && !this.stopped) {
+      const to = Math.min(this.head, this.readPos + BATCH);
+      const changes = await this.read(this.readPos, to);
+      await this.deliver(changes, (relid) => this.live.get(relid));
+      this.readPos = to;
+    }
+  }
+
+  /** A new subscription: replay (from, readPos] if it resumes, then join the live stream. */
+  private async activate(sub: Subscription): Promise<void> {
+    const { client } = sub;
+    if (client.closed || client.subscriptions.get(sub.id) !== sub) return;
+    if (sub.from !== undefined) {
+      if (sub.from < this.prunedThrough) {
+        client.subscriptions.delete(sub.id);
+        client.error('PLINTH410', `position ${sub.from} is older than the retention window; changes after it are gone`, {
+          id: sub.id,
+          hint: `Reload the table and subscribe again without "from" (the oldest position you can resume from is ${this.prunedThrough}).`,
+        });
+        return;
+      }
+      if (sub.from > this.head) {
+        client.subscriptions.delete(sub.id);
+        client.error('PLINTH400', `position ${sub.from} has not been reached yet (the latest is ${this.head})`, { id: sub.id });
+        return;
+      }
+    }
+    sub.after = sub.from ?? this.readPos;
+    client.send({ type: 'subscribed', id: sub.id, table: sub.table.name, position: sub.after });
+    // Catch up to where the live stream stands, in batches, for this table only.
+    const only = new Set([sub]);
+    while (sub.after < this.readPos && !client.closed) {
+      const changes = await this.read(sub.after, this.readPos, sub.table.relid);
+      if (changes.length === 0) break;
+      await this.deliver(changes, () => only);
+    }
+    sub.after = Math.max(sub.after, this.readPos);
+    if (client.closed || client.subscriptions.get(sub.id) !== sub) return;
+    sub.active = true;
+    let set = this.live.get(sub.table.relid);
+    if (!set) this.live.set(sub.table.relid, (set = new Set()));
+    set.add(sub);
+  }
+
+  private async read(after: number, upTo: number, relid?: number): Promise<Change[]> {
+    const rows = await this.sql<ChangeRow[]>`
+      select position, relid::int8 as relid, event, key, old_key, old_row
+      from realtime.changes
+      where position > ${after} and position <= ${upTo} ${relid === undefined ? this.sql`` : this.sql`and relid = ${relid}::oid`}
+      order by position
+      limit ${BATCH}`;
+    return rows.map((r) => ({
+      position: Number(r.position),
+      relid: Number(r.relid),
+      event: r.event,
+      key: r.key,
+      oldKey: r.old_key,
+      oldRow: r.old_row,
+    }));
+  }
+
+  /** Judges each table's changes once per group of identical claims, then sends in position order. */
+  private async deliver(changes: Change[], subscribersOf: (relid: number) => Set<Subscription> | undefined): Promise<void> {
+    const byTable = new Map<number, Change[]>();
+    for (const c of changes) {
+      if (!byTable.has(c.relid)) byTable.set(c.relid, []);
+      byTable.get(c.relid)!.push(c);
+    }
+    const jobs: Array<() => Promise<void>> = [];
+    for (const [relid, tableChanges] of byTable) {
+      const subs = subscribersOf(relid);
+      if (!subs || subs.size === 0) continue;
+      const groups = new Map<string, Subscription[]>();
+      for (const s of subs) {
+        if (s.client.closed || !s.client.claims) continue;
+        const g = groups.get(s.client.claimsKey);
+        if (g) g.push(s);
+        else groups.set(s.client.claimsKey, [s]);
+      }
+      for (const group of groups.values()) jobs.push(() => this.deliverToGroup(tableChanges, group));
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < jobs.length) await jobs[next++]();
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL_QUERIES, jobs.length) }, worker));
+  }
+
+  private async deliverToGroup(changes: Change[], group: Subscription[]): Promise<void> {
+    try {
+      await this.judgeAndSend(changes, group);
+    } finally {
+      const last = changes[changes.length - 1].position;
+      for (const s of group) s.after = Math.max(s.after, last);
+    }
+  }
+
+  private async judgeAndSend(changes: Change[], group: Subscription[]): Promise<void> {
+    const table = group[0].table;
+    const claims = group[0].client.claims!;
+    const lowest = Math.min(...group.map((s) => s.after));
+    const wanted = changes.filter((c) => c.position > lowest && group.some((s) => s.events.has(c.event)));
+    if (wanted.length === 0) return;
+    const filterIndex = new Map<string, number>();
+    const filters = [];
+    for (const s of group) {
+      if (s.conditions.length > 0 && !filterIndex.has(s.filter)) {
+        filterIndex.set(s.filter, filters.length);
+        filters.push(s.conditions);
+      }
+    }
+    let verdicts: Map<number, Verdict>;
+    try {
+      verdicts = await judge(this.sql, this.tables, table, claims, wanted, filters);
+    } catch (err) {
+      // A failing query (e.g. the table changed under us) must not stall every other group.
+      this.log.warn(`realtime: visibility check on ${table.name} failed: ${(err as Error).message}`);
+      for (const s of group) s.client.error('PLINTH500', `changes of ${table.name} could not be checked; some may be missing`, { id: s.id });
+      return;
+    }
+    for (const c of wanted) {
+      const verdict = verdicts.get(c.position);
+      if (!verdict) continue;
+      // The shared part of the message is serialised once for the whole group.
+      const body =
+        `,"event":"${c.event}","table":${JSON.stringify(table.name)},"position":${c.position}` +
+        (c.event === 'DELETE' ? `,"old":${JSON.stringify(c.key)}` : `,"new":${JSON.stringify(verdict.row)}`) +
+        (c.event === 'UPDATE' ? `,"old":${JSON.stringify(c.oldKey)}` : '') +
+        '}';
+      for (const s of group) {
+        if (c.position <= s.after || !s.events.has(c.event)) continue;
+        const f = filterIndex.get(s.filter);
+        if (f !== undefined && !verdict.matches[f]) continue;
+        s.client.sendRaw(`{"type":"change","id":${JSON.stringify(s.id)}${body}`);
+      }
+    }
+  }
+
+  private async prune(): Promise<void> {
+    try {
+      const keep = Math.max(this.retentionSeconds, MIN_KEEP_SECONDS);
+      await this.sql`select realtime.prune(make_interval(secs => ${keep}))`;
+    } catch (err) {
+      this.log.warn(`realtime: pruning the change log failed: ${(err as Error).message}`);
+    }
+  }
+}

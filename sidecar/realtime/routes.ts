@@ -1,0 +1,191 @@
+// GET /realtime: the WebSocket endpoint (protocol in docs/readme/realtime.md). The upgrade arrives
+// on the http server's 'upgrade' event; a plain GET gets 426 with an explanation.
+import type { FastifyInstance } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Plinth } from '../context.js';
+import { PlinthError } from '../http/errors.js';
+import { Client, CLOSE_PROTOCOL, CLOSE_UNAUTHORIZED, type Subscription } from './client.js';
+import { Hub } from './hub.js';
+import { MessageError, parseMessage, type ClientMessage } from './messages.js';
+import { SubscribeError, Tables } from './tables.js';
+
+const HEARTBEAT_MS = 25_000;
+const AUTH_TIMEOUT_MS = 10_000;
+const MAX_SUBSCRIPTIONS = 100;
+const MAX_MESSAGE_BYTES = 64 * 1024;
+
+export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
+  const tables = new Tables(plinth.sql);
+  const hub = new Hub(plinth.sql, tables, plinth.log, plinth.config.realtime.retention);
+  await hub.start();
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  const clients = new Set<Client>();
+
+  plinth.health.set('realtime', async () => ({ clients: clients.size, position: hub.position }));
+
+  app.get('/realtime', { schema: { querystring: { type: 'object', properties: { apikey: { type: 'string' }, access_token: { type: 'string' } }, additionalProperties: false } } }, async () => {
+    throw new PlinthError(426, 'GET /realtime is a WebSocket endpoint: connect with a WebSocket client', 'PLINTH426', null, 'new WebSocket("ws://<host>/realtime?apikey=<anon key>")', {
+      upgrade: 'websocket',
+    });
+  });
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname !== '/realtime') {
+      // Only realtime speaks WebSocket; anything else is refused rather than left hanging.
+      if (app.server.listenerCount('upgrade') === 1) refuse(socket, new PlinthError(404, `No WebSocket endpoint at ${url.pathname}`));
+      return;
+    }
+    void (async () => {
+      // A token in the URL or headers is checked before the upgrade, so a bad one gets a real 401.
+      const token = url.searchParams.get('access_token') || url.searchParams.get('apikey') || headerToken(req);
+      let claims = null;
+      if (token) {
+        try {
+          claims = await plinth.keys.verify(token);
+        } catch (err) {
+          return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
+        }
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => connected(ws, claims));
+    })();
+  };
+  app.server.on('upgrade', onUpgrade);
+
+  function connected(ws: WebSocket, claims: Awaited<ReturnType<typeof plinth.keys.verify>> | null) {
+    const client = new Client(ws, plinth.config.realtime.clientBufferBytes);
+    clients.add(client);
+    const expired = () => client.close(CLOSE_UNAUTHORIZED, 'token expired');
+    const welcome = () => client.send({ type: 'ready', role: client.claims!.role, position: hub.position, heartbeat: HEARTBEAT_MS / 1000 });
+    if (claims) {
+      client.authenticate(claims, expired);
+      welcome();
+    }
+    const authDeadline = claims ? undefined : setTimeout(() => client.close(CLOSE_UNAUTHORIZED, 'no auth message'), AUTH_TIMEOUT_MS);
+
+    // Liveness: a ws ping each interval; no pong since the last one means the peer is gone.
+    // The app-level heartbeat message lets browser code (which cannot see pings) notice too.
+    const heartbeat = setInterval(() => {
+      if (!client.alive) return ws.terminate();
+      client.alive = false;
+      ws.ping();
+      if (client.claims) client.send({ type: 'heartbeat', position: hub.position });
+    }, HEARTBEAT_MS);
+    ws.on('pong', () => (client.alive = true));
+
+    // Messages are handled one at a time, in arrival order.
+    let queue = Promise.resolve();
+    ws.on('message', (data, isBinary) => {
+      client.alive = true;
+      queue = queue.then(() => handle(isBinary ? '' : data.toString()));
+    });
+    ws.on('close', () => {
+      clearInterval(heartbeat);
+      clearTimeout(authDeadline);
+      for (const sub of client.subscriptions.values()) hub.remove(sub);
+      client.subscriptions.clear();
+      client.dispose();
+      clients.delete(client);
+    });
+    ws.on('error', () => ws.terminate());
+
+    async function handle(text: string) {
+      if (client.closed) return;
+      let msg: ClientMessage;
+      try {
+        msg = parseMessage(text);
+      } catch (err) {
+        if (!(err instanceof MessageError)) throw err;
+        client.error('PLINTH400', `Invalid message: ${err.message}`, { id: err.id });
+        if (!client.claims) client.close(CLOSE_PROTOCOL, 'the first message must be {"type":"auth","token":...}');
+        return;
+      }
+      if (msg.type === 'auth') {
+        try {
+          const next = await plinth.keys.verify(msg.token);
+          // A refreshed token may not switch identity under live subscriptions.
+          if (client.claims && client.subscriptions.size > 0 && (next.role !== client.claims.role || next.sub !== client.claims.sub)) {
+            return client.error('PLINTH400', 'a new token must be for the same user and role; reconnect to switch users');
+          }
+          const first = !client.claims;
+          client.authenticate(next, expired);
+          clearTimeout(authDeadline);
+          if (first) welcome();
+          else client.send({ type: 'auth', ok: true });
+        } catch (err) {
+          const e = err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid');
+          client.error(e.code, e.message);
+          if (!client.claims) client.close(CLOSE_UNAUTHORIZED, 'unauthorized');
+        }
+        return;
+      }
+      if (!client.claims) {
+        client.error('PGRST301', 'Authenticate first: send {"type":"auth","token":"<anon key or user token>"}');
+        return client.close(CLOSE_UNAUTHORIZED, 'unauthorized');
+      }
+      if (msg.type === 'ping') return void client.send({ type: 'pong', ...(msg.ref !== undefined ? { ref: msg.ref } : {}) });
+      if (msg.type === 'unsubscribe') {
+        const sub = client.subscriptions.get(msg.id);
+        if (!sub) return client.error('PLINTH404', `no subscription "${msg.id}"`, { id: msg.id });
+        hub.remove(sub);
+        client.subscriptions.delete(msg.id);
+        return void client.send({ type: 'unsubscribed', id: msg.id });
+      }
+      await subscribe(msg);
+    }
+
+    async function subscribe(msg: Extract<ClientMessage, { type: 'subscribe' }>) {
+      if (client.subscriptions.has(msg.id)) return client.error('PLINTH409', `subscription "${msg.id}" already exists; unsubscribe first or pick another id`, { id: msg.id });
+      if (client.subscriptions.size >= MAX_SUBSCRIPTIONS) return client.error('PLINTH429', `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`, { id: msg.id });
+      try {
+        const table = await tables.find(msg.table);
+        await tables.assertReadable(table, client.claims!);
+        const filter = msg.filter ?? '';
+        const conditions = filter === '' ? [] : await tables.checkFilter(table, filter, client.claims!);
+        if (client.closed) return;
+        const sub: Subscription = {
+          id: msg.id,
+          client,
+          table,
+          events: new Set(msg.events ?? ['INSERT', 'UPDATE', 'DELETE']),
+          filter,
+          conditions,
+          after: 0,
+          from: msg.from,
+          active: false,
+        };
+        client.subscriptions.set(sub.id, sub);
+        hub.add(sub);
+      } catch (err) {
+        if (!(err instanceof SubscribeError)) throw err;
+        client.error(err.code, err.message, { id: msg.id, hint: err.hint });
+      }
+    }
+  }
+
+  // Clients are closed before the http server waits for its connections to end.
+  app.addHook('preClose', async () => {
+    app.server.off('upgrade', onUpgrade);
+    for (const c of clients) c.close(1001, 'server shutting down');
+    await hub.stop();
+    for (const c of clients) c.ws.terminate();
+    wss.close();
+  });
+}
+
+function headerToken(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  const m = auth ? /^Bearer +(\S+)\s*$/i.exec(auth) : null;
+  if (m) return m[1];
+  const apikey = req.headers.apikey;
+  return typeof apikey === 'string' && apikey !== '' ? apikey : undefined;
+}
+
+function refuse(socket: Duplex, err: PlinthError): void {
+  const body = JSON.stringify(err.body());
+  const status = `${err.status} ${err.status === 401 ? 'Unauthorized' : err.status === 404 ? 'Not Found' : 'Bad Request'}`;
+  const headers = { ...err.headers, 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' };
+  socket.end(`HTTP/1.1 ${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
+}

@@ -1,0 +1,206 @@
+// Realtime over WebSocket: what each subscriber receives is what RLS lets it SELECT.
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { startStack, type Stack } from './harness.ts';
+import { RealtimeClient } from './realtime-client.ts';
+
+let stack: Stack;
+const clients: RealtimeClient[] = [];
+beforeAll(async () => {
+  stack = await startStack();
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await stack?.destroy();
+});
+
+async function open(token: string): Promise<RealtimeClient> {
+  const c = await RealtimeClient.open(stack.url, token);
+  clients.push(c);
+  return c;
+}
+
+async function insertTodo(token: string, title: string, extra: Record<string, unknown> = {}): Promise<{ id: number; user_id: string }> {
+  const r = await stack.fetch('/todos', { method: 'POST', token, json: { title, ...extra }, headers: { prefer: 'return=representation' } });
+  expect(r.status).toBe(201);
+  return (await r.json())[0];
+}
+
+async function insertPost(token: string, title: string, published: boolean): Promise<{ id: number }> {
+  const r = await stack.fetch('/posts', { method: 'POST', token, json: { title, published }, headers: { prefer: 'return=representation' } });
+  expect(r.status).toBe(201);
+  return (await r.json())[0];
+}
+
+test('two users subscribed to the same RLS table each receive only their own rows', async () => {
+  const alice = await stack.createUser();
+  const bob = await stack.createUser();
+  const a = await open(alice.token);
+  const b = await open(bob.token);
+  expect((await a.subscribe({ id: 'todos', table: 'todos' })).type).toBe('subscribed');
+  expect((await b.subscribe({ id: 'todos', table: 'todos' })).type).toBe('subscribed');
+
+  const a1 = await insertTodo(alice.token, 'alice 1');
+  const b1 = await insertTodo(bob.token, 'bob 1');
+  const a2 = await insertTodo(alice.token, 'alice 2');
+  // Delivery is in order, so once a subscriber has the last change it would have had the earlier ones.
+  await a.waitFor((m) => m.type === 'change' && m.new?.id === a2.id);
+  await b.waitFor((m) => m.type === 'change' && m.new?.id === b1.id);
+  const b2 = await insertTodo(bob.token, 'bob 2');
+  await b.waitFor((m) => m.type === 'change' && m.new?.id === b2.id);
+
+  expect(a.changes().map((m) => [m.event, m.table, m.new?.title, m.new?.user_id])).toEqual([
+    ['INSERT', 'todos', 'alice 1', alice.id],
+    ['INSERT', 'todos', 'alice 2', alice.id],
+  ]);
+  expect(b.changes().map((m) => [m.event, m.new?.title])).toEqual([
+    ['INSERT', 'bob 1'],
+    ['INSERT', 'bob 2'],
+  ]);
+  const positions = a.changes().map((m) => m.position!);
+  expect(positions[0]).toBeLessThan(positions[1]);
+  expect(a1.id).toBe(a.changes()[0].new?.id);
+});
+
+test('a filter and an event set narrow a subscription; the filter is applied in SQL', async () => {
+  const alice = await stack.createUser();
+  const c = await open(alice.token);
+  await c.subscribe({ id: 'urgent', table: 'todos', filter: 'priority=gte.5', events: ['INSERT'] });
+  await c.subscribe({ id: 'some', table: 'todos', filter: 'title=in.(x,"y,z")' });
+  await insertTodo(alice.token, 'low', { priority: 1 });
+  const high = await insertTodo(alice.token, 'high', { priority: 9 });
+  await insertTodo(alice.token, 'y,z');
+  await stack.fetch(`/todos?id=eq.${high.id}`, { method: 'PATCH', token: alice.token, json: { title: 'x' } });
+  await c.waitFor((m) => m.id === 'some' && m.event === 'UPDATE');
+  expect(c.changes('urgent').map((m) => [m.event, m.new?.title])).toEqual([['INSERT', 'high']]);
+  expect(c.changes('some').map((m) => [m.event, m.new?.title, m.old])).toEqual([
+    ['INSERT', 'y,z', undefined],
+    ['UPDATE', 'x', { id: high.id }],
+  ]);
+});
+
+test('anon receives only published posts; an UPDATE that hides a row is not leaked, one that reveals it is delivered', async () => {
+  const author = await stack.createUser();
+  const anon = await open(stack.anonKey);
+  const own = await open(author.token);
+  await anon.subscribe({ id: 'p', table: 'posts' });
+  await own.subscribe({ id: 'p', table: 'posts' });
+
+  const draft = await insertPost(author.token, 'draft', false);
+  const live = await insertPost(author.token, 'live', true);
+  await stack.fetch(`/posts?id=eq.${live.id}`, { method: 'PATCH', token: author.token, json: { published: false, title: 'secret now' } });
+  await stack.fetch(`/posts?id=eq.${draft.id}`, { method: 'PATCH', token: author.token, json: { published: true } });
+  const last = await insertPost(author.token, 'last', true);
+  await anon.waitFor((m) => m.type === 'change' && m.new?.id === last.id);
+
+  expect(anon.changes().map((m) => [m.event, m.new?.id, m.new?.title, m.new?.published])).toEqual([
+    ['INSERT', live.id, 'live', true],
+    ['UPDATE', draft.id, 'draft', true],
+    ['INSERT', last.id, 'last', true],
+  ]);
+  expect(JSON.stringify(anon.messages)).not.toContain('secret now');
+  // The author sees every change to their own posts.
+  await own.waitFor((m) => m.type === 'change' && m.new?.id === last.id);
+  expect(own.changes().map((m) => m.event)).toEqual(['INSERT', 'INSERT', 'UPDATE', 'UPDATE', 'INSERT']);
+});
+
+test('DELETE sends only the primary key, and only to subscribers who could see the row', async () => {
+  const author = await stack.createUser();
+  const alice = await stack.createUser();
+  const bob = await stack.createUser();
+  const anon = await open(stack.anonKey);
+  const a = await open(alice.token);
+  const b = await open(bob.token);
+  await anon.subscribe({ id: 'p', table: 'posts', events: ['DELETE'] });
+  await a.subscribe({ id: 't', table: 'todos', events: ['DELETE'] });
+  await b.subscribe({ id: 't', table: 'todos', events: ['DELETE'] });
+
+  const visible = await insertPost(author.token, 'public', true);
+  const hidden = await insertPost(author.token, 'hidden', false);
+  const todo = await insertTodo(alice.token, 'private todo');
+  expect((await stack.fetch(`/posts?id=eq.${hidden.id}`, { method: 'DELETE', token: author.token })).status).toBe(204);
+  expect((await stack.fetch(`/posts?id=eq.${visible.id}`, { method: 'DELETE', token: author.token })).status).toBe(204);
+  expect((await stack.fetch(`/todos?id=eq.${todo.id}`, { method: 'DELETE', token: alice.token })).status).toBe(204);
+  const bobTodo = await insertTodo(bob.token, 'bob todo');
+  await stack.fetch(`/todos?id=eq.${bobTodo.id}`, { method: 'DELETE', token: bob.token });
+
+  await anon.waitFor((m) => m.type === 'change');
+  await a.waitFor((m) => m.type === 'change');
+  await b.waitFor((m) => m.type === 'change');
+  const strip = (m: { event?: string; table?: string; old?: unknown; new?: unknown }) => ({ event: m.event, table: m.table, old: m.old, new: m.new });
+  expect(anon.changes().map(strip)).toEqual([{ event: 'DELETE', table: 'posts', old: { id: visible.id }, new: undefined }]);
+  expect(a.changes().map(strip)).toEqual([{ event: 'DELETE', table: 'todos', old: { id: todo.id }, new: undefined }]);
+  expect(b.changes().map(strip)).toEqual([{ event: 'DELETE', table: 'todos', old: { id: bobTodo.id }, new: undefined }]);
+});
+
+test('order is preserved across 1,000 quick inserts from concurrent writers', async () => {
+  const alice = await stack.createUser();
+  const c = await open(alice.token);
+  await c.subscribe({ id: 'all', table: 'todos', events: ['INSERT'] });
+  const writers = 4;
+  const each = 250;
+  await Promise.all(
+    Array.from({ length: writers }, async (_, w) => {
+      for (let i = 0; i < each; i++) {
+        await stack.sql`insert into public.todos (user_id, title, priority) values (${alice.id}, ${`w${w}`}, ${i})`;
+      }
+    }),
+  );
+  await c.waitUntil(() => c.changes('all').length >= writers * each, 60_000, '1,000 changes');
+  const got = c.changes('all');
+  expect(got).toHaveLength(writers * each);
+  const positions = got.map((m) => m.position!);
+  expect(positions.every((p, i) => i === 0 || p > positions[i - 1])).toBe(true);
+  expect(new Set(got.map((m) => m.new!.id)).size).toBe(writers * each);
+  // Each writer's own inserts arrive in the order it committed them.
+  for (let w = 0; w < writers; w++) {
+    const seq = got.filter((m) => m.new!.title === `w${w}`).map((m) => m.new!.priority);
+    expect(seq).toEqual(Array.from({ length: each }, (_, i) => i));
+  }
+});
+
+test('clear errors for a bad subscription, and the connection stays usable', async () => {
+  const alice = await stack.createUser();
+  const c = await open(alice.token);
+  const anon = await open(stack.anonKey);
+  expect(await c.subscribe({ id: '1', table: 'nope' })).toMatchObject({ type: 'error', code: '42P01', message: 'table "nope" is not published for realtime' });
+  expect(await c.subscribe({ id: '2', table: 'projects' })).toMatchObject({ type: 'error', code: '42P01' });
+  expect(await c.subscribe({ id: '3', table: 'todos', filter: 'colour=eq.red' })).toMatchObject({
+    type: 'error',
+    code: '42703',
+    message: 'column "colour" of table "todos" does not exist',
+  });
+  expect(await c.subscribe({ id: '4', table: 'todos', filter: 'id=eq.abc' })).toMatchObject({ type: 'error', code: '22P02' });
+  expect(await c.subscribe({ id: '5', table: 'todos', filter: 'id=like.1' })).toMatchObject({ type: 'error', code: 'PGRST100' });
+  expect(await anon.subscribe({ id: '6', table: 'todos' })).toMatchObject({ type: 'error', code: '42501', message: 'permission denied for table todos' });
+  c.send({ type: 'subscribe', id: '7', table: 'todos', events: ['TRUNCATE'] });
+  expect(await c.waitFor((m) => m.id === '7')).toMatchObject({ type: 'error', code: 'PLINTH400' });
+  c.send({ type: 'ping', ref: 42 });
+  expect(await c.waitFor((m) => m.type === 'pong')).toEqual({ type: 'pong', ref: 42 });
+
+  expect(await c.subscribe({ id: 'ok', table: 'todos' })).toMatchObject({ type: 'subscribed', table: 'todos' });
+  c.send({ type: 'unsubscribe', id: 'ok' });
+  await c.waitFor((m) => m.type === 'unsubscribed' && m.id === 'ok');
+  await insertTodo(alice.token, 'after unsubscribe');
+  c.send({ type: 'ping', ref: 'sync' });
+  await c.waitFor((m) => m.type === 'pong' && m.ref === 'sync');
+  expect(c.changes()).toEqual([]);
+});
+
+test('a token in the first message works; a bad token is refused', async () => {
+  const alice = await stack.createUser();
+  const c = await RealtimeClient.connect(stack.url);
+  clients.push(c);
+  c.send({ type: 'auth', token: alice.token });
+  expect(await c.waitFor((m) => m.type === 'ready')).toMatchObject({ role: 'authenticated' });
+  expect((await c.subscribe({ id: 't', table: 'todos' })).type).toBe('subscribed');
+
+  await expect(RealtimeClient.connect(stack.url, { apikey: 'not-a-token' })).rejects.toThrow(/401/);
+  const d = await RealtimeClient.connect(stack.url);
+  d.send({ type: 'subscribe', id: 'x', table: 'todos' });
+  expect((await d.waitClosed()).code).toBe(4001);
+  expect(d.messages[0]).toMatchObject({ type: 'error', code: 'PGRST301' });
+
+  const plain = await stack.fetch('/realtime');
+  expect(plain.status).toBe(426);
+  expect(await plain.json()).toMatchObject({ code: 'PLINTH426' });
+});
