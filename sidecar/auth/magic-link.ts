@@ -16,12 +16,12 @@ export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: strin
     insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
     values (${hash}, ${user.id}, 'magic_link', now() + make_interval(secs => ${ttl}))`;
   const link = `${plinth.config.publicUrl}/auth/verify?token=${token}`;
-  const minutes = ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} seconds`;
+  const lifetime = ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} second${ttl === 1 ? '' : 's'}`;
   await mailer.send({
     to: user.email,
     subject: 'Your sign-in link',
-    text: `Follow this link to sign in. It works once and expires in ${minutes}.\n\n${link}\n\nIf you did not ask for it, ignore this email.\n`,
-    html: `<p>Follow this link to sign in. It works once and expires in ${minutes}.</p><p><a href="${link}">Sign in</a></p><p>If you did not ask for it, ignore this email.</p>`,
+    text: `Follow this link to sign in. It works once and expires in ${lifetime}.\n\n${link}\n\nIf you did not ask for it, ignore this email.\n`,
+    html: `<p>Follow this link to sign in. It works once and expires in ${lifetime}.</p><p><a href="${link}">Sign in</a></p><p>If you did not ask for it, ignore this email.</p>`,
   });
 }
 

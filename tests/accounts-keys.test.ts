@@ -1,0 +1,134 @@
+// Signing-key rotation and the admin account from the environment, across restarts of the real
+// stack. This stack has no SMTP_URL: magic links go to the log (development mode).
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { REPO_ROOT, startStack, type Stack } from './harness.ts';
+
+const run = promisify(execFile);
+const ADMIN = 'Admin@Plinth.Test';
+const ADMIN_PASSWORD = 'first admin password';
+
+let stack: Stack;
+beforeAll(async () => {
+  stack = await startStack({ env: { PLINTH_ADMIN_EMAIL: ADMIN, PLINTH_ADMIN_PASSWORD: ADMIN_PASSWORD } });
+});
+afterAll(() => stack?.destroy());
+
+const kidOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()).kid as string;
+const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+
+async function login(email: string, password: string) {
+  return stack.fetch('/rpc/login', { method: 'POST', json: { email, password } });
+}
+
+async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('the admin account from PLINTH_ADMIN_EMAIL is created once, kept across restarts, and updated', async () => {
+  const first = await login(ADMIN.toLowerCase(), ADMIN_PASSWORD);
+  expect(first.status).toBe(200);
+  const [session] = await first.json();
+  expect(session.user.app_role).toBe('admin');
+  expect(claimsOf(session.token).app_role).toBe('admin');
+  expect((await stack.fetch('/auth/admin/users', { token: session.token })).status).toBe(200);
+
+  // Demoted by the service key, then restarted: admin again, still one account with the same id.
+  await stack.fetch(`/auth/admin/users/${session.user.id}`, { method: 'PATCH', apikey: stack.serviceKey, json: { app_role: 'editor' } });
+  await stack.restart();
+  await stack.restart();
+  const rows = await stack.sql`select id, app_role from auth.users where lower(email) = ${ADMIN.toLowerCase()}`;
+  expect(rows).toEqual([{ id: session.user.id, app_role: 'admin' }]);
+  expect((await login(ADMIN, ADMIN_PASSWORD)).status).toBe(200);
+
+  // A new password in the environment replaces the old one at the next start.
+  stack.env.PLINTH_ADMIN_PASSWORD = 'second admin password';
+  await stack.restart();
+  expect((await login(ADMIN, ADMIN_PASSWORD)).status).toBe(400);
+  const again = await login(ADMIN, 'second admin password');
+  expect(again.status).toBe(200);
+  expect((await again.json())[0].user.id).toBe(session.user.id);
+  const [{ n }] = await stack.sql`select count(*)::int as n from auth.users where lower(email) = ${ADMIN.toLowerCase()}`;
+  expect(n).toBe(1);
+});
+
+test('a too-short PLINTH_ADMIN_PASSWORD stops the start with a clear message', async () => {
+  const bad = await startStack({ env: { PLINTH_ADMIN_EMAIL: 'a@b.test', PLINTH_ADMIN_PASSWORD: 'short' }, expectFailure: true });
+  try {
+    expect(bad.exitCode).not.toBe(0);
+    expect(bad.output).toMatch(/PLINTH_ADMIN_PASSWORD is not acceptable: Password must be at least 8 characters long/);
+    expect(bad.output).not.toContain('short\n');
+  } finally {
+    await bad.destroy();
+  }
+});
+
+test('key rotation: old tokens keep working through PostgREST and the sidecar; new tokens carry the new kid', async () => {
+  const email = `rotate-${randomUUID().slice(0, 8)}@example.test`;
+  const signup = await stack.fetch('/rpc/signup', { method: 'POST', json: { email, password: 'rotation password' } });
+  expect(signup.status).toBe(201);
+  const old = await signup.json();
+  const oldKid = kidOf(old.token);
+  expect((await stack.fetch('/todos', { method: 'POST', token: old.token, json: { title: 'before rotation' } })).status).toBe(201);
+
+  const cli = await run(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sidecar', 'cli.ts'), 'keys', 'rotate', '--json'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...stack.env },
+  });
+  const rotated = JSON.parse(cli.stdout) as { kid: string; anonKey: string; serviceKey: string };
+  expect(rotated.kid).not.toBe(oldKid);
+
+  // The running sidecar hears about the key (LISTEN plinth_keys) and publishes it.
+  const jwks = await eventually('the new key in /auth/jwks', async () => {
+    const doc = await (await stack.fetch('/.well-known/jwks.json')).json();
+    return doc.keys.length === 2 ? doc : undefined;
+  });
+  expect(jwks.keys.map((k: { kid: string }) => k.kid)).toEqual([oldKid, rotated.kid]);
+
+  const fresh = await login(email, 'rotation password');
+  const [session] = await fresh.json();
+  expect(kidOf(session.token)).toBe(rotated.kid);
+  // PostgREST reloads its JWKS (NOTIFY pgrst 'reload config'): the new token is accepted.
+  const rows = await eventually('PostgREST to accept the new key', async () => {
+    const r = await stack.fetch('/todos', { token: session.token });
+    return r.status === 200 ? r.json() : undefined;
+  });
+  expect(rows.map((t: { title: string }) => t.title)).toEqual(['before rotation']);
+
+  // The token signed by the previous key still works, both through the proxy and the sidecar.
+  const oldRows = await stack.fetch('/todos', { token: old.token });
+  expect(oldRows.status).toBe(200);
+  expect((await oldRows.json()).map((t: { title: string }) => t.title)).toEqual(['before rotation']);
+  expect((await stack.fetch('/auth/user', { token: old.token })).status).toBe(200);
+  // Refreshing a session started before the rotation yields a token from the new key.
+  const refreshed = await (await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: old.refresh_token } })).json();
+  expect(kidOf(refreshed.token)).toBe(rotated.kid);
+  expect((await stack.fetch('/todos', { token: refreshed.token })).status).toBe(200);
+  // The new API keys work; so do the old ones.
+  expect((await stack.fetch('/posts', { apikey: rotated.anonKey })).status).toBe(200);
+  expect((await stack.fetch('/posts', { apikey: stack.anonKey })).status).toBe(200);
+});
+
+test('without SMTP_URL the start warns loudly and the magic link is written to the log', async () => {
+  expect(stack.output).toMatch(/SMTP_URL is not set: magic-link emails are NOT sent/);
+  const email = `devmail-${randomUUID().slice(0, 8)}@example.test`;
+  expect((await stack.fetch('/rpc/signup', { method: 'POST', json: { email, password: 'dev mode password' } })).status).toBe(201);
+  expect((await stack.fetch('/auth/magic-link', { method: 'POST', json: { email } })).status).toBe(200);
+  const token = await eventually('the link in the log', async () => {
+    const m = new RegExp(`mail to ${email.replace(/[.]/g, '\\.')}[\\s\\S]*?/auth/verify\\?token=([A-Za-z0-9_-]+)`).exec(stack.output);
+    return m?.[1];
+  });
+  expect((await stack.fetch(`/auth/verify?token=${token}`)).status).toBe(200);
+  // Passwords never reach the log.
+  expect(stack.output).not.toContain('dev mode password');
+  expect(stack.output).not.toContain('second admin password');
+});
