@@ -10,10 +10,12 @@ import { REPO_ROOT, startStack, type Stack } from './harness.ts';
 const run = promisify(execFile);
 const ADMIN = 'Admin@Plinth.Test';
 const ADMIN_PASSWORD = 'first admin password';
+// Per client address and action; the earlier tests here sign up twice from 127.0.0.1.
+const PER_IP = 8;
 
 let stack: Stack;
 beforeAll(async () => {
-  stack = await startStack({ env: { PLINTH_ADMIN_EMAIL: ADMIN, PLINTH_ADMIN_PASSWORD: ADMIN_PASSWORD } });
+  stack = await startStack({ env: { PLINTH_ADMIN_EMAIL: ADMIN, PLINTH_ADMIN_PASSWORD: ADMIN_PASSWORD, PLINTH_RATE_LIMIT_PER_IP: String(PER_IP) } });
 });
 afterAll(() => stack?.destroy());
 
@@ -131,4 +133,24 @@ test('without SMTP_URL the start warns loudly and the magic link is written to t
   // Passwords never reach the log.
   expect(stack.output).not.toContain('dev mode password');
   expect(stack.output).not.toContain('second admin password');
+});
+
+test('signups from one address hit 429 whatever the email, and the count survives a restart (it lives in PostgreSQL)', async () => {
+  const statuses: number[] = [];
+  let last!: Response;
+  for (let i = 0; i < PER_IP; i++) {
+    last = await stack.fetch('/rpc/signup', { method: 'POST', json: { email: `flood-${i}-${randomUUID().slice(0, 6)}@example.test`, password: 'flood password' } });
+    statuses.push(last.status);
+  }
+  const firstRefusal = statuses.indexOf(429);
+  expect(firstRefusal).toBeGreaterThan(0);
+  expect(statuses.slice(0, firstRefusal).every((s) => s === 201)).toBe(true);
+  expect(statuses.slice(firstRefusal).every((s) => s === 429)).toBe(true);
+  expect(Number(last.headers.get('retry-after'))).toBeGreaterThan(0);
+
+  await stack.restart();
+  const after = await stack.fetch('/rpc/signup', { method: 'POST', json: { email: `flood-late-${randomUUID().slice(0, 6)}@example.test`, password: 'flood password' } });
+  expect(after.status).toBe(429);
+  // Other actions have their own counters: login from the same address still answers.
+  expect((await login(ADMIN, 'second admin password')).status).toBe(200);
 });
