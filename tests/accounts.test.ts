@@ -178,6 +178,8 @@ describe('login and signup input', () => {
       ['/rpc/login', { email: email() }, /missing the field "password"/],
       ['/rpc/login', { email: 'not-an-email', password: PASSWORD }, /body\.email is not an email address/],
       ['/rpc/login', ['a', 'b'], /body must be of type object/],
+      ['/rpc/signup', { email: 'nul\u0000@example.test', password: PASSWORD }, /body\.email is not an email address/],
+      ['/rpc/login', { email: 'two@at@example.test', password: PASSWORD }, /body\.email is not an email address/],
       ['/auth/refresh', { refresh_token: 5 }, /must be of type string/],
       ['/auth/magic-link', { email: email(), redirect: 'http://evil' }, /unknown field "redirect"/],
     ];
@@ -302,6 +304,20 @@ describe('app roles', () => {
       expect(k.d).toBeUndefined();
     }
   });
+});
+
+test('the periodic sweep drops finished rate windows and spent sessions, and keeps live ones', async () => {
+  const live = await signup();
+  await stack.sql`insert into auth.rate_limits values ('test:old', now() - interval '2 hours', 3), ('test:live', now(), 1)`;
+  const dead = await signup();
+  await stack.fetch('/auth/logout', { method: 'POST', token: dead.token });
+  await stack.sql`update auth.sessions set revoked_at = now() - interval '2 days' where user_id = ${dead.user.id}`;
+  await stack.sql`select auth.sweep_expired(3600)`;
+  const buckets = await stack.sql`select bucket from auth.rate_limits where bucket like 'test:%'`;
+  expect(buckets.map((b) => b.bucket)).toEqual(['test:live']);
+  const [{ n }] = await stack.sql`select count(*)::int as n from auth.sessions where user_id = ${dead.user.id}`;
+  expect(n).toBe(0);
+  expect((await refresh(live.refresh_token)).status).toBe(200);
 });
 
 test('the accounts migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {

@@ -4,7 +4,8 @@
 import { Ajv } from 'ajv';
 import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify';
 
-const email = { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' } as const;
+// No spaces or control characters (PostgreSQL text cannot even hold NUL), exactly one @.
+const email = { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^\\s@\\u0000-\\u001f\\u007f]+@[^\\s@\\u0000-\\u001f\\u007f]+$' } as const;
 // Long enough for any acceptable password; the exact limits (characters and bytes) are checked
 // with a clearer message in passwords.ts.
 const password = { type: 'string', minLength: 1, maxLength: 4096 } as const;
@@ -27,7 +28,7 @@ export const verifyPostSchema = {
 export const noInputSchema = { querystring: closed({}, []) };
 export const listUsersSchema = {
   querystring: closed(
-    { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, offset: { type: 'integer', minimum: 0, default: 0 } },
+    { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, offset: { type: 'integer', minimum: 0, maximum: 2147483647, default: 0 } },
     [],
   ),
 };
