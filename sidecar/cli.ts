@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { addSigningKey, currentApiKeys } from './auth/keys.js';
+import { addSigningKey, currentApiKeys, listSigningKeys, retireSigningKey } from './auth/keys.js';
 import { ConfigError, loadConfig } from './config.js';
 import { MigrationError, migrateUpLocked, runDbmate } from './db/migrations.js';
 import { createLogger } from './log.js';
@@ -19,6 +19,8 @@ Commands:
   start              start PostgreSQL (embedded unless DATABASE_URL), migrations, PostgREST and the API on PORT
   keys               print the anon and service API keys
   keys rotate        add a new signing key; tokens signed by older keys stay valid until they expire
+  keys list          list the signing keys (kid, algorithm, creation time), oldest first
+  keys retire <kid>  remove an older signing key: every token it signed stops working
   migrate [up]       apply pending migrations (Plinth's, then the app's in PLINTH_APP_MIGRATIONS)
   migrate status     list applied and pending migrations
   migrate rollback   roll back the newest migration (--all: every one)
@@ -35,10 +37,13 @@ Starts the whole stack and stays in the foreground; Ctrl-C (SIGINT) or SIGTERM s
 On first start it creates a signing key and prints the anon and service keys.`,
   keys: `Usage: plinth keys [--json]
        plinth keys rotate [--json]
+       plinth keys list [--json]
+       plinth keys retire <kid>
 
 Prints the anon key (for clients; RLS applies) and the service key (server-side only; bypasses RLS).
 \`rotate\` adds a signing key with a new kid. New tokens are signed with it; tokens signed with the
-previous keys stay valid until they expire. Running sidecars and PostgREST reload without a restart.`,
+previous keys stay valid until they expire. Running sidecars and PostgREST reload without a restart.
+\`retire <kid>\` removes an older key (never the newest): tokens and API keys it signed stop working.`,
   migrate: `Usage: plinth migrate [up|status|rollback] [--all]
 
 up (default)   apply pending migrations and tell PostgREST to reload its schema cache
@@ -85,7 +90,19 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'keys': {
-      if (sub && sub !== 'rotate') throw new ConfigError(`unknown keys subcommand ${JSON.stringify(sub)}: use \`plinth keys\` or \`plinth keys rotate\``);
+      if (sub === 'list') {
+        const all = await withDatabase(config, (sql) => listSigningKeys(sql));
+        console.log(values.json ? JSON.stringify(all) : all.map((k) => `${k.kid}  ${k.alg}  ${k.created_at.toISOString()}`).join('\n'));
+        return 0;
+      }
+      if (sub === 'retire') {
+        const kid = positionals[2];
+        if (!kid) throw new ConfigError('plinth keys retire needs a kid: `plinth keys list` shows them');
+        await withDatabase(config, (sql) => retireSigningKey(sql, kid));
+        console.log(`Signing key ${kid} retired; tokens it signed no longer verify.`);
+        return 0;
+      }
+      if (sub && sub !== 'rotate') throw new ConfigError(`unknown keys subcommand ${JSON.stringify(sub)}: use \`plinth keys\`, \`plinth keys rotate\`, \`plinth keys list\` or \`plinth keys retire <kid>\``);
       const keys = await withDatabase(config, async (sql) => (sub === 'rotate' ? (await addSigningKey(sql, config.auth.jwtAlg))! : currentApiKeys(sql)));
       if (values.json) console.log(JSON.stringify(keys));
       else {

@@ -22,6 +22,11 @@ afterAll(() => stack?.destroy());
 const kidOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString()).kid as string;
 const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
 
+/** The `plinth` command against this stack's database, as an operator would run it. */
+function plinth(...args: string[]) {
+  return run(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sidecar', 'cli.ts'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...stack.env } });
+}
+
 async function login(email: string, password: string) {
   return stack.fetch('/rpc/login', { method: 'POST', json: { email, password } });
 }
@@ -82,10 +87,7 @@ test('key rotation: old tokens keep working through PostgREST and the sidecar; n
   const oldKid = kidOf(old.token);
   expect((await stack.fetch('/todos', { method: 'POST', token: old.token, json: { title: 'before rotation' } })).status).toBe(201);
 
-  const cli = await run(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sidecar', 'cli.ts'), 'keys', 'rotate', '--json'], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...stack.env },
-  });
+  const cli = await plinth('keys', 'rotate', '--json');
   const rotated = JSON.parse(cli.stdout) as { kid: string; anonKey: string; serviceKey: string };
   expect(rotated.kid).not.toBe(oldKid);
 
@@ -118,6 +120,25 @@ test('key rotation: old tokens keep working through PostgREST and the sidecar; n
   // The new API keys work; so do the old ones.
   expect((await stack.fetch('/posts', { apikey: rotated.anonKey })).status).toBe(200);
   expect((await stack.fetch('/posts', { apikey: stack.anonKey })).status).toBe(200);
+
+  // Retiring the old key: what it signed stops working everywhere; the newest cannot be retired.
+  const refusal = await plinth('keys', 'retire', rotated.kid).catch((err: { code: number; stderr: string }) => err);
+  expect(refusal).toMatchObject({ code: 1, stderr: expect.stringMatching(/is the newest signing key/) });
+  const listed = JSON.parse((await plinth('keys', 'list', '--json')).stdout).map((k: { kid: string }) => k.kid);
+  expect(listed).toEqual([oldKid, rotated.kid]);
+  await plinth('keys', 'retire', oldKid);
+  await eventually('the old key gone from /auth/jwks', async () => {
+    const doc = await (await stack.fetch('/auth/jwks')).json();
+    return doc.keys.length === 1 ? doc : undefined;
+  });
+  for (const path of ['/todos', '/auth/user']) {
+    const r = await stack.fetch(path, { token: old.token });
+    expect(r.status, path).toBe(401);
+  }
+  expect((await stack.fetch('/posts', { apikey: stack.anonKey })).status).toBe(401);
+  // Tokens of the remaining key keep working through PostgREST after its reload.
+  await eventually('PostgREST to reload', async () => ((await stack.fetch('/todos', { token: refreshed.token })).status === 200 ? true : undefined));
+  expect((await stack.fetch('/posts', { apikey: rotated.anonKey })).status).toBe(200);
 });
 
 test('without SMTP_URL the start warns loudly and the magic link is written to the log', async () => {

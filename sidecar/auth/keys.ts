@@ -4,7 +4,7 @@
 import * as jose from 'jose';
 import type { Claims, Sql } from '../db/sql.js';
 import { API_ROLES } from '../db/sql.js';
-import type { JwtAlgorithm } from '../config.js';
+import { ConfigError, type JwtAlgorithm } from '../config.js';
 import { PlinthError } from '../http/errors.js';
 
 export const AUDIENCE = 'plinth';
@@ -61,6 +61,26 @@ export async function addSigningKey(sql: Sql, alg: JwtAlgorithm, onlyIfNone = fa
     await tx`select pg_notify(${KEYS_CHANNEL}, ${kid}), pg_notify('pgrst', 'reload config')`;
     return { kid, anonKey, serviceKey };
   });
+}
+
+/**
+ * Removes an older signing key (after a rotation): every token it signed, its anon and service
+ * keys included, stops verifying in every sidecar and in PostgREST. The newest key cannot be
+ * retired: it signs new tokens.
+ */
+export async function retireSigningKey(sql: Sql, kid: string): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext('plinth.signing_keys'))`;
+    const rows = await tx<{ kid: string }[]>`select kid from auth.signing_keys order by created_at desc`;
+    if (!rows.some((r) => r.kid === kid)) throw new ConfigError(`no signing key with kid ${JSON.stringify(kid)}; \`plinth keys list\` shows them`);
+    if (rows[0].kid === kid) throw new ConfigError(`${kid} is the newest signing key: run \`plinth keys rotate\` first, then retire it`);
+    await tx`delete from auth.signing_keys where kid = ${kid}`;
+    await tx`select pg_notify(${KEYS_CHANNEL}, ${kid}), pg_notify('pgrst', 'reload config')`;
+  });
+}
+
+export async function listSigningKeys(sql: Sql): Promise<Array<{ kid: string; alg: string; created_at: Date }>> {
+  return sql<{ kid: string; alg: string; created_at: Date }[]>`select kid, alg, created_at from auth.signing_keys order by created_at`;
 }
 
 export async function currentApiKeys(sql: Sql): Promise<ApiKeys> {
