@@ -8,6 +8,7 @@ import { PlinthError } from './errors.js';
 import { accountRoutes } from '../auth/routes.js';
 import { healthRoutes } from './health.js';
 import { createProxy } from './proxy.js';
+import { storageRoutes } from '../storage/routes.js';
 import { realtimeRoutes } from '../realtime/routes.js';
 
 /** Exact paths and path prefixes served by the sidecar itself (DESIGN.md, "request path"). */
@@ -46,6 +47,7 @@ export async function buildServer(plinth: Plinth) {
   );
 
   await app.register(healthRoutes, { plinth });
+  await app.register(storageRoutes, { plinth });
   await app.register(realtimeRoutes, { plinth });
   await app.register(consoleRoutes, { plinth });
   await app.register(accountRoutes, { plinth });

@@ -1,0 +1,58 @@
+// Files owned by users (seed 003): store_file and retrieve_file. Who may do what is decided in
+// SQL (storage.begin_upload / commit_file / find_file, run as the caller); this module moves bytes.
+import type { IncomingMessage } from 'node:http';
+import { asCaller, type Claims } from '../db/sql.js';
+import { refusal } from './errors.js';
+import { release, writeObject, type Storage } from './objects.js';
+import type { StoredObject } from './send.js';
+
+export interface StoreFileInput {
+  path: string;
+  description: string | null;
+  contentType: string;
+}
+
+/** Streams the request body into a new object version and makes it the caller's file at `path`. */
+export async function storeFile(storage: Storage, claims: Claims, input: StoreFileInput, request: IncomingMessage): Promise<string> {
+  const { sql } = storage.plinth;
+  let reserved: { id: string; key: string };
+  try {
+    // Refuses callers who are not signed-in users before a single byte is stored.
+    reserved = await asCaller(sql, claims, async (tx) => {
+      const [row] = await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`;
+      return { id: row.id, key: row.id };
+    });
+  } catch (err) {
+    throw refusal(err, claims);
+  }
+  const written = await writeObject(storage, reserved, request, request);
+  try {
+    return await asCaller(sql, claims, async (tx) => {
+      const [row] = await tx<{ id: string }[]>`
+        select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
+                                   ${written.sha256}, ${input.contentType}) as id`;
+      return row.id;
+    });
+  } catch (err) {
+    // Not committed: these bytes are nobody's. (A committed version is never removed here.)
+    await storage.backend.delete(written.key).catch(() => {});
+    await sql`delete from storage.objects where id = ${written.id} and state = 'writing'`.catch(() => {});
+    throw refusal(err, claims);
+  } finally {
+    release(storage, written.key);
+  }
+}
+
+export interface FoundFile extends StoredObject {
+  path: string;
+}
+
+/** The caller's own file at `path`, or null (absent, or someone else's: even for an admin). */
+export async function findFile(storage: Storage, claims: Claims, path: string): Promise<FoundFile | null> {
+  try {
+    const rows = await asCaller(storage.plinth.sql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
+    return rows[0] ?? null;
+  } catch (err) {
+    throw refusal(err, claims);
+  }
+}

@@ -1,0 +1,47 @@
+// Sending stored bytes: ETag (the SHA-256), If-None-Match (304), a single Range (206/416),
+// Content-Disposition. The body streams from the backend; nothing is buffered.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { PlinthError } from '../http/errors.js';
+import type { StorageBackend } from './backend.js';
+import { contentDisposition } from './paths.js';
+import { etagMatches, parseRange } from './ranges.js';
+
+export interface StoredObject {
+  key: string;
+  size: number | string;
+  sha256: string;
+  content_type: string;
+}
+
+export async function sendObject(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  backend: StorageBackend,
+  obj: StoredObject,
+  disposition: { kind: 'attachment' | 'inline'; filename: string },
+) {
+  const size = Number(obj.size);
+  const etag = `"${obj.sha256}"`;
+  reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, no-cache');
+  if (etagMatches(request.headers['if-none-match'], etag)) return reply.code(304).send();
+
+  let range = parseRange(request.headers.range, size);
+  // If-Range: a range of a version the client no longer has is useless; send everything.
+  const ifRange = request.headers['if-range'] as string | undefined;
+  if (range && ifRange !== undefined && ifRange.replace(/^W\//, '') !== etag) range = null;
+  if (range === 'unsatisfiable') {
+    throw new PlinthError(416, `The range is outside the file (${size} bytes)`, 'PLINTH416', null, null, { 'content-range': `bytes */${size}` });
+  }
+
+  const body = await backend.get(obj.key, range ?? undefined);
+  reply
+    .header('content-type', obj.content_type)
+    .header('content-disposition', contentDisposition(disposition.kind, disposition.filename))
+    .header('x-content-type-options', 'nosniff');
+  if (range) {
+    reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+  } else {
+    reply.code(200).header('content-length', size);
+  }
+  return reply.send(body);
+}
