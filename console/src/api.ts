@@ -11,23 +11,23 @@ export class ApiError extends Error {
   }
 }
 
-/** The message a failure shows: what went wrong, in words, and the server's reason when it gave one. */
+/** The message a failure shows: what went wrong in a few words, then the server's reason when it gave one. */
 export function failureMessage(status: number, serverMessage?: string): string {
-  const reason = serverMessage ? ` (${serverMessage})` : '';
+  const reason = serverMessage ? ` ${serverMessage.replace(/\.?$/, '.')}` : '';
   switch (status) {
     case 0:
       return 'Network error: the server could not be reached. Check the connection and try again.';
     case 401:
-      return `Not allowed: you are not signed in or your session expired${reason}.`;
+      return `Not allowed: you are not signed in or your session expired.${reason}`;
     case 403:
-      return `Not allowed: your account may not do this${reason}.`;
+      return `Not allowed: your account may not do this.${reason}`;
     case 413:
-      return `Too large: the file is bigger than the server accepts${reason}.`;
+      return `Too large: the file is bigger than the server accepts.${reason}`;
     case 429:
-      return `Too many attempts: wait a little and try again${reason}.`;
+      return `Too many attempts: wait a little and try again.${reason}`;
     default:
-      if (status >= 500) return `The server failed (${status})${reason}. Try again; the server log has details.`;
-      return serverMessage ? `${serverMessage}.`.replace(/\.\.$/, '.') : `The request was refused (${status}).`;
+      if (status >= 500) return `The server failed (${status}).${reason} Try again; the server log has details.`;
+      return reason ? reason.trim() : `The request was refused (${status}).`;
   }
 }
 

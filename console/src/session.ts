@@ -10,14 +10,18 @@ export interface User {
 export interface Session {
   token: string;
   refreshToken: string | null;
-  /** Epoch milliseconds when the access token stops being accepted. */
+  /** Epoch milliseconds when the access token was issued and when it stops being accepted. */
+  issuedAt: number;
   expiresAt: number;
   user: User;
 }
 
 const STORAGE_KEY = 'plinth.console.session';
-/** Refresh this long before expiry, so a request never leaves with a token about to lapse. */
-const REFRESH_MARGIN_MS = 60_000;
+/**
+ * Refresh this long before expiry, so a request never leaves with a token about to lapse: a
+ * minute, or half the lifetime of a short-lived token (never a refresh loop).
+ */
+const margin = (s: Session) => Math.min(60_000, Math.max(1000, (s.expiresAt - (s.issuedAt || s.expiresAt - 120_000)) / 2));
 
 let current: Session | null = load();
 const listeners = new Set<(s: Session | null) => void>();
@@ -83,8 +87,10 @@ export function sessionFrom(body: unknown, previous?: Session | null): Session |
   const expSeconds = typeof claims.exp === 'number' ? claims.exp : undefined;
   const expiresIn = Number(o.expires_in);
   const expiresAt = expSeconds ? expSeconds * 1000 : Date.now() + (Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn : 3600) * 1000;
+  const issuedAt = typeof claims.iat === 'number' ? claims.iat * 1000 : Date.now();
   return {
     token,
+    issuedAt,
     refreshToken: (o.refresh_token as string | undefined) ?? previous?.refreshToken ?? null,
     expiresAt,
     user: {
@@ -140,7 +146,7 @@ function schedule(): void {
   clearTimeout(timer);
   const s = current;
   if (!s?.refreshToken) return;
-  const delay = Math.max(0, s.expiresAt - Date.now() - REFRESH_MARGIN_MS);
+  const delay = Math.max(0, s.expiresAt - Date.now() - margin(s));
   // setTimeout overflows above 2^31 ms; a long-lived token is simply re-checked later.
   timer = setTimeout(() => {
     refresh().catch(() => {
@@ -154,7 +160,7 @@ function schedule(): void {
 export async function freshToken(): Promise<string | null> {
   const s = current;
   if (!s) return null;
-  if (s.refreshToken && s.expiresAt - Date.now() < REFRESH_MARGIN_MS / 2) {
+  if (s.refreshToken && s.expiresAt - Date.now() < margin(s) / 2) {
     const next = await refresh().catch(() => s);
     return next?.token ?? null;
   }

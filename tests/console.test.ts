@@ -1,0 +1,423 @@
+// The web console in a real browser (Debian's chromium driven by playwright-core) against the real
+// stack: accounts, files, the table browser and the admin view, as a user sees them.
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildConsole, buildNeed } from '../sidecar/console/build.ts';
+import { startStack, TEST_OUTPUT, type Stack } from './harness.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(TEST_OUTPUT, 'screenshots');
+const ADMIN = { email: 'admin@console.test', password: 'admin-password-1' };
+const MAX_FILE_SIZE = 1024 * 1024;
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+let stack: Stack;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+/** Every URL any page asked for: the console must never leave the stack's origin. */
+const requested: string[] = [];
+
+beforeAll(async () => {
+  if (buildNeed() !== 'none') await buildConsole().done;
+  fs.mkdirSync(SHOTS, { recursive: true });
+  stack = await startStack({
+    env: {
+      PLINTH_ADMIN_EMAIL: ADMIN.email,
+      PLINTH_ADMIN_PASSWORD: ADMIN.password,
+      PLINTH_MAX_FILE_SIZE: String(MAX_FILE_SIZE),
+      // Short-lived access tokens: the console must refresh them while the tests run.
+      PLINTH_ACCESS_TOKEN_TTL: '30',
+      PLINTH_RATE_LIMIT_PER_IP: '1000',
+    },
+  });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+  await stack?.destroy();
+});
+
+async function newPage(viewport = DESKTOP): Promise<Page> {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
+  contexts.push(context);
+  context.on('request', (r) => requested.push(r.url()));
+  const page = await context.newPage();
+  page.on('pageerror', (err) => {
+    throw err;
+  });
+  return page;
+}
+
+/** Waits for what the page shows; the machine is shared, so allow seconds rather than expect.poll's default second. */
+const eventually = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 15_000, interval: 100 });
+
+const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+
+async function signUp(page: Page, email: string, password: string): Promise<void> {
+  await page.goto(`${stack.url}/console/`);
+  await page.getByRole('button', { name: 'New here? Create an account' }).click();
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await eventually(() => page.locator('header .email').textContent()).toBe(email);
+}
+
+async function signIn(page: Page, email: string, password: string): Promise<void> {
+  await page.goto(`${stack.url}/console/`);
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await eventually(() => page.locator('header .email').textContent()).toBe(email);
+}
+
+/** Chooses files in the upload form; each may get its own path and description. */
+async function chooseFiles(page: Page, files: Array<{ name: string; bytes: Buffer; type?: string; path?: string; description?: string }>) {
+  await page.locator('input[type=file]').setInputFiles(files.map((f) => ({ name: f.name, mimeType: f.type ?? 'application/octet-stream', buffer: f.bytes })));
+  const items = page.locator('.upload-item');
+  await eventually(() => items.count()).toBe(files.length);
+  for (const [i, f] of files.entries()) {
+    if (f.path) await items.nth(i).getByLabel('File path').fill(f.path);
+    if (f.description) await items.nth(i).getByLabel('Description').fill(f.description);
+  }
+}
+
+const row = (page: Page, filePath: string) => page.locator(`table.files tr[data-path="${filePath}"]`);
+const cell = (page: Page, filePath: string, label: string) => row(page, filePath).locator(`[data-label="${label}"]`);
+
+async function download(page: Page, filePath: string): Promise<{ name: string; bytes: Buffer }> {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: `Download ${filePath}` }).click()]);
+  return { name: dl.suggestedFilename(), bytes: fs.readFileSync((await dl.path())!) };
+}
+
+const alice = { email: `alice-${randomUUID().slice(0, 6)}@console.test`, password: 'alice-password-1' };
+const bob = { email: `bob-${randomUUID().slice(0, 6)}@console.test`, password: 'bob-password-12' };
+const notes = Buffer.from('n'.repeat(1536));
+const photo = randomBytes(300_000);
+
+describe.sequential('the console', () => {
+  test('sign-in screens: a wrong password is refused with the server message; screens fit a phone', async () => {
+    const page = await newPage();
+    await page.goto(`${stack.url}/console`);
+    expect(page.url()).toBe(`${stack.url}/console/`);
+    await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+    await shot(page, 'signin-desktop');
+    await page.getByLabel('Email', { exact: true }).fill(ADMIN.email);
+    await page.getByLabel('Password', { exact: true }).fill('not-the-password');
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await eventually(() => page.getByRole('alert').textContent()).toBe('Invalid email or password.');
+    await shot(page, 'signin-refused-desktop');
+
+    const phone = await newPage(PHONE);
+    await phone.goto(`${stack.url}/console/`);
+    await phone.getByRole('button', { name: 'New here? Create an account' }).click();
+    await eventually(() => phone.getByRole('heading', { name: 'Create an account' }).isVisible()).toBe(true);
+    await shot(phone, 'signup-phone');
+    // Nothing overflows the phone's width.
+    expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
+  });
+
+  test('sign up, upload two files, see their sizes, download one byte for byte', async () => {
+    const page = await newPage();
+    await signUp(page, alice.email, alice.password);
+    await eventually(() => page.locator('.empty').textContent()).toContain('No files yet');
+
+    await chooseFiles(page, [
+      { name: 'notes.txt', bytes: notes, type: 'text/plain', description: 'Meeting notes' },
+      { name: 'photo.bin', bytes: photo, path: 'pictures/holiday photo.bin', description: 'Été à la plage' },
+    ]);
+    await shot(page, 'files-chosen-desktop');
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await eventually(() => page.locator('.upload-item .upload-state').allTextContents()).toEqual(['Uploaded', 'Uploaded']);
+    expect(await page.locator('.upload-item progress').evaluateAll((els) => els.map((e) => (e as HTMLProgressElement).value))).toEqual([100, 100]);
+
+    await eventually(() => row(page, 'notes.txt').count()).toBe(1);
+    await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+    expect(await cell(page, 'notes.txt', 'Size').textContent()).toBe('1.5 KiB');
+    expect(await cell(page, 'pictures/holiday photo.bin', 'Size').textContent()).toBe('293 KiB');
+    expect(await cell(page, 'notes.txt', 'Type').textContent()).toBe('text/plain');
+    expect(await cell(page, 'notes.txt', 'Description').textContent()).toBe('Meeting notes');
+    expect(await cell(page, 'pictures/holiday photo.bin', 'Description').textContent()).toBe('Été à la plage');
+    expect(await page.locator('.count').textContent()).toBe('2 files');
+    await shot(page, 'files-desktop');
+
+    // Sorting by size puts the bigger file first (descending on first click), then flips.
+    await page.getByRole('button', { name: 'Size' }).click();
+    expect(await page.locator('table.files tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-path')))).toEqual(['pictures/holiday photo.bin', 'notes.txt']);
+    await page.getByRole('button', { name: 'Size' }).click();
+    expect(await page.locator('table.files tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-path')))).toEqual(['notes.txt', 'pictures/holiday photo.bin']);
+    expect(await page.locator('th[aria-sort="ascending"]').textContent()).toContain('Size');
+
+    const got = await download(page, 'pictures/holiday photo.bin');
+    expect(got.name).toBe('holiday photo.bin');
+    expect(got.bytes.equals(photo)).toBe(true);
+
+    // The same bytes through the API, with the token the page keeps in localStorage.
+    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    const api = await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent('notes.txt')}`, { token: saved.token });
+    expect(Buffer.from(await api.arrayBuffer()).equals(notes)).toBe(true);
+
+    // A reload stays signed in.
+    await page.reload();
+    await eventually(() => page.locator('header .email').textContent()).toBe(alice.email);
+    await eventually(() => row(page, 'notes.txt').count()).toBe(1);
+
+    const phone = await newPage(PHONE);
+    await signIn(phone, alice.email, alice.password);
+    await eventually(() => row(phone, 'notes.txt').count()).toBe(1);
+    await shot(phone, 'files-phone');
+    expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
+  });
+
+  test('an overwrite asks first: cancel keeps the old file, replace stores the new bytes', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    await eventually(() => row(page, 'notes.txt').count()).toBe(1);
+    const newer = Buffer.from('second version of the notes\n');
+
+    await chooseFiles(page, [{ name: 'notes.txt', bytes: newer, type: 'text/plain' }]);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const dialog = page.getByRole('dialog', { name: 'Replace an existing file?' });
+    await eventually(() => dialog.isVisible()).toBe(true);
+    expect(await dialog.textContent()).toContain('notes.txt');
+    await shot(page, 'overwrite-confirm-desktop');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await eventually(() => page.locator('.upload-item .upload-state').textContent()).toBe('Not uploaded: kept the existing file.');
+    expect(await cell(page, 'notes.txt', 'Size').textContent()).toBe('1.5 KiB');
+    expect((await download(page, 'notes.txt')).bytes.equals(notes)).toBe(true);
+
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await dialog.getByRole('button', { name: 'Replace' }).click();
+    await eventually(() => page.locator('.upload-item .upload-state').textContent()).toBe('Uploaded');
+    await eventually(() => cell(page, 'notes.txt', 'Size').textContent()).toBe(`${newer.length} B`);
+    expect((await download(page, 'notes.txt')).bytes.equals(newer)).toBe(true);
+    expect(await page.locator('.count').textContent()).toBe('2 files');
+  });
+
+  test('a refused upload says why: too large', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    await chooseFiles(page, [{ name: 'big.bin', bytes: Buffer.alloc(MAX_FILE_SIZE + 1) }]);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await eventually(() => page.locator('.upload-item .upload-state').textContent()).toMatch(/^Too large: /);
+    await eventually(() => page.locator('main > .alert[role=alert]').textContent()).toBe(
+      'Upload failed. Too large: the file is bigger than the server accepts. The file is larger than the limit of 1048576 bytes (PLINTH_MAX_FILE_SIZE).',
+    );
+    await shot(page, 'upload-too-large-desktop');
+    // Nothing was stored under that path.
+    expect(await row(page, 'big.bin').count()).toBe(0);
+  });
+
+  test('delete asks first and removes the file', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    await eventually(() => row(page, 'notes.txt').count()).toBe(1);
+    await page.getByRole('button', { name: 'Delete notes.txt' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Delete this file?' });
+    await eventually(() => dialog.isVisible()).toBe(true);
+    await shot(page, 'delete-confirm-desktop');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    expect(await row(page, 'notes.txt').count()).toBe(1);
+
+    await page.getByRole('button', { name: 'Delete notes.txt' }).click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await eventually(() => row(page, 'notes.txt').count()).toBe(0);
+    expect(await page.getByRole('status').first().textContent()).toBe('Deleted notes.txt.');
+    expect(await page.locator('.count').textContent()).toBe('1 file');
+    // Gone for the API too.
+    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    const r = await stack.fetch(`/rpc/retrieve_file?p_file_path=notes.txt`, { token: saved.token });
+    expect(r.status).toBe(400);
+  });
+
+  test('a second user sees none of the first user’s files or rows', async () => {
+    // Alice has a todo; Bob must not see it in the file manager or the table browser.
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    const token = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token;
+    for (let i = 1; i <= 30; i++) {
+      const r = await stack.fetch('/todos', { method: 'POST', token, json: { title: `alice todo ${String(i).padStart(2, '0')}`, priority: i % 3 } });
+      expect(r.status).toBe(201);
+    }
+
+    const other = await newPage();
+    await signUp(other, bob.email, bob.password);
+    await eventually(() => other.locator('.empty').textContent()).toContain('No files yet');
+    expect(await other.locator('table.files tr').count()).toBe(0);
+
+    await other.getByRole('link', { name: 'Tables' }).click();
+    await other.getByRole('link', { name: 'todos' }).click();
+    await eventually(() => other.getByRole('status').last().textContent()).toBe('No rows match.');
+    await other.getByRole('link', { name: 'files', exact: true }).click();
+    await eventually(() => other.getByRole('status').last().textContent()).toBe('No rows match.');
+    // Bob is no admin: no Admin link, and the page itself refuses.
+    expect(await other.getByRole('link', { name: 'Admin' }).count()).toBe(0);
+    await other.goto(`${stack.url}/console/admin`);
+    await eventually(() => other.getByRole('alert').textContent()).toContain('Not allowed');
+  });
+
+  test('the table browser pages, filters and sorts what RLS lets the user see', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    await page.getByRole('link', { name: 'Tables' }).click();
+    const names = await page.locator('nav.table-list a').allTextContents();
+    expect(names).toEqual(expect.arrayContaining(['files', 'posts', 'projects', 'todos']));
+    await page.getByRole('link', { name: 'todos' }).click();
+    const status = page.locator('.pager .status');
+    await eventually(() => status.textContent()).toBe('Rows 1–25 of 30');
+    expect(await page.locator('table.rows tbody tr').count()).toBe(25);
+    await page.getByRole('button', { name: 'Next →' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 26–30 of 30');
+    expect(await page.getByRole('button', { name: 'Next →' }).isDisabled()).toBe(true);
+
+    // Sort by title, descending (second click).
+    await page.getByRole('button', { name: 'title' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–25 of 30');
+    await page.getByRole('button', { name: 'title' }).click();
+    await eventually(() => page.locator('table.rows tbody tr:first-child td[data-label="title"]').textContent()).toBe('alice todo 30');
+
+    // Filter: priority = 0 and title contains "todo 1" → 12, 15, 18.
+    await page.getByLabel('Column').selectOption('priority');
+    await page.getByLabel('Operator').selectOption('eq');
+    await page.getByLabel('Value').fill('0');
+    await page.getByRole('button', { name: 'Add filter' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–10 of 10');
+    await page.getByLabel('Column').selectOption('title');
+    await page.getByLabel('Operator').selectOption('contains');
+    await page.getByLabel('Value').fill('TODO 1');
+    await page.getByRole('button', { name: 'Add filter' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–3 of 3');
+    expect(await page.locator('table.rows td[data-label="title"]').allTextContents()).toEqual(['alice todo 18', 'alice todo 15', 'alice todo 12']);
+    await shot(page, 'tables-desktop');
+
+    // A filter PostgREST refuses shows its message.
+    await page.getByLabel('Column').selectOption('priority');
+    await page.getByLabel('Operator').selectOption('gt');
+    await page.getByLabel('Value').fill('abc');
+    await page.getByRole('button', { name: 'Add filter' }).click();
+    await eventually(() => page.locator('.table-content .alert').textContent()).toContain('invalid input syntax for type integer');
+    await page.getByRole('button', { name: 'Remove filter priority gt abc' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–3 of 3');
+
+    const phone = await newPage(PHONE);
+    await signIn(phone, alice.email, alice.password);
+    await phone.goto(`${stack.url}/console/tables/todos`);
+    await eventually(() => phone.locator('.pager .status').textContent()).toBe('Rows 1–25 of 30');
+    await shot(phone, 'tables-phone');
+  });
+
+  test('the admin sees every user’s file metadata without a download button, and the users', async () => {
+    // Bob stores a file too, through the console.
+    const bobPage = await newPage();
+    await signIn(bobPage, bob.email, bob.password);
+    await chooseFiles(bobPage, [{ name: 'bob.txt', bytes: Buffer.from('bob'), type: 'text/plain' }]);
+    await bobPage.getByRole('button', { name: 'Upload', exact: true }).click();
+    await eventually(() => row(bobPage, 'bob.txt').count()).toBe(1);
+
+    const page = await newPage();
+    await signIn(page, ADMIN.email, ADMIN.password);
+    expect(await page.locator('header .badge').textContent()).toBe('admin');
+    // The admin's own file manager lists only the admin's files.
+    await eventually(() => page.locator('.empty').textContent()).toContain('No files yet');
+    await page.getByRole('link', { name: 'Admin' }).click();
+    await eventually(() => row(page, 'bob.txt').count()).toBe(1);
+    expect(await row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+    expect(await cell(page, 'bob.txt', 'Owner').textContent()).toBe(bob.email);
+    expect(await cell(page, 'pictures/holiday photo.bin', 'Owner').textContent()).toBe(alice.email);
+    expect(await cell(page, 'pictures/holiday photo.bin', 'Size').textContent()).toBe('293 KiB');
+    expect(await page.getByRole('button', { name: /Download/ }).count()).toBe(0);
+    expect(await page.locator('#download-rule').textContent()).toContain('may not download another user’s files (seed 003)');
+    const users = page.locator('table.users');
+    await eventually(() => users.locator(`tr[data-email="${bob.email}"] [data-label="App role"]`).textContent()).toBe('editor');
+    expect(await users.locator(`tr[data-email="${ADMIN.email}"] [data-label="App role"]`).textContent()).toBe('admin');
+    expect(await users.locator(`tr[data-email="${alice.email}"]`).count()).toBe(1);
+    await shot(page, 'admin-desktop');
+
+    // The rule holds on the server too: the admin's token cannot fetch Bob's bytes.
+    const token = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token;
+    expect((await stack.fetch('/rpc/retrieve_file?p_file_path=bob.txt', { token })).status).toBe(400);
+
+    const phone = await newPage(PHONE);
+    await signIn(phone, ADMIN.email, ADMIN.password);
+    await phone.goto(`${stack.url}/console/admin`);
+    await eventually(() => row(phone, 'bob.txt').count()).toBe(1);
+    await shot(phone, 'admin-phone');
+    expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
+  });
+
+  test('tokens are refreshed before they expire, and sign-out forgets the session', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    const first = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    // Access tokens live 30 s here; the console swaps them at half-life, well before expiry.
+    await expect
+      .poll(async () => JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token, { timeout: 40_000, interval: 1000 })
+      .not.toBe(first.token);
+    const second = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    expect(second.refreshToken).not.toBe(first.refreshToken);
+    expect(second.expiresAt).toBeGreaterThan(first.expiresAt);
+    await page.getByRole('link', { name: 'Files' }).click();
+    await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+    expect(await page.evaluate(() => localStorage.getItem('plinth.console.session'))).toBeNull();
+    // The server ended the session: its refresh token no longer works.
+    expect((await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: second.refreshToken } })).status).toBe(401);
+    await page.reload();
+    await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+  });
+
+  test('a sign-in link from the email signs the browser in, pasted or opened', async () => {
+    // Without SMTP_URL the sidecar writes each mail to its log (development mode): read it there.
+    const linkFor = async (email: string, seen: number) => {
+      let link = '';
+      await eventually(() => {
+        const found = [...stack.output.matchAll(/mail to (\S+): Your sign-in link[\s\S]*?(http:\/\/\S+\/auth\/verify\?token=[\w-]+)/g)].filter((m) => m[1] === email);
+        link = found[seen]?.[2] ?? '';
+        return link !== '';
+      }).toBe(true);
+      return link;
+    };
+    const page = await newPage();
+    await page.goto(`${stack.url}/console/`);
+    await page.getByRole('button', { name: 'Forgot the password? Email me a link' }).click();
+    await page.getByLabel('Email', { exact: true }).fill(bob.email);
+    await page.getByRole('button', { name: 'Email me a sign-in link' }).click();
+    await eventually(() => page.getByRole('status').first().textContent()).toContain('a sign-in link is on its way');
+    const link = await linkFor(bob.email, 0);
+    await page.getByLabel('Sign-in link from the email').fill(link);
+    await shot(page, 'magic-link-desktop');
+    await page.getByRole('button', { name: 'Sign in with the link' }).click();
+    await eventually(() => page.locator('header .email').textContent()).toBe(bob.email);
+
+    // The link works once: pasting it again (after signing out) is refused with the server's reason.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Forgot the password? Email me a link' }).click();
+    await page.getByLabel('Sign-in link from the email').fill(link);
+    await page.getByRole('button', { name: 'Sign in with the link' }).click();
+    await eventually(() => page.getByRole('alert').last().textContent()).toContain('already used');
+
+    // A link pointed at the console (/console/verify?token=…) signs in on opening.
+    await page.getByLabel('Email', { exact: true }).fill(bob.email);
+    await page.getByRole('button', { name: 'Email me a sign-in link' }).click();
+    const second = new URL(await linkFor(bob.email, 1));
+    await page.goto(`${stack.url}/console/verify${second.search}`);
+    await eventually(() => page.locator('header .email').textContent()).toBe(bob.email);
+    expect(new URL(page.url()).pathname).toBe('/console/');
+  });
+
+  test('every request the pages made stayed on the stack’s own origin', () => {
+    expect(requested.length).toBeGreaterThan(50);
+    const foreign = requested.filter((u) => !u.startsWith(`${stack.url}/`) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    expect(foreign).toEqual([]);
+  });
+});
