@@ -1,5 +1,7 @@
-// The change feed of one sidecar: wakes on NOTIFY (and a slow poll, in case a notification is
-// lost while the listening connection reconnects), numbers committed changes (realtime.stamp),
+// The change feed of one sidecar: wakes on NOTIFY, polls every BUSY_POLL_MS for a second after any
+// activity (writers skip the NOTIFY while changes are already waiting: see realtime.wake) and every
+// second otherwise (a notification can be lost while the listening connection reconnects),
+// numbers committed changes (realtime.stamp),
 // reads the log in position order and hands each batch to the subscriptions of this sidecar.
 // Every sidecar on the database does the same for its own clients. One loop does all the work in
 // order, so a subscription's catch-up and the live stream never overlap or reorder.
@@ -12,6 +14,8 @@ import { judge, type Change, type Verdict } from './visibility.js';
 export const CHANNEL = 'plinth_realtime';
 const BATCH = 500;
 const POLL_MS = 1000;
+const BUSY_POLL_MS = 10;
+const BUSY_FOR_MS = 1000;
 const PRUNE_MS = 60_000;
 /** Never prune what a lagging sidecar may still have to read, whatever the retention. */
 const MIN_KEEP_SECONDS = 60;
@@ -36,6 +40,8 @@ export class Hub {
   private dirty = true;
   private wakeUp: (() => void) | null = null;
   private stopped = false;
+  private busyUntil = 0;
+  private failures = 0;
   private loopDone?: Promise<void>;
   private timers: NodeJS.Timeout[] = [];
   private unlisten?: () => Promise<void>;
@@ -92,21 +98,31 @@ export class Hub {
 
   private async loop(): Promise<void> {
     while (!this.stopped) {
-      if (!this.dirty) await new Promise<void>((r) => (this.wakeUp = r));
+      if (!this.dirty) {
+        const busy = Date.now() < this.busyUntil;
+        await new Promise<void>((r) => {
+          this.wakeUp = r;
+          if (busy) setTimeout(() => this.wake(), BUSY_POLL_MS);
+        });
+      }
       if (this.stopped) break;
       this.dirty = false;
       try {
         await this.step();
+        if (this.failures > 0) this.log.info('realtime: the change feed is running again');
+        this.failures = 0;
       } catch (err) {
-        this.log.warn(`realtime: ${(err as Error).message}`);
+        // Once per outage in the log; retries back off to 5 s while the database is away.
+        if (this.failures++ === 0) this.log.warn(`realtime: reading changes failed (retrying): ${(err as Error).message}`);
         this.dirty = true;
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(this.failures, 5))));
       }
     }
   }
 
   private async step(): Promise<void> {
     const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
+    if (Number(state.head) > this.head) this.busyUntil = Date.now() + BUSY_FOR_MS;
     this.head = Number(state.head);
     this.prunedThrough = Number(state.pruned);
     for (const sub of this.pending.splice(0)) await this.activate(sub);
