@@ -131,4 +131,4 @@ test('a magic link is refused once it has expired (PLINTH_MAGIC_LINK_TTL)', asyn
   await new Promise((r) => setTimeout(r, 2100));
   const r = await stack.fetch(`/auth/verify${link.search}`);
   expect(r.status).toBe(401);
-});
+}, 240_000);
