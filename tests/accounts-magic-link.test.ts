@@ -104,6 +104,9 @@ test('POST /auth/verify takes the token in the body too; a made-up token is refu
   const r = await stack.fetch('/auth/verify', { method: 'POST', json: { token } });
   expect(r.status).toBe(200);
   expect((await stack.fetch('/auth/verify?token=made-up', { method: 'POST' })).status).toBe(401);
+  const noToken = await stack.fetch('/auth/verify', { method: 'POST' });
+  expect(noToken.status).toBe(400);
+  expect((await noToken.json()).message).toMatch(/Send the sign-in token/);
   const missing = await stack.fetch('/auth/verify');
   expect(missing.status).toBe(400);
   expect((await missing.json()).message).toMatch(/querystring is missing the field "token"/);

@@ -1,9 +1,10 @@
 // The accounts feature as one fastify plugin: signup, login, refresh, logout, the caller's
 // profile, magic links, the public signing keys, and the two admin routes. Handlers stay thin:
 // validation is in schemas.ts, the work in the modules named after it.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Plinth } from '../context.js';
 import { authenticate } from '../http/authenticate.js';
+import { PlinthError } from '../http/errors.js';
 import { callerProfile, endSession, listUsers, setAppRole } from './as-caller.js';
 import { followMagicLink, sendMagicLink } from './magic-link.js';
 import { createMailer } from './mailer.js';
@@ -91,7 +92,10 @@ export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: 
     return { message: 'If an account exists for this email, a sign-in link is on its way' };
   });
 
-  const verify = async (token: string | undefined) => followMagicLink(plinth, token ?? '');
+  const verify = async (token: string | undefined) => {
+    if (!token) throw new PlinthError(400, 'Send the sign-in token as ?token=… or as {"token": "…"}');
+    return followMagicLink(plinth, token);
+  };
   app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) =>
     reply.headers(noStore).send(await verify(req.query.token)),
   );
@@ -101,7 +105,7 @@ export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: 
     async (req, reply) => reply.headers(noStore).send(await verify(req.body.token ?? req.query.token)),
   );
 
-  const jwks = async (_req: FastifyRequest, reply: import('fastify').FastifyReply) =>
+  const jwks = async (_req: FastifyRequest, reply: FastifyReply) =>
     // Short cache: after `plinth keys rotate`, verifiers must see the new key within a minute.
     reply.header('cache-control', 'public, max-age=60').send(plinth.keys.jwksDocument);
   app.get('/auth/jwks', { schema: noInputSchema }, jwks);
