@@ -90,6 +90,8 @@ export async function writeObject(
     return { ...reserved, size: meter.size, sha256: meter.digest() };
   } catch (err) {
     source.unpipe(meter);
+    // Read (and drop) the rest of the body, so the client, still sending, gets to see our answer.
+    if (!request.destroyed) source.resume();
     await discardObject(storage, reserved);
     storage.writing.delete(reserved.key);
     throw meter.errored ?? err;

@@ -1,0 +1,629 @@
+// The file storage suite, run once per backend (files-disk.test.ts, files-s3.test.ts): every
+// test drives the real stack over HTTP and checks what a user observes (status, body, bytes)
+// plus what is left in the byte store (no orphans).
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { freePort } from '../sidecar/start/process.ts';
+import { startStack, type Stack, type TestUser } from './harness.ts';
+
+const MiB = 1024 * 1024;
+
+/** Where the stack keeps bytes, as the test sees them (independently of the sidecar). */
+export interface BackendUnderTest {
+  name: 'disk' | 's3';
+  env: Record<string, string>;
+  /** Keys of every stored object, including partial writes. */
+  storedKeys(stack: Stack): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+export function diskBackend(): BackendUnderTest {
+  const walk = (dir: string): string[] =>
+    fs.existsSync(dir)
+      ? fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]))
+      : [];
+  return {
+    name: 'disk',
+    env: {},
+    async storedKeys(stack) {
+      return walk(path.join(stack.dataDir, 'storage')).map((f) => path.basename(f));
+    },
+    async stop() {},
+  };
+}
+
+export async function s3Backend(): Promise<BackendUnderTest> {
+  const { default: S3rver } = await import('s3rver');
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-s3rver-'));
+  const port = await freePort();
+  const bucket = 'plinth-test';
+  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
+  await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+  });
+  return {
+    name: 's3',
+    env: {
+      PLINTH_STORAGE: 's3',
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_ACCESS_KEY_ID: 'S3RVER',
+      S3_SECRET_ACCESS_KEY: 'S3RVER',
+    },
+    async storedKeys() {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+        keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+        token = page.NextContinuationToken;
+      } while (token);
+      return keys;
+    },
+    async stop() {
+      client.destroy();
+      await server.close();
+      fs.rmSync(directory, { recursive: true, force: true });
+    },
+  };
+}
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string, seconds = 20): Promise<T> {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await read();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${seconds} s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Chunks of a deterministic pattern, generated on demand (never the whole file in memory). */
+function generated(total: number, chunk = MiB, pauseAfter?: { bytes: number; until: Promise<void> }) {
+  const block = randomBytes(chunk);
+  let sent = 0;
+  let n = 0;
+  const hash = createHash('sha256');
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (pauseAfter && sent >= pauseAfter.bytes) await pauseAfter.until;
+      if (sent >= total) return controller.close();
+      const size = Math.min(chunk, total - sent);
+      const out = Buffer.from(block.subarray(0, size));
+      out.writeUInt32BE(n++ >>> 0, 0); // every chunk differs
+      hash.update(out);
+      sent += size;
+      controller.enqueue(out);
+    },
+  });
+  return { stream, digest: () => hash.digest('hex'), sent: () => sent };
+}
+
+async function digestOf(res: Response): Promise<{ sha: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { sha: hash.digest('hex'), size };
+}
+
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]) * 1024;
+}
+
+export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { big?: boolean } = {}) {
+  let backend: BackendUnderTest;
+  let stack: Stack;
+  let alice: TestUser;
+  let bob: TestUser;
+  let admin: TestUser;
+
+  beforeAll(async () => {
+    backend = await makeBackend();
+    stack = await startStack({ env: { ...backend.env, PLINTH_MAX_FILE_SIZE: '2GiB' } });
+    alice = await stack.createUser();
+    bob = await stack.createUser();
+    admin = await stack.createUser({ app_role: 'admin' });
+  });
+  afterAll(async () => {
+    await stack?.destroy();
+    await backend?.stop();
+  });
+
+  const store = (token: string | undefined, filePath: string, body: BodyInit | null, headers: Record<string, string> = {}) =>
+    stack.fetch('/rpc/store_file', {
+      method: 'POST',
+      token,
+      body,
+      headers: { 'content-type': 'application/octet-stream', 'file-path': encodeURIComponent(filePath).replaceAll('%2F', '/'), ...headers },
+      ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+    } as RequestInit);
+  const retrieve = (token: string | undefined, filePath: string, headers: Record<string, string> = {}) =>
+    stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent(filePath)}`, { token, headers });
+  const objectRows = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects`)[0].n;
+  /** Objects in the store vs. committed versions in the database: equal once nothing is orphaned. */
+  const settled = async () => {
+    const ready = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects where state = 'ready'`)[0].n;
+    return eventually(
+      async () => ({ stored: (await backend.storedKeys(stack)).length, rows: await objectRows(), ready: await ready() }),
+      (v) => v.stored === v.rows && v.rows === v.ready,
+      'stored objects vs rows',
+    );
+  };
+
+  describe('store_file and retrieve_file', () => {
+    test.each([
+      ['empty.bin', 0],
+      ['one.bin', 1],
+      ['folder/five-mib.bin', 5 * MiB],
+    ])('%s (%i bytes) round-trips byte for byte', async (name, size) => {
+      const bytes = randomBytes(size);
+      const res = await store(alice.token, name, bytes, { 'file-content-type': 'application/x-test', description: 'a test file' });
+      expect(res.status).toBe(200);
+      const id = await res.json();
+      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+      const got = await retrieve(alice.token, name);
+      expect(got.status).toBe(200);
+      expect(got.headers.get('content-type')).toBe('application/x-test');
+      expect(got.headers.get('content-length')).toBe(String(size));
+      expect(got.headers.get('etag')).toBe(`"${sha256(bytes)}"`);
+      expect(got.headers.get('content-disposition')).toBe(`attachment; filename="${path.basename(name)}"; filename*=UTF-8''${path.basename(name)}`);
+      expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+      const [row] = await (await stack.fetch(`/files?path=eq.${encodeURIComponent(name)}`, { token: alice.token })).json();
+      expect(row).toMatchObject({ id, path: name, description: 'a test file', size, content_type: 'application/x-test', sha256: sha256(bytes), owner_id: alice.id });
+    });
+
+    test('the same path again overwrites the bytes and keeps the uuid; the old bytes are removed', async () => {
+      const first = await (await store(alice.token, 'notes/overwrite.txt', 'version 1')).json();
+      const second = await store(alice.token, 'notes/overwrite.txt', 'version 2, longer');
+      expect(second.status).toBe(200);
+      expect(await second.json()).toBe(first);
+      expect(await (await retrieve(alice.token, 'notes/overwrite.txt')).text()).toBe('version 2, longer');
+      const [row] = await (await stack.fetch('/files?path=eq.notes/overwrite.txt', { token: alice.token })).json();
+      expect(row).toMatchObject({ id: first, size: 17, content_type: 'application/octet-stream' });
+      await settled();
+    });
+
+    test('a non-ASCII path travels percent-encoded and comes back exactly; non-UTF-8 bytes are refused', async () => {
+      const name = 'données/résumé 日本語 ✓ 100%.bin';
+      const bytes = randomBytes(1000);
+      const res = await store(alice.token, name, bytes);
+      expect(res.status).toBe(200);
+      const got = await retrieve(alice.token, name);
+      expect(got.status).toBe(200);
+      expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+      expect(got.headers.get('content-disposition')).toContain(`filename*=UTF-8''${encodeURIComponent('résumé 日本語 ✓ 100%.bin')}`);
+      const rows = await (await stack.fetch(`/files?path=eq.${encodeURIComponent(name)}`, { token: alice.token })).json();
+      expect(rows).toHaveLength(1);
+      // %FF%FE is not UTF-8: refused, nothing stored.
+      const before = await objectRows();
+      const bad = await stack.fetch('/rpc/store_file', { method: 'POST', token: alice.token, body: 'x', headers: { 'file-path': 'bad%FF%FE.bin' } });
+      expect(bad.status).toBe(400);
+      expect((await bad.json()).message).toMatch(/UTF-8/);
+      expect(await objectRows()).toBe(before);
+    });
+
+    test('a missing or invalid token gets 401; the anon key cannot store or retrieve', async () => {
+      expect((await store(undefined, 'x.txt', 'x')).status).toBe(401);
+      expect((await store('not-a-token', 'x.txt', 'x')).status).toBe(401);
+      expect((await retrieve(undefined, 'x.txt')).status).toBe(401);
+      expect((await retrieve('not-a-token', 'x.txt')).status).toBe(401);
+      const anonStore = await stack.fetch('/rpc/store_file', { method: 'POST', apikey: stack.anonKey, body: 'x', headers: { 'file-path': 'x.txt' } });
+      expect(anonStore.status).toBe(401);
+      expect((await stack.fetch('/rpc/retrieve_file?p_file_path=x.txt', { apikey: stack.anonKey })).status).toBe(401);
+    });
+
+    test('absent file → 400 {"message":"File not found."}', async () => {
+      const res = await retrieve(alice.token, 'no/such/file');
+      expect(res.status).toBe(400);
+      expect(await res.text()).toBe('{"message":"File not found."}');
+    });
+  });
+
+  describe('who sees what', () => {
+    test('two users and an admin: own rows only, admin lists all but downloads only their own', async () => {
+      await store(alice.token, 'rls/alice.txt', 'alice secret');
+      await store(bob.token, 'rls/bob.txt', 'bob secret');
+      await store(admin.token, 'rls/admin.txt', 'admin file');
+      const paths = async (t: string) =>
+        ((await (await stack.fetch('/files?path=like.rls/*&order=path', { token: t })).json()) as { path: string }[]).map((r) => r.path);
+      expect(await paths(alice.token)).toEqual(['rls/alice.txt']);
+      expect(await paths(bob.token)).toEqual(['rls/bob.txt']);
+      expect(await paths(admin.token)).toEqual(['rls/admin.txt', 'rls/alice.txt', 'rls/bob.txt']);
+
+      for (const [who, p] of [[bob, 'rls/alice.txt'], [admin, 'rls/alice.txt'], [alice, 'rls/bob.txt']] as const) {
+        const res = await retrieve(who.token, p);
+        expect(res.status).toBe(400);
+        expect(await res.json()).toEqual({ message: 'File not found.' });
+      }
+      expect(await (await retrieve(admin.token, 'rls/admin.txt')).text()).toBe('admin file');
+
+      // Same path, different owners: two files.
+      await store(bob.token, 'rls/alice.txt', 'bob has the same path');
+      expect(await (await retrieve(alice.token, 'rls/alice.txt')).text()).toBe('alice secret');
+      expect(await (await retrieve(bob.token, 'rls/alice.txt')).text()).toBe('bob has the same path');
+
+      // Bob's and the admin's deletes of Alice's file delete nothing.
+      for (const who of [bob, admin]) {
+        const del = await stack.fetch('/files?path=eq.rls/alice.txt&owner_id=eq.' + alice.id, { method: 'DELETE', token: who.token, headers: { prefer: 'return=representation' } });
+        expect(del.status).toBe(200);
+        expect(await del.json()).toEqual([]);
+      }
+      expect(await (await retrieve(alice.token, 'rls/alice.txt')).text()).toBe('alice secret');
+      // Rows are only made by store_file; the description can be edited.
+      const insert = await stack.fetch('/files', { method: 'POST', token: alice.token, json: { path: 'forged', size: 1, content_type: 'x', sha256: 'x' } });
+      expect(insert.status).toBe(403);
+      const patch = await stack.fetch('/files?path=eq.rls/alice.txt', { method: 'PATCH', token: alice.token, json: { description: 'edited' }, headers: { prefer: 'return=representation' } });
+      expect((await patch.json())[0].description).toBe('edited');
+    });
+
+    test('DELETE /files removes the row and, after commit, the bytes', async () => {
+      await store(alice.token, 'to-delete/a.bin', randomBytes(1000));
+      await settled();
+      const keysBefore = (await backend.storedKeys(stack)).length;
+      const del = await stack.fetch('/files?path=eq.to-delete/a.bin', { method: 'DELETE', token: alice.token, headers: { prefer: 'return=representation' } });
+      expect(del.status).toBe(200);
+      expect(await del.json()).toHaveLength(1);
+      const res = await retrieve(alice.token, 'to-delete/a.bin');
+      expect(res.status).toBe(400);
+      await eventually(async () => (await backend.storedKeys(stack)).length, (n) => n === keysBefore - 1, 'bytes of the deleted file');
+      await settled();
+    });
+  });
+
+  describe('bad input is refused before any byte is stored', () => {
+    const bad: Array<[string, string]> = [
+      ['parent segment', '../etc/passwd'],
+      ['inner parent segment', 'a/../../b'],
+      ['dot segment', 'a/./b'],
+      ['absolute', '/etc/passwd'],
+      ['backslash', 'a\\..\\b'],
+      ['NUL', 'a%00b'],
+      ['newline', 'a%0Ab'],
+      ['tab', 'a%09b'],
+      ['DEL', 'a%7Fb'],
+      ['empty segment', 'a//b'],
+      ['trailing slash', 'a/b/'],
+      ['lone dot', '.'],
+      ['over 1024 bytes', 'x'.repeat(1025)],
+      ['over 1024 bytes in UTF-8', encodeURIComponent('é'.repeat(513))],
+      ['broken percent escape', 'a%2'],
+      ['drive letter', 'C:%5Cwindows'],
+    ];
+    test.each(bad)('File-Path with %s → 400', async (_what, raw) => {
+      const before = await objectRows();
+      const res = await stack.fetch('/rpc/store_file', { method: 'POST', token: alice.token, body: randomBytes(100), headers: { 'file-path': raw } });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ code: expect.any(String), message: expect.stringMatching(/File-Path/) });
+      expect(await objectRows()).toBe(before);
+    });
+
+    test('a 1024-byte path is accepted', async () => {
+      const res = await store(alice.token, `${'d/'.repeat(100)}${'y'.repeat(824)}`, 'ok');
+      expect(res.status).toBe(200);
+    });
+
+    test('traversal in p_file_path → 400; missing File-Path → 400; bad File-Content-Type → 400', async () => {
+      expect((await retrieve(alice.token, '../../etc/passwd')).status).toBe(400);
+      expect((await stack.fetch('/rpc/retrieve_file', { token: alice.token })).status).toBe(400);
+      const before = await objectRows();
+      const noPath = await stack.fetch('/rpc/store_file', { method: 'POST', token: alice.token, body: 'x' });
+      expect(noPath.status).toBe(400);
+      expect((await noPath.json()).message).toMatch(/file-path/i);
+      const badType = await store(alice.token, 'typed.txt', 'x', { 'file-content-type': 'not a type' });
+      expect(badType.status).toBe(400);
+      expect(await objectRows()).toBe(before);
+    });
+  });
+
+  describe('Range and ETag', () => {
+    let bytes: Buffer;
+    beforeAll(async () => {
+      bytes = randomBytes(10_000);
+      expect((await store(alice.token, 'range/file.bin', bytes)).status).toBe(200);
+    });
+
+    test.each([
+      ['bytes=10-19', 10, 19],
+      ['bytes=9990-', 9990, 9999],
+      ['bytes=-100', 9900, 9999],
+      ['bytes=9000-20000', 9000, 9999],
+    ])('Range %s → 206 with exactly those bytes', async (range, start, end) => {
+      const res = await retrieve(alice.token, 'range/file.bin', { range });
+      expect(res.status).toBe(206);
+      expect(res.headers.get('content-range')).toBe(`bytes ${start}-${end}/10000`);
+      expect(res.headers.get('content-length')).toBe(String(end - start + 1));
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes.subarray(start, end + 1))).toBe(true);
+    });
+
+    test('an unsatisfiable range → 416; several ranges → the whole file', async () => {
+      const res = await retrieve(alice.token, 'range/file.bin', { range: 'bytes=10000-' });
+      expect(res.status).toBe(416);
+      expect(res.headers.get('content-range')).toBe('bytes */10000');
+      const multi = await retrieve(alice.token, 'range/file.bin', { range: 'bytes=0-1,5-6' });
+      expect(multi.status).toBe(200);
+      expect(Buffer.from(await multi.arrayBuffer()).equals(bytes)).toBe(true);
+    });
+
+    test('If-None-Match with the ETag → 304; a stale ETag or If-Range → full 200', async () => {
+      const etag = `"${sha256(bytes)}"`;
+      const same = await retrieve(alice.token, 'range/file.bin', { 'if-none-match': etag });
+      expect(same.status).toBe(304);
+      expect(same.headers.get('etag')).toBe(etag);
+      expect(await same.text()).toBe('');
+      const stale = await retrieve(alice.token, 'range/file.bin', { 'if-none-match': '"0000"' });
+      expect(stale.status).toBe(200);
+      const staleRange = await retrieve(alice.token, 'range/file.bin', { range: 'bytes=0-9', 'if-range': '"0000"' });
+      expect(staleRange.status).toBe(200);
+      expect((await staleRange.arrayBuffer()).byteLength).toBe(10_000);
+    });
+  });
+
+  describe('concurrency', () => {
+    test('concurrent uploads of one path by one owner: one complete version, same uuid, no 500, no orphan', async () => {
+      const bodies = Array.from({ length: 6 }, (_, i) => Buffer.concat([Buffer.from(`version ${i}:`), randomBytes(256 * 1024)]));
+      const results = await Promise.all(bodies.map((b) => store(bob.token, 'race/same.bin', b)));
+      const statuses = results.map((r) => r.status);
+      expect(statuses.every((s) => s === 200)).toBe(true);
+      const ids = new Set(await Promise.all(results.map((r) => r.json())));
+      expect(ids.size).toBe(1);
+      const got = Buffer.from(await (await retrieve(bob.token, 'race/same.bin')).arrayBuffer());
+      expect(bodies.some((b) => b.equals(got))).toBe(true);
+      const [row] = await (await stack.fetch('/files?path=eq.race/same.bin', { token: bob.token })).json();
+      expect(row.sha256).toBe(sha256(got));
+      await settled();
+    });
+  });
+
+  describe('entity-linked storage', () => {
+    const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { entityFirst?: boolean; metadata?: unknown; type?: string } = {}) => {
+      const form = new FormData();
+      const file = new Blob([bytes], { type: opts.type ?? 'image/png' });
+      if (opts.entityFirst) form.append('entity', JSON.stringify(entity));
+      form.append('file', file, name);
+      if (!opts.entityFirst) form.append('entity', JSON.stringify(entity));
+      if (opts.metadata !== undefined) form.append('metadata', JSON.stringify(opts.metadata));
+      return stack.fetch('/storage/upload', { method: 'POST', body: form, ...auth });
+    };
+    const newTodo = async (user: TestUser) =>
+      (await (await stack.fetch('/todos', { method: 'POST', token: user.token, json: { title: 'with attachment' }, headers: { prefer: 'return=representation' } })).json())[0];
+
+    test('the row owner uploads (file before entity), downloads and deletes; others are refused', async () => {
+      const todo = await newTodo(alice);
+      const bytes = randomBytes(3000);
+      const res = await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', bytes, { metadata: { pages: 3 }, type: 'application/pdf' });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ table: 'todos', id: String(todo.id), field: 'attachment', filename: 'plan.pdf', size: 3000, sha256: sha256(bytes), metadata: { pages: 3 } });
+      const [row] = await (await stack.fetch(`/todos?id=eq.${todo.id}`, { token: alice.token })).json();
+      expect(row.attachment).toBe('plan.pdf');
+
+      const url = `/storage/download/todos/${todo.id}/attachment/plan.pdf`;
+      const deleteUrl = url.replace('/download/', '/delete/');
+      const got = await stack.fetch(url, { token: alice.token });
+      expect(got.status).toBe(200);
+      expect(got.headers.get('content-type')).toBe('application/pdf');
+      expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+
+      // Bob may not read, replace or delete Alice's attachment; nothing changes.
+      expect((await stack.fetch(url, { token: bob.token })).status).toBe(404);
+      expect((await stack.fetch(url, { apikey: stack.anonKey })).status).toBe(401);
+      const before = await objectRows();
+      const bobUp = await upload({ token: bob.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', randomBytes(10));
+      expect(bobUp.status).toBe(403);
+      const bobUpFirst = await upload({ token: bob.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', randomBytes(10), { entityFirst: true });
+      expect(bobUpFirst.status).toBe(403);
+      expect((await stack.fetch(deleteUrl, { method: 'DELETE', token: bob.token })).status).toBe(403);
+      expect(Buffer.from(await (await stack.fetch(url, { token: alice.token })).arrayBuffer()).equals(bytes)).toBe(true);
+      await eventually(objectRows, (n) => n === before, 'refused uploads discarded');
+
+      // A wrong filename is not found.
+      expect((await stack.fetch(`/storage/download/todos/${todo.id}/attachment/other.pdf`, { token: alice.token })).status).toBe(404);
+
+      // Replace (entity first this time), then delete.
+      const v2 = randomBytes(500);
+      expect((await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', v2, { entityFirst: true })).status).toBe(200);
+      expect(Buffer.from(await (await stack.fetch(url, { token: alice.token })).arrayBuffer()).equals(v2)).toBe(true);
+      const del = await stack.fetch(deleteUrl, { method: 'DELETE', token: alice.token });
+      expect(del.status).toBe(204);
+      expect((await stack.fetch(deleteUrl, { method: 'DELETE', token: alice.token })).status).toBe(404);
+      expect((await stack.fetch(url, { token: alice.token })).status).toBe(404);
+      const [after] = await (await stack.fetch(`/todos?id=eq.${todo.id}`, { token: alice.token })).json();
+      expect(after.attachment).toBeNull();
+      expect(after.title).toBe('with attachment'); // the row itself stays
+      await settled();
+    });
+
+    test('a published post’s cover downloads with the anon key alone (header or ?apikey=)', async () => {
+      const [post] = await (await stack.fetch('/posts', { method: 'POST', token: alice.token, json: { title: 'hello', published: true }, headers: { prefer: 'return=representation' } })).json();
+      const [draft] = await (await stack.fetch('/posts', { method: 'POST', token: alice.token, json: { title: 'draft', published: false }, headers: { prefer: 'return=representation' } })).json();
+      const png = randomBytes(2000);
+      for (const p of [post, draft]) {
+        expect((await upload({ token: alice.token }, { table: 'posts', id: String(p.id), field: 'cover' }, 'cover image.png', png)).status).toBe(200);
+      }
+      const url = (p: { id: number }) => `/storage/download/posts/${p.id}/cover/${encodeURIComponent('cover image.png')}`;
+      const viaHeader = await stack.fetch(url(post), { apikey: stack.anonKey });
+      expect(viaHeader.status).toBe(200);
+      expect(viaHeader.headers.get('content-type')).toBe('image/png');
+      expect(viaHeader.headers.get('content-disposition')).toMatch(/^inline;/);
+      expect(Buffer.from(await viaHeader.arrayBuffer()).equals(png)).toBe(true);
+      const viaQuery = await fetch(`${stack.url}${url(post)}?apikey=${stack.anonKey}`);
+      expect(viaQuery.status).toBe(200);
+      expect(Buffer.from(await viaQuery.arrayBuffer()).equals(png)).toBe(true);
+      // A user token in the URL is refused (it would leak into logs); drafts stay private.
+      expect((await fetch(`${stack.url}${url(post)}?apikey=${alice.token}`)).status).toBe(401);
+      expect((await stack.fetch(url(draft), { apikey: stack.anonKey })).status).toBe(404);
+      expect((await stack.fetch(url(draft), { token: alice.token })).status).toBe(200);
+      expect((await stack.fetch(url(draft), { token: bob.token })).status).toBe(404);
+      // anon may read posts but has no UPDATE or DELETE grant: 401 (sign in), as PostgREST answers.
+      expect((await upload({ apikey: stack.anonKey }, { table: 'posts', id: String(post.id), field: 'cover' }, 'x.png', png)).status).toBe(401);
+      expect((await stack.fetch(url(post).replace('/download/', '/delete/'), { method: 'DELETE', apikey: stack.anonKey })).status).toBe(401);
+      // Bob is signed in but not the author: RLS refuses the UPDATE and the DELETE.
+      expect((await upload({ token: bob.token }, { table: 'posts', id: String(post.id), field: 'cover' }, 'x.png', png)).status).toBe(403);
+      expect((await stack.fetch(url(post).replace('/download/', '/delete/'), { method: 'DELETE', token: bob.token })).status).toBe(403);
+      expect(Buffer.from(await (await stack.fetch(url(post), { apikey: stack.anonKey })).arrayBuffer()).equals(png)).toBe(true);
+    });
+
+    test('unknown tables, columns and malformed forms are refused', async () => {
+      const todo = await newTodo(alice);
+      const before = await objectRows();
+      const cases: Array<[unknown, string, number]> = [
+        [{ table: 'nope', id: '1', field: 'x' }, 'a.txt', 404],
+        [{ table: 'todos', id: String(todo.id), field: 'nope' }, 'a.txt', 400],
+        [{ table: 'todos', id: String(todo.id), field: 'done' }, 'a.txt', 400],
+        [{ table: 'todos; drop table todos', id: '1', field: 'x' }, 'a.txt', 400],
+        [{ table: 'todos', id: 'not-a-number', field: 'attachment' }, 'a.txt', 400],
+        [{ table: 'todos', id: String(todo.id), field: 'attachment' }, '..', 400],
+        [{ table: 'todos' }, 'a.txt', 400],
+      ];
+      for (const [entity, name, status] of cases) {
+        const res = await upload({ token: alice.token }, entity, name, randomBytes(10), { entityFirst: true });
+        expect([JSON.stringify(entity), name, res.status]).toEqual([JSON.stringify(entity), name, status]);
+      }
+      const noEntity = new FormData();
+      noEntity.append('file', new Blob(['x']), 'a.txt');
+      expect((await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: noEntity })).status).toBe(400);
+      expect((await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: 'x' })).status).toBe(415);
+      expect((await stack.fetch('/storage/upload', { method: 'POST', body: noEntity })).status).toBe(401);
+      await eventually(objectRows, (n) => n === before, 'refused uploads discarded');
+    });
+  });
+
+  if (opts.big) {
+    test('1 GiB generated on the fly: uploads and downloads byte-exact with flat sidecar memory', async () => {
+      const pid = stack.proc.pid!;
+      const baseline = rssBytes(pid);
+      let peak = baseline;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 50);
+      try {
+        const size = 1024 * MiB;
+        const gen = generated(size);
+        let t = performance.now();
+        const res = await store(alice.token, 'big/one-gib.bin', gen.stream);
+        expect(res.status).toBe(200);
+        console.log(`[${backend.name}] 1 GiB upload ${((performance.now() - t) / 1000).toFixed(1)} s`);
+        t = performance.now();
+        const expected = gen.digest();
+        const got = await retrieve(alice.token, 'big/one-gib.bin');
+        expect(got.status).toBe(200);
+        expect(got.headers.get('etag')).toBe(`"${expected}"`);
+        expect(await digestOf(got)).toEqual({ sha: expected, size });
+        console.log(`[${backend.name}] 1 GiB download ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      } finally {
+        clearInterval(sampler);
+      }
+      const growth = peak - baseline;
+      console.log(`[${backend.name}] sidecar RSS: baseline ${(baseline / MiB).toFixed(0)} MiB, peak ${(peak / MiB).toFixed(0)} MiB, growth ${(growth / MiB).toFixed(0)} MiB`);
+      expect(growth).toBeLessThan(200 * MiB);
+    }, 300_000);
+  }
+}
+
+/** Crashes, aborts and limits: a stack with a small PLINTH_MAX_FILE_SIZE that gets killed. */
+export function crashSuite(makeBackend: () => Promise<BackendUnderTest>) {
+  let backend: BackendUnderTest;
+  let stack: Stack;
+  let user: TestUser;
+  const LIMIT = 8 * MiB;
+
+  beforeAll(async () => {
+    backend = await makeBackend();
+    stack = await startStack({ env: { ...backend.env, PLINTH_MAX_FILE_SIZE: String(LIMIT), PLINTH_SWEEP_AGE: '3600' } });
+    user = await stack.createUser();
+  });
+  afterAll(async () => {
+    await stack?.destroy();
+    await backend?.stop();
+  });
+
+  const store = (filePath: string, body: BodyInit, signal?: AbortSignal, headers: Record<string, string> = {}) =>
+    stack.fetch('/rpc/store_file', {
+      method: 'POST',
+      token: user.token,
+      body,
+      signal,
+      headers: { 'content-type': 'application/octet-stream', 'file-path': filePath, ...headers },
+      ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+    } as RequestInit);
+  const retrieveBytes = async (filePath: string) =>
+    Buffer.from(await (await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent(filePath)}`, { token: user.token })).arrayBuffer());
+  const rows = async (state: string) => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects where state = ${state}`)[0].n;
+  const noOrphans = () =>
+    eventually(
+      async () => ({ stored: (await backend.storedKeys(stack)).length, ready: await rows('ready'), writing: await rows('writing') }),
+      (v) => v.writing === 0 && v.stored === v.ready,
+      'stored objects vs committed versions',
+    );
+
+  test('over PLINTH_MAX_FILE_SIZE mid-stream → 413; the previous version is intact', async () => {
+    const v1 = randomBytes(1000);
+    expect((await store('limited.bin', v1)).status).toBe(200);
+    const res = await store('limited.bin', generated(LIMIT + 3 * MiB, 64 * 1024).stream);
+    expect(res.status).toBe(413);
+    expect((await res.json()).message).toMatch(/PLINTH_MAX_FILE_SIZE/);
+    // A declared Content-Length over the limit is refused before reading.
+    const declared = await store('limited.bin', Buffer.alloc(LIMIT + 1));
+    expect(declared.status).toBe(413);
+    expect((await retrieveBytes('limited.bin')).equals(v1)).toBe(true);
+    // Exactly at the limit is fine.
+    const exact = randomBytes(LIMIT);
+    expect((await store('exact.bin', exact)).status).toBe(200);
+    expect((await retrieveBytes('exact.bin')).equals(exact)).toBe(true);
+    await noOrphans();
+  });
+
+  test('a client that aborts mid-upload leaves the previous version byte-identical and no orphan', async () => {
+    const v1 = randomBytes(5000);
+    expect((await store('aborted.bin', v1)).status).toBe(200);
+    const controller = new AbortController();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const gen = generated(6 * MiB, 256 * 1024, { bytes: 2 * MiB, until: gate });
+    const pending = store('aborted.bin', gen.stream, controller.signal).catch((e: Error) => e);
+    await eventually(async () => rows('writing'), (n) => n === 1, 'upload in progress');
+    controller.abort();
+    release();
+    expect(await pending).toBeInstanceOf(Error);
+    expect((await retrieveBytes('aborted.bin')).equals(v1)).toBe(true);
+    await noOrphans();
+  });
+
+  test('a sidecar killed mid-upload: the previous version survives byte-identical; the sweep removes the partial bytes', async () => {
+    const v1 = randomBytes(7000);
+    expect((await store('killed.bin', v1)).status).toBe(200);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const gen = generated(6 * MiB, 256 * 1024, { bytes: 3 * MiB, until: gate });
+    const pending = store('killed.bin', gen.stream).catch((e: Error) => e);
+    await eventually(async () => rows('writing'), (n) => n === 1, 'upload in progress');
+    // Let the partial bytes reach the store before the crash.
+    await new Promise((r) => setTimeout(r, 300));
+    await stack.kill();
+    release();
+    await pending;
+    expect(await rows('writing')).toBe(1);
+
+    // Restart with a zero sweep age: the start-up sweep removes the abandoned reservation.
+    stack.env.PLINTH_SWEEP_AGE = '0';
+    await stack.launch();
+    user.token = await stack.mint({ sub: user.id, email: user.email, role: 'authenticated', app_role: 'editor' });
+    expect((await retrieveBytes('killed.bin')).equals(v1)).toBe(true);
+    await noOrphans();
+    const [{ n }] = await stack.sql<{ n: number }[]>`select count(*)::int as n from public.files where path = 'killed.bin'`;
+    expect(n).toBe(1);
+  });
+}
