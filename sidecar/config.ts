@@ -82,6 +82,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
   return {
     port,
     host: str(env, 'PLINTH_HOST', '127.0.0.1'),
+    /** Believe X-Forwarded-For (client addresses for rate limits) only behind a proxy you run. */
+    trustProxy: bool(env, 'PLINTH_TRUST_PROXY', false),
     publicUrl: str(env, 'PLINTH_PUBLIC_URL', `http://localhost:${port}`).replace(/\/+$/, ''),
     dataDir,
     logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),

@@ -26,7 +26,7 @@ export async function buildServer(plinth: Plinth) {
   const app = Fastify({
     bodyLimit: 64 * 1024,
     forceCloseConnections: 'idle',
-    trustProxy: true,
+    trustProxy: plinth.config.trustProxy,
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>
       http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => (ownsPath(req.url!) ? handler(req, res) : proxy.handle(req, res))),
