@@ -25,6 +25,8 @@ export interface Subscription {
   /** Resume point asked for; undefined: start from the live stream. */
   from?: number;
   active: boolean;
+  /** The client was told `subscribed` (activation may be retried after a database error). */
+  acknowledged: boolean;
 }
 
 export class Client {
@@ -45,9 +47,14 @@ export class Client {
     this.claims = claims;
     this.claimsKey = JSON.stringify(claims);
     clearTimeout(this.expiry);
-    const exp = typeof claims.exp === 'number' ? claims.exp * 1000 - Date.now() : Infinity;
-    // setTimeout takes at most 2^31-1 ms; long-lived API keys are rechecked then.
-    if (Number.isFinite(exp)) this.expiry = setTimeout(onExpired, Math.max(0, Math.min(exp, 2 ** 31 - 1)));
+    if (typeof claims.exp === 'number') this.armExpiry(claims.exp * 1000, onExpired);
+  }
+
+  /** setTimeout takes at most 2^31-1 ms (24.8 days); long-lived API keys are re-armed then. */
+  private armExpiry(at: number, onExpired: () => void): void {
+    const wait = at - Date.now();
+    if (wait <= 0) return onExpired();
+    this.expiry = setTimeout(() => this.armExpiry(at, onExpired), Math.min(wait, 2 ** 31 - 1));
   }
 
   /** Sends a message already serialised; false once the client is closed. */

@@ -9,7 +9,8 @@ import type { Sql } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { Subscription } from './client.js';
 import type { Tables } from './tables.js';
-import { judge, type Change, type Verdict } from './visibility.js';
+import type { Condition } from './filter.js';
+import { judgeGroups, type Change, type Verdict } from './visibility.js';
 
 export const CHANNEL = 'plinth_realtime';
 const BATCH = 500;
@@ -21,6 +22,8 @@ const PRUNE_MS = 60_000;
 const MIN_KEEP_SECONDS = 60;
 /** Visibility queries in flight at once (they share the sidecar's connection pool). */
 const PARALLEL_QUERIES = 4;
+/** Claims groups judged in one pipelined transaction (visibility.ts, judgeGroups). */
+const GROUPS_PER_TRANSACTION = 50;
 
 interface ChangeRow {
   position: string;
@@ -125,7 +128,12 @@ export class Hub {
     if (Number(state.head) > this.head) this.busyUntil = Date.now() + BUSY_FOR_MS;
     this.head = Number(state.head);
     this.prunedThrough = Number(state.pruned);
-    for (const sub of this.pending.splice(0)) await this.activate(sub);
+    // One at a time, removed only once done: after a failure the loop retries where it stopped.
+    while (this.pending.length > 0) {
+      const sub = this.pending[0];
+      await this.activate(sub);
+      this.pending = this.pending.filter((s) => s !== sub);
+    }
     while (this.readPos < this.head && !this.stopped) {
       const to = Math.min(this.head, this.readPos + BATCH);
       const changes = await this.read(this.readPos, to);
@@ -138,7 +146,7 @@ export class Hub {
   private async activate(sub: Subscription): Promise<void> {
     const { client } = sub;
     if (client.closed || client.subscriptions.get(sub.id) !== sub) return;
-    if (sub.from !== undefined) {
+    if (sub.from !== undefined && !sub.acknowledged) {
       if (sub.from < this.prunedThrough) {
         client.subscriptions.delete(sub.id);
         client.error('PLINTH410', `position ${sub.from} is older than the retention window; changes after it are gone`, {
@@ -153,8 +161,11 @@ export class Hub {
         return;
       }
     }
-    sub.after = sub.from ?? this.readPos;
-    client.send({ type: 'subscribed', id: sub.id, table: sub.table.name, position: sub.after });
+    if (!sub.acknowledged) {
+      sub.after = sub.from ?? this.readPos;
+      sub.acknowledged = true;
+      client.send({ type: 'subscribed', id: sub.id, table: sub.table.name, position: sub.after });
+    }
     // Catch up to where the live stream stands, in batches, for this table only.
     const only = new Set([sub]);
     while (sub.after < this.readPos && !client.closed) {
@@ -205,7 +216,11 @@ export class Hub {
         if (g) g.push(s);
         else groups.set(s.client.claimsKey, [s]);
       }
-      for (const group of groups.values()) jobs.push(() => this.deliverToGroup(tableChanges, group));
+      const all = [...groups.values()];
+      for (let i = 0; i < all.length; i += GROUPS_PER_TRANSACTION) {
+        const chunk = all.slice(i, i + GROUPS_PER_TRANSACTION);
+        jobs.push(() => this.deliverToGroups(tableChanges, chunk));
+      }
     }
     let next = 0;
     const worker = async () => {
@@ -214,44 +229,57 @@ export class Hub {
     await Promise.all(Array.from({ length: Math.min(PARALLEL_QUERIES, jobs.length) }, worker));
   }
 
-  private async deliverToGroup(changes: Change[], group: Subscription[]): Promise<void> {
+  /** Groups (subscriptions sharing claims) of one table, judged together, then sent to in order. */
+  private async deliverToGroups(changes: Change[], groups: Subscription[][]): Promise<void> {
+    const table = groups[0][0].table;
+    const subs = groups.flat();
+    const lowest = Math.min(...subs.map((s) => s.after));
+    const wanted = changes.filter((c) => c.position > lowest && subs.some((s) => s.events.has(c.event)));
     try {
-      await this.judgeAndSend(changes, group);
+      if (wanted.length === 0) return;
+      const plans = groups.map((group) => {
+        // Subscriptions with the same filter text share one SQL expression.
+        const filterIndex = new Map<string, number>();
+        const filters: Condition[][] = [];
+        for (const s of group) {
+          if (s.conditions.length > 0 && !filterIndex.has(s.filter)) {
+            filterIndex.set(s.filter, filters.length);
+            filters.push(s.conditions);
+          }
+        }
+        return { group, filterIndex, filters };
+      });
+      const results = await judgeGroups(
+        this.sql,
+        this.tables,
+        table,
+        plans.map((p) => ({ claims: p.group[0].client.claims!, filters: p.filters })),
+        wanted,
+      );
+      for (let i = 0; i < plans.length; i++) {
+        const verdicts = results[i];
+        const { group, filterIndex } = plans[i];
+        if (verdicts instanceof Error) {
+          // A failing query (e.g. the table changed under us) must not stall every other group.
+          this.log.warn(`realtime: visibility check on ${table.name} failed: ${verdicts.message}`);
+          for (const s of group) s.client.error('PLINTH500', `changes of ${table.name} could not be checked; some may be missing`, { id: s.id });
+          continue;
+        }
+        this.send(table.name, wanted, verdicts, group, filterIndex);
+      }
     } finally {
       const last = changes[changes.length - 1].position;
-      for (const s of group) s.after = Math.max(s.after, last);
+      for (const s of subs) s.after = Math.max(s.after, last);
     }
   }
 
-  private async judgeAndSend(changes: Change[], group: Subscription[]): Promise<void> {
-    const table = group[0].table;
-    const claims = group[0].client.claims!;
-    const lowest = Math.min(...group.map((s) => s.after));
-    const wanted = changes.filter((c) => c.position > lowest && group.some((s) => s.events.has(c.event)));
-    if (wanted.length === 0) return;
-    const filterIndex = new Map<string, number>();
-    const filters = [];
-    for (const s of group) {
-      if (s.conditions.length > 0 && !filterIndex.has(s.filter)) {
-        filterIndex.set(s.filter, filters.length);
-        filters.push(s.conditions);
-      }
-    }
-    let verdicts: Map<number, Verdict>;
-    try {
-      verdicts = await judge(this.sql, this.tables, table, claims, wanted, filters);
-    } catch (err) {
-      // A failing query (e.g. the table changed under us) must not stall every other group.
-      this.log.warn(`realtime: visibility check on ${table.name} failed: ${(err as Error).message}`);
-      for (const s of group) s.client.error('PLINTH500', `changes of ${table.name} could not be checked; some may be missing`, { id: s.id });
-      return;
-    }
-    for (const c of wanted) {
+  private send(tableName: string, changes: Change[], verdicts: Map<number, Verdict>, group: Subscription[], filterIndex: Map<string, number>): void {
+    for (const c of changes) {
       const verdict = verdicts.get(c.position);
       if (!verdict) continue;
       // The shared part of the message is serialised once for the whole group.
       const body =
-        `,"event":"${c.event}","table":${JSON.stringify(table.name)},"position":${c.position}` +
+        `,"event":"${c.event}","table":${JSON.stringify(tableName)},"position":${c.position}` +
         (c.event === 'DELETE' ? `,"old":${JSON.stringify(c.key)}` : `,"new":${JSON.stringify(verdict.row)}`) +
         (c.event === 'UPDATE' ? `,"old":${JSON.stringify(c.oldKey)}` : '') +
         '}';

@@ -50,7 +50,10 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
         }
       }
       wss.handleUpgrade(req, socket, head, (ws) => connected(ws, claims));
-    })();
+    })().catch((err) => {
+      plinth.log.warn(`realtime: upgrade failed: ${(err as Error).message}`);
+      socket.destroy();
+    });
   };
   app.server.on('upgrade', onUpgrade);
 
@@ -79,7 +82,12 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
     let queue = Promise.resolve();
     ws.on('message', (data, isBinary) => {
       client.alive = true;
-      queue = queue.then(() => handle(isBinary ? '' : data.toString()));
+      queue = queue
+        .then(() => handle(isBinary ? '' : data.toString()))
+        .catch((err) => {
+          plinth.log.warn(`realtime: handling a client message failed: ${(err as Error).message}`);
+          client.error('PLINTH500', 'Internal error; the server log has details');
+        });
     });
     ws.on('close', () => {
       clearInterval(heartbeat);
@@ -155,6 +163,7 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
           after: 0,
           from: msg.from,
           active: false,
+          acknowledged: false,
         };
         client.subscriptions.set(sub.id, sub);
         hub.add(sub);

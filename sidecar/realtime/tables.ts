@@ -36,7 +36,6 @@ interface Cached<T> {
 
 export class Tables {
   private byName = new Map<string, Cached<PublishedTable | null>>();
-  private byRelid = new Map<number, PublishedTable>();
   private predicates = new Map<string, Cached<string | null>>();
 
   constructor(private readonly sql: Sql) {}
@@ -51,7 +50,6 @@ export class Tables {
     if (!hit || Date.now() - hit.at > CACHE_MS) {
       hit = { value: await this.load(schema, table), at: Date.now() };
       this.byName.set(cacheKey, hit);
-      if (hit.value) this.byRelid.set(hit.value.relid, hit.value);
     }
     if (!hit.value) {
       throw new SubscribeError('42P01', `table "${name}" is not published for realtime`, 'Publish it in a migration with SELECT realtime.publish(\'<table>\'), or check the name.');
@@ -79,11 +77,6 @@ export class Tables {
       keyColumns: r.key_columns,
       columns: new Map(Object.entries(r.columns)),
     };
-  }
-
-  /** Tables seen by find(), by relid (the change log names tables by oid). */
-  get(relid: number): PublishedTable | undefined {
-    return this.byRelid.get(relid);
   }
 
   /** The subscriber's role may SELECT the table (the grant; rows are RLS's business). */

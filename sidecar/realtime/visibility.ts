@@ -11,7 +11,7 @@
 //   for that role (realtime.visibility_predicate: the policy expressions themselves, combined as
 //   PostgreSQL combines them), evaluated by PostgreSQL as the subscriber over
 //   jsonb_populate_record(null::<table>, old_row). Only the primary key is ever sent.
-import { asCaller, type Claims, type Sql } from '../db/sql.js';
+import { API_ROLES, asCaller, type Claims, type Sql } from '../db/sql.js';
 import { compileFilter, quoteIdent, type Condition } from './filter.js';
 import type { PublishedTable, Tables } from './tables.js';
 
@@ -31,59 +31,120 @@ export interface Verdict {
   matches: boolean[];
 }
 
-/**
- * For each change (same table), the verdict for subscribers with these claims and these filters.
- * A change missing from the result is visible to none of them.
- */
-export async function judge(
-  sql: Sql,
-  tables: Tables,
-  table: PublishedTable,
-  claims: Claims,
-  changes: Change[],
-  filters: Condition[][],
-): Promise<Map<number, Verdict>> {
-  const verdicts = new Map<number, Verdict>();
+/** Subscribers that share claims: one set of verdicts for all of them. */
+export interface Group {
+  claims: Claims;
+  filters: Condition[][];
+}
+
+interface Query {
+  text: string;
+  params: unknown[];
+  kind: 'upsert' | 'delete';
+}
+
+/** The (at most two) queries that judge `changes` for one group, to run as that group. */
+function queriesFor(table: PublishedTable, changes: Change[], filters: Condition[][], predicate: string | null): Query[] {
+  const queries: Query[] = [];
   const upserts = changes.filter((c) => c.event !== 'DELETE');
   const deletes = changes.filter((c) => c.event === 'DELETE');
-  const predicate = deletes.length > 0 ? await tables.predicate(table, claims.role) : null;
-
-  await asCaller(sql, claims, async (tx) => {
-    if (upserts.length > 0) {
-      const params: unknown[] = [];
-      const param = (v: unknown) => `$${params.push(v)}`;
-      const keys = param(JSON.stringify(upserts.map((c) => ({ ...c.key, _plinth_position: c.position }))));
-      const keyDecl = table.keyColumns.map((k) => `${quoteIdent(k)} ${table.columns.get(k)}`).join(', ');
-      const keyJoin = table.keyColumns.map((k) => `${table.alias}.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' and ');
-      const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
-      const rows = await tx.unsafe(
-        `select k._plinth_position as position, to_jsonb(${table.alias}) as row${matchCols}
+  if (upserts.length > 0) {
+    const params: unknown[] = [];
+    const param = (v: unknown) => `$${params.push(v)}`;
+    const keys = param(JSON.stringify(upserts.map((c) => ({ ...c.key, _plinth_position: c.position }))));
+    const keyDecl = table.keyColumns.map((k) => `${quoteIdent(k)} ${table.columns.get(k)}`).join(', ');
+    const keyJoin = table.keyColumns.map((k) => `${table.alias}.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' and ');
+    const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
+    queries.push({
+      kind: 'upsert',
+      params,
+      text: `select k._plinth_position as position, to_jsonb(${table.alias}) as row${matchCols}
          from jsonb_to_recordset(${keys}::text::jsonb) as k(_plinth_position int8, ${keyDecl})
          join ${table.qualified} as ${table.alias} on ${keyJoin}`,
-        params as never[],
-      );
-      for (const r of rows) {
-        verdicts.set(Number(r.position), { row: r.row, matches: filters.map((_, i) => r[`m${i}`] === true) });
-      }
-    }
-    if (deletes.length > 0 && predicate !== null) {
-      const params: unknown[] = [];
-      const param = (v: unknown) => `$${params.push(v)}`;
-      const images = param(JSON.stringify(deletes.map((c) => c.oldRow)));
-      const positions = param(JSON.stringify(deletes.map((c) => c.position)));
-      const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
-      const rows = await tx.unsafe(
-        `select p._plinth_position as position${matchCols}
+    });
+  }
+  if (deletes.length > 0 && predicate !== null) {
+    const params: unknown[] = [];
+    const param = (v: unknown) => `$${params.push(v)}`;
+    const images = param(JSON.stringify(deletes.map((c) => c.oldRow)));
+    const positions = param(JSON.stringify(deletes.map((c) => c.position)));
+    const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
+    queries.push({
+      kind: 'delete',
+      params,
+      text: `select p._plinth_position as position${matchCols}
          from jsonb_array_elements(${images}::text::jsonb) with ordinality as e(_plinth_image, _plinth_n)
          join jsonb_array_elements_text(${positions}::text::jsonb) with ordinality as p(_plinth_position, _plinth_n) using (_plinth_n)
          cross join lateral jsonb_populate_record(null::${table.qualified}, e._plinth_image) as ${table.alias}
          where ${predicate}`,
-        params as never[],
-      );
-      for (const r of rows) {
-        verdicts.set(Number(r.position), { row: {}, matches: filters.map((_, i) => r[`m${i}`] === true) });
-      }
+    });
+  }
+  return queries;
+}
+
+function collect(results: Array<{ query: Query; rows: Record<string, unknown>[] }>, filters: Condition[][]): Map<number, Verdict> {
+  const verdicts = new Map<number, Verdict>();
+  for (const { query, rows } of results) {
+    for (const r of rows) {
+      const row = query.kind === 'upsert' ? (r.row as Record<string, unknown>) : {};
+      verdicts.set(Number(r.position), { row, matches: filters.map((_, i) => r[`m${i}`] === true) });
     }
-  });
+  }
   return verdicts;
+}
+
+/**
+ * For each change (same table), the verdict for subscribers with these claims and these filters,
+ * run through asCaller. A change missing from the result is visible to none of them.
+ */
+export async function judge(sql: Sql, tables: Tables, table: PublishedTable, group: Group, changes: Change[]): Promise<Map<number, Verdict>> {
+  const hasDeletes = changes.some((c) => c.event === 'DELETE');
+  const predicate = hasDeletes ? await tables.predicate(table, group.claims.role) : null;
+  const queries = queriesFor(table, changes, group.filters, predicate);
+  if (queries.length === 0) return new Map();
+  return asCaller(sql, group.claims, async (tx) => {
+    const results = [];
+    for (const query of queries) results.push({ query, rows: await tx.unsafe(query.text, query.params as never[]) });
+    return collect(results, group.filters);
+  });
+}
+
+/**
+ * The same for many groups in ONE transaction and one network round trip: for each group in turn,
+ * the transaction switches to that group's role and claims (set_config(..., true), exactly what
+ * asCaller does) and runs its queries; PostgreSQL executes the pipelined statements in order, so
+ * each query sees only its own group's role and claims. If anything fails, each group is judged
+ * again on its own, so one bad group cannot hide the others' changes.
+ */
+export async function judgeGroups(sql: Sql, tables: Tables, table: PublishedTable, groups: Group[], changes: Change[]): Promise<Array<Map<number, Verdict> | Error>> {
+  const hasDeletes = changes.some((c) => c.event === 'DELETE');
+  const plans: Array<{ group: Group; queries: Query[] }> = [];
+  for (const group of groups) {
+    if (!(API_ROLES as readonly string[]).includes(group.claims.role)) throw new Error(`refusing to run SQL as unknown role ${JSON.stringify(group.claims.role)}`);
+    const predicate = hasDeletes ? await tables.predicate(table, group.claims.role) : null;
+    plans.push({ group, queries: queriesFor(table, changes, group.filters, predicate) });
+  }
+  try {
+    return await sql.begin(async (tx) => {
+      const pending: Array<Promise<unknown>> = [];
+      const perGroup = plans.map(({ group, queries }) => {
+        pending.push(tx`select set_config('role', ${group.claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(group.claims)}, true)`);
+        return queries.map((query) => {
+          const rows = tx.unsafe(query.text, query.params as never[]) as unknown as Promise<Record<string, unknown>[]>;
+          pending.push(rows);
+          return { query, rows };
+        });
+      });
+      await Promise.all(pending);
+      const out: Array<Map<number, Verdict>> = [];
+      for (let i = 0; i < plans.length; i++) {
+        const results = [];
+        for (const { query, rows } of perGroup[i]) results.push({ query, rows: await rows });
+        out.push(collect(results, plans[i].group.filters));
+      }
+      return out;
+    });
+  } catch {
+    return Promise.all(groups.map((g) => judge(sql, tables, table, g, changes).catch((err: Error) => err)));
+  }
 }
