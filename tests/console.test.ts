@@ -214,6 +214,19 @@ describe.sequential('the console', () => {
     await shot(page, 'upload-too-large-desktop');
     // Nothing was stored under that path.
     expect(await row(page, 'big.bin').count()).toBe(0);
+
+    // Any Unicode path and a literal % travel intact (File-Path is sent percent-encoded).
+    const name = 'dossier/réunion 100% ñ.txt';
+    await page.getByRole('button', { name: 'Clear' }).click();
+    await chooseFiles(page, [{ name: 'r.txt', bytes: Buffer.from('ordre du jour'), type: 'text/plain', path: name }]);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await eventually(() => row(page, name).count()).toBe(1);
+    const got = await download(page, name);
+    expect(got.name).toBe('réunion 100% ñ.txt');
+    expect(got.bytes.toString()).toBe('ordre du jour');
+    await page.getByRole('button', { name: `Delete ${name}` }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await eventually(() => row(page, name).count()).toBe(0);
   });
 
   test('delete asks first and removes the file', async () => {
@@ -374,6 +387,79 @@ describe.sequential('the console', () => {
     expect((await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: second.refreshToken } })).status).toBe(401);
     await page.reload();
     await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+  });
+
+  test('keyboard only: sign in, reach a row action, a dialog that Escape cancels', async () => {
+    const page = await newPage();
+    await page.goto(`${stack.url}/console/`);
+    await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+    const focused = () =>
+      page.evaluate(() => {
+        const el = document.activeElement as HTMLInputElement | null;
+        if (!el || el === document.body) return '';
+        if (el.tagName === 'MAIN') return 'main:';
+        const label = el.getAttribute('aria-label') ?? el.labels?.[0]?.textContent ?? el.textContent?.trim() ?? '';
+        return `${el.tagName.toLowerCase()}:${label}`;
+      });
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('a:Skip to content');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(alice.email);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(alice.password);
+    await page.keyboard.press('Enter');
+    await eventually(() => page.locator('header .email').textContent()).toBe(alice.email);
+    await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+
+    // Focus moves to the new content; the navigation is just before it.
+    expect(await focused()).toBe('main:');
+    await page.keyboard.press('Shift+Tab');
+    expect(await focused()).toBe('button:Sign out');
+    await page.keyboard.press('Shift+Tab');
+    expect(await focused()).toBe('a:Tables');
+    // Tab order then reaches the upload form, the sort buttons and each row's actions.
+    const seen: string[] = [];
+    for (let i = 0; i < 30 && !seen.includes('button:Delete pictures/holiday photo.bin'); i++) {
+      await page.keyboard.press('Tab');
+      seen.push(await focused());
+    }
+    expect(seen).toEqual(['button:Sign out', 'input:Choose files…', 'button:Path ▲', 'button:Description', 'button:Size', 'button:Type', 'button:Last changed', 'button:Download pictures/holiday photo.bin', 'button:Delete pictures/holiday photo.bin']);
+    await page.keyboard.press('Enter');
+    const dialog = page.getByRole('dialog', { name: 'Delete this file?' });
+    await eventually(() => dialog.isVisible()).toBe(true);
+    // The safe answer has the focus; Escape cancels; nothing was deleted.
+    expect(await focused()).toBe('button:Cancel');
+    await page.keyboard.press('Escape');
+    await eventually(() => dialog.count()).toBe(0);
+    expect(await row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+  });
+
+  test('failures say what happened: network down, session ended', async () => {
+    const page = await newPage();
+    await signIn(page, alice.email, alice.password);
+    await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+    await page.context().setOffline(true);
+    await page.getByRole('button', { name: 'Download pictures/holiday photo.bin' }).click();
+    await eventually(() => page.locator('main > .alert[role=alert]').textContent()).toBe(
+      'Download of pictures/holiday photo.bin failed. Network error: the server could not be reached. Check the connection and try again.',
+    );
+    await shot(page, 'network-error-desktop');
+    await page.context().setOffline(false);
+
+    // The server ends every session of this user (sign-out everywhere): the console's refresh is
+    // refused, and it signs out saying why.
+    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    expect((await stack.fetch('/auth/logout', { method: 'POST', token: saved.token, json: { scope: 'global' } })).status).toBe(204);
+    await page.evaluate(() => {
+      // As if the access token had expired meanwhile: the next request must refresh first.
+      const s = JSON.parse(localStorage.getItem('plinth.console.session')!);
+      s.expiresAt = Date.now() - 1000;
+      localStorage.setItem('plinth.console.session', JSON.stringify(s));
+    });
+    await page.reload();
+    await eventually(() => page.getByRole('alert').textContent()).toBe('Your session ended (signed out elsewhere, or it expired): sign in again.');
+    expect(await page.evaluate(() => localStorage.getItem('plinth.console.session'))).toBeNull();
+    await shot(page, 'session-ended-desktop');
   });
 
   test('a sign-in link from the email signs the browser in, pasted or opened', async () => {

@@ -1,6 +1,6 @@
 // Every call the console makes goes through here: same origin only, the bearer token attached,
 // one retry after a refresh when the token was refused, and failures turned into sentences.
-import { freshToken, refresh, session, setSession } from './session';
+import { endSession, freshToken, refresh, session } from './session';
 
 export class ApiError extends Error {
   constructor(
@@ -80,7 +80,7 @@ export async function call(path: string, opts: CallOptions = {}): Promise<Respon
   }
   if (res.ok) return res;
   const message = failureMessage(res.status, await serverMessage(res));
-  if (res.status === 401 && useAuth && session() && !session()?.refreshToken) setSession(null);
+  if (res.status === 401 && useAuth && session() && !session()?.refreshToken) endSession('Your session ended: sign in again.');
   throw new ApiError(res.status, message);
 }
 

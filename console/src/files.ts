@@ -1,7 +1,7 @@
 // The files API as the console uses it: metadata from GET /files (RLS decides which rows), bytes
 // through POST /rpc/store_file and GET /rpc/retrieve_file, deletion with DELETE /files.
 import { ApiError, call, callJson, failureMessage } from './api';
-import { freshToken } from './session';
+import { freshToken, refresh, session } from './session';
 
 export interface FileRow {
   id: string;
@@ -76,7 +76,18 @@ const utf8Header = (text: string) => String.fromCharCode(...new TextEncoder().en
  * Resolves with the file's id; rejects with an ApiError carrying the message to show.
  */
 export async function uploadFile(file: File, path: string, description: string, onProgress: (loaded: number, total: number) => void): Promise<string> {
-  const token = await freshToken();
+  try {
+    return await sendFile(await freshToken(), file, path, description, onProgress);
+  } catch (err) {
+    // A token refused mid-session (e.g. keys rotated): refresh once and send the file again.
+    if (!(err instanceof ApiError && err.status === 401 && session()?.refreshToken)) throw err;
+    const next = await refresh().catch(() => null);
+    if (!next) throw err;
+    return sendFile(next.token, file, path, description, onProgress);
+  }
+}
+
+function sendFile(token: string | null, file: File, path: string, description: string, onProgress: (loaded: number, total: number) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/rpc/store_file');

@@ -69,7 +69,6 @@ function render(): void {
   const bar = header(view);
   if (existing) existing.replaceWith(bar);
   else app.prepend(bar);
-  const firstRender = renderedFor !== s.user.id;
   renderedFor = s.user.id;
   replace(main);
   if (view === 'admin' && s.user.app_role !== 'admin') {
@@ -78,7 +77,8 @@ function render(): void {
   else if (view === 'tables') tablesView(main, rest[0]);
   else filesView(main);
   document.title = `${view[0].toUpperCase()}${view.slice(1)} · Plinth console`;
-  if (!firstRender) main.focus({ preventScroll: true });
+  // Keyboard and screen-reader users start at the new content (after sign-in or navigation).
+  main.focus({ preventScroll: true });
 }
 
 document.addEventListener('click', (ev) => {

@@ -117,10 +117,7 @@ export function refresh(): Promise<Session | null> {
         body: JSON.stringify({ refresh_token: s.refreshToken }),
       });
       if (res.status === 400 || res.status === 401 || res.status === 403) {
-        if (current === s) {
-          expiredNotice = 'Your session ended: sign in again.';
-          setSession(null);
-        }
+        if (current === s) endSession('Your session ended (signed out elsewhere, or it expired): sign in again.');
         return null;
       }
       if (!res.ok) throw new Error(`refresh answered ${res.status}`);
@@ -135,7 +132,14 @@ export function refresh(): Promise<Session | null> {
 }
 
 /** A notice the sign-in screen shows once (e.g. why the user was signed out). */
-export let expiredNotice = '';
+let expiredNotice = '';
+
+/** Signs the browser out because the server no longer accepts the session, saying so. */
+export function endSession(notice: string): void {
+  expiredNotice = notice;
+  setSession(null);
+}
+
 export function takeNotice(): string {
   const n = expiredNotice;
   expiredNotice = '';
