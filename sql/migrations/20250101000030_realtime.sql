@@ -45,15 +45,18 @@ CREATE TABLE realtime.state (
   singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   last_position bigint NOT NULL DEFAULT 0,
   -- The highest position ever pruned: a resume from below it cannot be served exactly.
-  pruned_through bigint NOT NULL DEFAULT 0
+  pruned_through bigint NOT NULL DEFAULT 0,
+  -- When changes were last numbered: the sidecars poll fast for a second after that (see wake).
+  stamped_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 INSERT INTO realtime.state DEFAULT VALUES;
 
--- Wakes the sidecars, at most once per transaction, and only when no committed change is
--- already waiting to be numbered. NOTIFY takes a database-wide lock during commit, which would
--- serialise every concurrent writer's commit (and its fsync); when changes are already waiting, a
--- sidecar is about to stamp them, and it keeps polling every few milliseconds for a second after
--- any activity (sidecar/realtime/hub.ts), so it finds this transaction's changes without a NOTIFY.
+-- Wakes the sidecars, at most once per transaction, and only when they are idle. NOTIFY takes a
+-- database-wide lock during commit, which would serialise every concurrent writer's commit (and
+-- its fsync). Every sidecar keeps polling every few milliseconds for a second after it sees new
+-- changes numbered (sidecar/realtime/hub.ts), so while changes were numbered within the last half
+-- second, or committed changes are waiting to be numbered, they will find this transaction's
+-- changes without a NOTIFY. (A transaction that commits much later is found by the 1 s poll.)
 CREATE FUNCTION realtime.wake() RETURNS void
 LANGUAGE plpgsql SET search_path = ''
 AS $$
@@ -62,6 +65,9 @@ BEGIN
     RETURN;
   END IF;
   PERFORM set_config('realtime.woken', 'yes', true);
+  IF (SELECT stamped_at FROM realtime.state) > clock_timestamp() - interval '500 milliseconds' THEN
+    RETURN;
+  END IF;
   IF NOT EXISTS (SELECT FROM realtime.changes WHERE position IS NULL AND xmin <> pg_current_xact_id()::xid) THEN
     PERFORM pg_notify('plinth_realtime', '');
   END IF;
@@ -166,7 +172,7 @@ BEGIN
   FROM pending AS p WHERE c.ctid = p.row_id;
   GET DIAGNOSTICS n = ROW_COUNT;
   IF n > 0 THEN
-    UPDATE realtime.state SET last_position = base + n;
+    UPDATE realtime.state SET last_position = base + n, stamped_at = clock_timestamp();
   END IF;
   RETURN base + n;
 END $$;
