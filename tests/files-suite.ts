@@ -514,6 +514,7 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
         const gen = generated(size);
         let t = performance.now();
         const res = await store(alice.token, 'big/one-gib.bin', gen.stream);
+        if (res.status !== 200) console.log(await res.text(), stack.output.split('\n').filter((l) => /ERROR|WARN/.test(l)).join('\n'));
         expect(res.status).toBe(200);
         console.log(`[${backend.name}] 1 GiB upload ${((performance.now() - t) / 1000).toFixed(1)} s`);
         t = performance.now();

@@ -34,7 +34,8 @@ export class UploadAborted extends Error {
 
 /** Counts and hashes the bytes passing through; fails the stream once it exceeds the limit. */
 class Meter extends Transform {
-  size = 0;
+  // Not called `size`: lib-storage would read it as the body's total length.
+  bytes = 0;
   private readonly hash = createHash('sha256');
 
   constructor(private readonly limit: number) {
@@ -42,8 +43,8 @@ class Meter extends Transform {
   }
 
   _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-    this.size += chunk.length;
-    if (this.size > this.limit) return done(fileTooLarge(this.limit));
+    this.bytes += chunk.length;
+    if (this.bytes > this.limit) return done(fileTooLarge(this.limit));
     this.hash.update(chunk);
     done(null, chunk);
   }
@@ -87,7 +88,7 @@ export async function writeObject(
     source.pipe(meter);
     await storage.backend.put(reserved.key, meter);
     if (meter.errored) throw meter.errored;
-    return { ...reserved, size: meter.size, sha256: meter.digest() };
+    return { ...reserved, size: meter.bytes, sha256: meter.digest() };
   } catch (err) {
     source.unpipe(meter);
     // Read (and drop) the rest of the body, so the client, still sending, gets to see our answer.

@@ -2,6 +2,7 @@
 // Upload streams the body in parts (a few parts in memory at a time); S3 makes an object visible
 // only when the upload completes, and an error aborts the multipart upload.
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -40,13 +41,19 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
         params: { Bucket, Key: objectKey(key), Body: body },
         partSize: PART_SIZE,
         queueSize: PARTS_IN_FLIGHT,
-        leavePartsOnError: false,
+        // We abort ourselves: lib-storage's own abort replaces the real error with the abort's
+        // (and some S3-compatible servers have no AbortMultipartUpload at all).
+        leavePartsOnError: true,
       });
-      // A failing body must abort the upload even if lib-storage is waiting on a part request.
+      // A failing body must stop the upload even if lib-storage is waiting on a part request.
       const onError = () => void upload.abort().catch(() => {});
       body.once('error', onError);
       try {
         await upload.done();
+      } catch (err) {
+        const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
+        if (uploadId) await client.send(new AbortMultipartUploadCommand({ Bucket, Key: objectKey(key), UploadId: uploadId })).catch(() => {});
+        throw body.errored ?? err;
       } finally {
         body.off('error', onError);
       }
