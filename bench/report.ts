@@ -25,6 +25,18 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
+/**
+ * Runs `round` up to `max` times (at least once), stopping early once `budgetSeconds` are spent:
+ * on a busy machine the run still ends in time, with fewer rounds (the JSON records how many).
+ */
+export async function repeat(max: number, budgetSeconds: number, round: (i: number) => Promise<void>): Promise<number> {
+  const deadline = Date.now() + budgetSeconds * 1000;
+  let i = 0;
+  do await round(i++);
+  while (i < max && Date.now() < deadline);
+  return i;
+}
+
 export function ratioRow(r: Omit<Row, 'ratio' | 'met'> & { minRatio?: number; lowerIsBetter?: boolean }): Row {
   const { minRatio, lowerIsBetter, ...rest } = r;
   let ratio: number | null = null;

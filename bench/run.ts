@@ -1,44 +1,129 @@
 // `npm run bench`: boots the real stack (tests/harness.ts), measures every figure against a
 // baseline taken in the same run, prints one table and writes JSON to bench/results/.
-// `npm run bench -- frontdoor upload` runs only the named sections.
+// `npm run bench -- frontdoor upload` runs only the named sections (see SECTIONS below).
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startStack, type Stack } from '../tests/harness.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
+import { benchBigFile, benchSmallFiles } from './files.ts';
 import { benchFrontDoor, seedTodos } from './front-door.ts';
+import { benchLogin } from './login.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
+import { benchS3 } from './s3.ts';
+import { benchSeed003 } from './seed003.ts';
+import { GiB, MiB } from './streams.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const MIGRATIONS = path.join(BENCH_DIR, 'fixtures', 'migrations');
 const RESULTS = path.join(BENCH_DIR, 'results');
+const SECTIONS = ['frontdoor', 'small', 'bigfile', 'seed003', 'login', 's3', 'realtime'];
 
 const only = new Set(process.argv.slice(2));
+for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
 const wanted = (name: string) => only.size === 0 || only.has(name);
 
-async function main() {
-  const started = Date.now();
-  const rows: Row[] = [];
-  const log = (msg: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
+const started = Date.now();
+const log = (msg: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
 
-  log('starting the stack');
-  const stack: Stack = await startStack({ appMigrations: MIGRATIONS, env: { PLINTH_LOG_LEVEL: 'warn' } });
+/** Runs one section; a failure (e.g. an endpoint that is not there) becomes a "skipped" row, not a crash. */
+async function section(rows: Row[], timings: Record<string, number>, name: string, title: string, fn: () => Promise<Row[]>) {
+  if (!wanted(name)) return;
+  log(title);
+  const t0 = Date.now();
+  try {
+    rows.push(...(await fn()));
+  } catch (err) {
+    const reason = String((err as Error)?.message ?? err).split('\n')[0].slice(0, 200);
+    log(`  ${name} skipped: ${reason}`);
+    rows.push(skippedRow(title, name, reason));
+  }
+  timings[name] = Math.round((Date.now() - t0) / 1000);
+}
+
+/** Fails fast with a clear reason when an endpoint another issue provides is not there yet. */
+async function requireEndpoint(stack: Stack, pathname: string, init: RequestInit = {}) {
+  const res = await fetch(stack.url + pathname, init);
+  const text = await res.text();
+  if (res.status === 404 && /No route/.test(text)) throw new Error(`${pathname} is not served by this build`);
+}
+
+/** Rows from bench/realtime.ts (written separately), when it exists. */
+async function realtimeRows(stack: Stack): Promise<Row[]> {
+  const file = path.join(BENCH_DIR, 'realtime.ts');
+  if (!fs.existsSync(file)) throw new Error('bench/realtime.ts is not there yet');
+  const mod = (await import(file)) as { runRealtimeBench?: (ctx: unknown) => Promise<unknown> };
+  if (typeof mod.runRealtimeBench !== 'function') throw new Error('bench/realtime.ts does not export runRealtimeBench');
+  const out = await mod.runRealtimeBench({ stack, appMigrations: MIGRATIONS, log });
+  const list = (Array.isArray(out) ? out : ((out as { rows?: unknown[] })?.rows ?? [])) as Partial<Row>[];
+  return list.map((r) => ({
+    section: r.section ?? '8 realtime',
+    metric: r.metric ?? '?',
+    unit: r.unit ?? '',
+    plinth: r.plinth ?? null,
+    baseline: r.baseline ?? null,
+    ratio: r.ratio ?? null,
+    target: r.target ?? '',
+    met: r.met ?? null,
+    note: r.note,
+  }));
+}
+
+async function main() {
+  const rows: Row[] = [];
+  const timings: Record<string, number> = {};
+  const details: Record<string, unknown> = {};
+
+  log('starting the stack (tests/harness.ts startStack) and a baseline PostgREST on TCP');
+  // Login is measured for throughput: the per-address and per-email limits must not cut it short.
+  const stack: Stack = await startStack({
+    appMigrations: MIGRATIONS,
+    env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000' },
+  });
   let direct: DirectPostgrest | undefined;
+  // Ctrl-C stops the stack too: no orphaned PostgreSQL or PostgREST after an interrupted run.
+  const interrupted = async () => {
+    await direct?.stop();
+    await stack.destroy();
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     direct = await startDirectPostgrest(stack);
-    if (wanted('frontdoor')) {
-      log('1 front door');
-      const token = await seedTodos(stack);
-      rows.push(...(await benchFrontDoor(stack, direct, token, { connections: 32, seconds: 3, rounds: 5 })));
-    }
+    const token = await seedTodos(stack);
+
+    await section(rows, timings, 'frontdoor', '1 front door', () => benchFrontDoor(stack, direct!, token, { connections: 32, seconds: 3, rounds: 5 }));
+    await section(rows, timings, 'small', '4 small files', async () => {
+      await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
+      return benchSmallFiles(stack, token, { connections: 32, seconds: 3, rounds: 3, directUrl: direct!.url });
+    });
+    await section(rows, timings, 'bigfile', '2 upload / 3 download', async () => {
+      await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
+      return benchBigFile(stack, token, { size: 1 * GiB, rounds: 3, budgetSeconds: 60 });
+    });
+    await section(rows, timings, 'seed003', '5 vs seed 003', async () => {
+      await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
+      const bigOk = rows.some((r) => r.section === '2 upload' && r.plinth !== null && r.unit === 'MiB/s');
+      const out = await benchSeed003(stack, direct!, token, { sizesMiB: [10, 100], ladderMiB: [256, 512], budgetSeconds: 60, plinthKnownMiB: bigOk ? [1024] : [] });
+      details.seed003 = out.attempts;
+      return out.rows;
+    });
+    await section(rows, timings, 'login', '6 login', async () => {
+      await requireEndpoint(stack, '/rpc/login', { method: 'POST' });
+      return benchLogin(stack, { connections: 8, seconds: 3, rounds: 3 });
+    });
+    await section(rows, timings, 'realtime', '8 realtime', () => realtimeRows(stack));
   } finally {
     await direct?.stop();
     await stack.destroy();
   }
+  await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));
 
-  const table = renderTable(rows);
-  console.log(`\n${table}\n`);
-  const file = writeResults(RESULTS, rows, { seconds: Math.round((Date.now() - started) / 1000), sections: only.size ? [...only] : 'all' });
-  log(`done; results in ${path.relative(process.cwd(), file)}`);
+  const seconds = Math.round((Date.now() - started) / 1000);
+  console.log(`\n${renderTable(rows)}\n`);
+  const file = writeResults(RESULTS, rows, { seconds, sectionSeconds: timings, sections: only.size ? [...only] : 'all', details });
+  log(`done in ${seconds} s; results in ${path.relative(process.cwd(), file)} and bench/results/latest.json`);
 }
 
 main().catch((err) => {
