@@ -204,3 +204,32 @@ test('a token in the first message works; a bad token is refused', async () => {
   expect(plain.status).toBe(426);
   expect(await plain.json()).toMatchObject({ code: 'PLINTH426' });
 });
+
+test('an expiring token closes the connection with 4001 unless the client sends a fresh one', async () => {
+  const alice = await stack.createUser();
+  const short = () => stack.mint({ sub: alice.id, email: alice.email, role: 'authenticated', app_role: 'editor' }, 2);
+  const lapsing = await open(await short());
+  const renewed = await open(await short());
+  await renewed.subscribe({ id: 't', table: 'todos' });
+  renewed.send({ type: 'auth', token: alice.token });
+  expect(await renewed.waitFor((m) => m.type === 'auth')).toEqual({ type: 'auth', ok: true });
+  // Another user's token may not take over live subscriptions.
+  renewed.send({ type: 'auth', token: (await stack.createUser()).token });
+  expect(await renewed.waitFor((m) => m.type === 'error')).toMatchObject({ code: 'PLINTH400' });
+
+  expect(await lapsing.waitClosed(15_000)).toEqual({ code: 4001, reason: 'token expired' });
+  await insertTodo(alice.token, 'still delivered');
+  await renewed.waitFor((m) => m.type === 'change' && m.new?.title === 'still delivered');
+  expect(renewed.closed).toBeNull();
+});
+
+test('the service key bypasses RLS and receives every row', async () => {
+  const alice = await stack.createUser();
+  const bob = await stack.createUser();
+  const service = await open(stack.serviceKey);
+  await service.subscribe({ id: 't', table: 'todos', filter: `user_id=in.(${alice.id},${bob.id})` });
+  await insertTodo(alice.token, 'a');
+  await insertTodo(bob.token, 'b');
+  await service.waitUntil(() => service.changes().length === 2);
+  expect(service.changes().map((m) => m.new?.title)).toEqual(['a', 'b']);
+});
