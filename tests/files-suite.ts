@@ -145,11 +145,11 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
     await backend?.stop();
   });
 
-  const store = (token: string | undefined, filePath: string, body: BodyInit | null, headers: Record<string, string> = {}) =>
+  const store = (token: string | undefined, filePath: string, body: BodyInit | Uint8Array | null, headers: Record<string, string> = {}) =>
     stack.fetch('/rpc/store_file', {
       method: 'POST',
       token,
-      body,
+      body: body as BodyInit,
       headers: { 'content-type': 'application/octet-stream', 'file-path': encodeURIComponent(filePath).replaceAll('%2F', '/'), ...headers },
       ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
     } as RequestInit);
@@ -393,7 +393,7 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
   describe('entity-linked storage', () => {
     const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { entityFirst?: boolean; metadata?: unknown; type?: string } = {}) => {
       const form = new FormData();
-      const file = new Blob([bytes], { type: opts.type ?? 'image/png' });
+      const file = new Blob([bytes as Uint8Array<ArrayBuffer>], { type: opts.type ?? 'image/png' });
       if (opts.entityFirst) form.append('entity', JSON.stringify(entity));
       form.append('file', file, name);
       if (!opts.entityFirst) form.append('entity', JSON.stringify(entity));
