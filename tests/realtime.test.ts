@@ -69,6 +69,9 @@ test('a filter and an event set narrow a subscription; the filter is applied in 
   await insertTodo(alice.token, 'low', { priority: 1 });
   const high = await insertTodo(alice.token, 'high', { priority: 9 });
   await insertTodo(alice.token, 'y,z');
+  // `new` is the row as the subscriber can SELECT it at delivery: let the inserts arrive first.
+  await c.waitFor((m) => m.id === 'some' && m.event === 'INSERT');
+  await c.waitFor((m) => m.id === 'urgent' && m.event === 'INSERT');
   await stack.fetch(`/todos?id=eq.${high.id}`, { method: 'PATCH', token: alice.token, json: { title: 'x' } });
   await c.waitFor((m) => m.id === 'some' && m.event === 'UPDATE');
   expect(c.changes('urgent').map((m) => [m.event, m.new?.title])).toEqual([['INSERT', 'high']]);
@@ -87,8 +90,15 @@ test('anon receives only published posts; an UPDATE that hides a row is not leak
 
   const draft = await insertPost(author.token, 'draft', false);
   const live = await insertPost(author.token, 'live', true);
+  // Visibility is judged when a change is delivered: let the insert arrive before hiding the row.
+  await anon.waitFor((m) => m.type === 'change' && m.new?.id === live.id);
   await stack.fetch(`/posts?id=eq.${live.id}`, { method: 'PATCH', token: author.token, json: { published: false, title: 'secret now' } });
   await stack.fetch(`/posts?id=eq.${draft.id}`, { method: 'PATCH', token: author.token, json: { published: true } });
+  // Published and hidden again in one transaction: judged together, against the hidden row.
+  await stack.sql.begin(async (tx) => {
+    const [p] = await tx`insert into public.posts (author_id, title, published) values (${author.id}, 'flash', true) returning id`;
+    await tx`update public.posts set published = false, title = 'flash secret' where id = ${p.id}`;
+  });
   const last = await insertPost(author.token, 'last', true);
   await anon.waitFor((m) => m.type === 'change' && m.new?.id === last.id);
 
@@ -98,9 +108,10 @@ test('anon receives only published posts; an UPDATE that hides a row is not leak
     ['INSERT', last.id, 'last', true],
   ]);
   expect(JSON.stringify(anon.messages)).not.toContain('secret now');
+  expect(JSON.stringify(anon.messages)).not.toContain('flash');
   // The author sees every change to their own posts.
   await own.waitFor((m) => m.type === 'change' && m.new?.id === last.id);
-  expect(own.changes().map((m) => m.event)).toEqual(['INSERT', 'INSERT', 'UPDATE', 'UPDATE', 'INSERT']);
+  expect(own.changes().map((m) => m.event)).toEqual(['INSERT', 'INSERT', 'UPDATE', 'UPDATE', 'INSERT', 'UPDATE', 'INSERT']);
 });
 
 test('DELETE sends only the primary key, and only to subscribers who could see the row', async () => {

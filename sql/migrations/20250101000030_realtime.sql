@@ -160,21 +160,24 @@ LANGUAGE plpgsql SET search_path = ''
 AS $$
 DECLARE
   base bigint;
-  n bigint;
+  top bigint;
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('plinth.realtime.stamp'));
   SELECT last_position INTO base FROM realtime.state;
+  -- `top`, not a row count: a row deleted meanwhile (unpublish) leaves a gap, never a reuse.
   WITH pending AS (
     SELECT ctid AS row_id, row_number() OVER (ORDER BY id) AS rn
     FROM realtime.changes WHERE position IS NULL
+  ), done AS (
+    UPDATE realtime.changes AS c SET position = base + p.rn, stamped_at = now()
+    FROM pending AS p WHERE c.ctid = p.row_id
+    RETURNING c.position
   )
-  UPDATE realtime.changes AS c SET position = base + p.rn, stamped_at = now()
-  FROM pending AS p WHERE c.ctid = p.row_id;
-  GET DIAGNOSTICS n = ROW_COUNT;
-  IF n > 0 THEN
-    UPDATE realtime.state SET last_position = base + n, stamped_at = clock_timestamp();
+  SELECT max(position) INTO top FROM done;
+  IF top IS NOT NULL THEN
+    UPDATE realtime.state SET last_position = top, stamped_at = clock_timestamp();
   END IF;
-  RETURN base + n;
+  RETURN coalesce(top, base);
 END $$;
 
 -- Drops numbered changes older than `keep` (config.realtime.retention); remembers how far it went.
