@@ -4,13 +4,13 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { buildConsole, buildNeed, CONSOLE_DIR } from '../sidecar/console/build.ts';
+import { buildConsole, buildNeed, CONSOLE_DIR, ensureConsoleBuilt } from '../sidecar/console/build.ts';
 import { REPO_ROOT, startStack, TEST_OUTPUT, type Stack } from './harness.ts';
 
 let stack: Stack;
 beforeAll(async () => {
   // The stack would build a missing or stale dist in the background; build first so every test sees it.
-  if (buildNeed() !== 'none') await buildConsole().done;
+  await ensureConsoleBuilt();
   stack = await startStack();
 });
 afterAll(() => stack?.destroy());

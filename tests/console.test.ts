@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { buildConsole, buildNeed } from '../sidecar/console/build.ts';
+import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
 import { startStack, TEST_OUTPUT, type Stack } from './harness.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -22,7 +22,7 @@ const contexts: BrowserContext[] = [];
 const requested: string[] = [];
 
 beforeAll(async () => {
-  if (buildNeed() !== 'none') await buildConsole().done;
+  await ensureConsoleBuilt();
   fs.mkdirSync(SHOTS, { recursive: true });
   stack = await startStack({
     env: {
@@ -60,7 +60,7 @@ async function newPage(viewport = DESKTOP): Promise<Page> {
 /** Waits for what the page shows; the machine is shared, so allow seconds rather than expect.poll's default second. */
 const eventually = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 15_000, interval: 100 });
 
-const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+const shot = (page: Page, name: string, fullPage = true) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
 
 async function signUp(page: Page, email: string, password: string): Promise<void> {
   await page.goto(`${stack.url}/console/`);
@@ -324,7 +324,7 @@ describe.sequential('the console', () => {
     await signIn(phone, alice.email, alice.password);
     await phone.goto(`${stack.url}/console/tables/todos`);
     await eventually(() => phone.locator('.pager .status').textContent()).toBe('Rows 1–25 of 30');
-    await shot(phone, 'tables-phone');
+    await shot(phone, 'tables-phone', false);
   });
 
   test('the admin sees every user’s file metadata without a download button, and the users', async () => {
@@ -366,25 +366,36 @@ describe.sequential('the console', () => {
     expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
   });
 
-  test('tokens are refreshed before they expire, and sign-out forgets the session', async () => {
+  test('tokens are refreshed before they expire, in two tabs at once, and sign-out forgets the session', async () => {
     const page = await newPage();
     await signIn(page, alice.email, alice.password);
-    const first = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    // Access tokens live 30 s here; the console swaps them at half-life, well before expiry.
-    await expect
-      .poll(async () => JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token, { timeout: 40_000, interval: 1000 })
-      .not.toBe(first.token);
-    const second = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    expect(second.refreshToken).not.toBe(first.refreshToken);
-    expect(second.expiresAt).toBeGreaterThan(first.expiresAt);
+    // A second tab of the same browser shares the session (one refresh token: they must take turns).
+    const tab = await page.context().newPage();
+    await tab.goto(`${stack.url}/console/tables`);
+    await eventually(() => tab.locator('header .email').textContent()).toBe(alice.email);
+    const stored = async () => JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
+    const first = await stored();
+    // Access tokens live 30 s here; the console swaps them at half-life, well before expiry. Two
+    // rounds of refreshes in two tabs: a refresh token spent twice would end the session.
+    const seen = new Set([first.token]);
+    await expect.poll(async () => (seen.add((await stored()).token), seen.size), { timeout: 60_000, interval: 500 }).toBeGreaterThanOrEqual(3);
+    const latest = await stored();
+    expect(latest.refreshToken).not.toBe(first.refreshToken);
+    expect(latest.expiresAt).toBeGreaterThan(first.expiresAt);
+    // Both tabs are still signed in and work.
     await page.getByRole('link', { name: 'Files' }).click();
     await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
+    await tab.getByRole('link', { name: 'files', exact: true }).click();
+    await eventually(() => tab.locator('.pager .status').textContent()).toBe('Rows 1–1 of 1');
 
+    // Signing out in one tab signs out the other.
     await page.getByRole('button', { name: 'Sign out' }).click();
     await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+    await eventually(() => tab.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
     expect(await page.evaluate(() => localStorage.getItem('plinth.console.session'))).toBeNull();
     // The server ended the session: its refresh token no longer works.
-    expect((await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: second.refreshToken } })).status).toBe(401);
+    const afterSignOut = await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: latest.refreshToken } });
+    expect(afterSignOut.status).toBe(401);
     await page.reload();
     await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
   });

@@ -102,6 +102,19 @@ export function sessionFrom(body: unknown, previous?: Session | null): Session |
 }
 
 /**
+ * Every tab of the console shares one session (localStorage). A refresh token works once (the
+ * server revokes the whole session when a used one comes back), so tabs must not refresh in
+ * parallel: a Web Lock makes them take turns, and a tab that finds a newer session stored by
+ * another tab adopts it instead of spending the old refresh token.
+ */
+function exclusively<T>(fn: () => Promise<T>): Promise<T> {
+  // navigator.locks exists only in secure contexts (HTTPS, localhost); elsewhere tabs fall back
+  // to adopting each other's stored session.
+  const locks = (navigator as { locks?: LockManager }).locks;
+  return locks ? (locks.request('plinth.console.refresh', fn) as Promise<T>) : fn();
+}
+
+/**
  * Trades the refresh token for a new access token. Concurrent callers share one request.
  * Resolves with null (and signs out) when the server refuses the refresh token.
  */
@@ -109,27 +122,40 @@ export function refresh(): Promise<Session | null> {
   if (refreshing) return refreshing;
   const s = current;
   if (!s?.refreshToken) return Promise.resolve(s);
-  refreshing = (async () => {
-    try {
-      const res = await fetch('/auth/refresh', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
-        body: JSON.stringify({ refresh_token: s.refreshToken }),
-      });
-      if (res.status === 400 || res.status === 401 || res.status === 403) {
-        if (current === s) endSession('Your session ended (signed out elsewhere, or it expired): sign in again.');
-        return null;
-      }
-      if (!res.ok) throw new Error(`refresh answered ${res.status}`);
-      const next = sessionFrom(await res.json(), s);
-      if (next && current?.user.id === s.user.id) setSession(next);
-      return next;
-    } finally {
-      refreshing = null;
+  refreshing = exclusively(async () => {
+    const stored = load();
+    if (stored?.user.id === s.user.id && stored.token !== s.token && stored.expiresAt > s.expiresAt) {
+      setSession(stored);
+      return stored;
     }
-  })();
+    const res = await fetch('/auth/refresh', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ refresh_token: s.refreshToken }),
+    });
+    if (res.status === 400 || res.status === 401 || res.status === 403) {
+      if (current === s) endSession('Your session ended (signed out elsewhere, or it expired): sign in again.');
+      return null;
+    }
+    if (!res.ok) throw new Error(`refresh answered ${res.status}`);
+    const next = sessionFrom(await res.json(), s);
+    if (next && current?.user.id === s.user.id) setSession(next);
+    return next;
+  }).finally(() => {
+    refreshing = null;
+  });
   return refreshing;
 }
+
+// Another tab signed in, refreshed or signed out: follow it.
+window.addEventListener('storage', (ev) => {
+  if (ev.key !== STORAGE_KEY && ev.key !== null) return;
+  const next = load();
+  const before = current?.user.id;
+  current = next;
+  schedule();
+  if (before !== next?.user.id) for (const fn of listeners) fn(next);
+});
 
 /** A notice the sign-in screen shows once (e.g. why the user was signed out). */
 let expiredNotice = '';

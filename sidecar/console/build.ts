@@ -113,6 +113,16 @@ export function buildConsole(dir = CONSOLE_DIR): RunningBuild {
   return { done, cancel: () => child?.kill('SIGTERM') };
 }
 
+/** Builds when needed and waits, also for a build another process holds the lock for. */
+export async function ensureConsoleBuilt(dir = CONSOLE_DIR, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (buildNeed(dir) !== 'none') {
+    if (await buildConsole(dir).done) return;
+    if (Date.now() > deadline) throw new Error(`console build by another process did not finish within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 // `tsx sidecar/console/build.ts [--if-stale]`: the postinstall step and `npm run build:console`.
 // An install never fails because of the console: `plinth start` retries the build.
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
