@@ -46,8 +46,8 @@ afterAll(async () => {
   await stack?.destroy();
 });
 
-async function newPage(viewport = DESKTOP): Promise<Page> {
-  const context = await browser.newContext({ viewport, acceptDownloads: true, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
+async function newPage(viewport = DESKTOP, colorScheme: 'light' | 'dark' = 'light'): Promise<Page> {
+  const context = await browser.newContext({ viewport, colorScheme, acceptDownloads: true, isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
   contexts.push(context);
   context.on('request', (r) => requested.push(r.url()));
   const page = await context.newPage();
@@ -175,6 +175,13 @@ describe.sequential('the console', () => {
     await eventually(() => row(phone, 'notes.txt').count()).toBe(1);
     await shot(phone, 'files-phone');
     expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
+
+    // The console follows the system's dark mode.
+    const dark = await newPage(DESKTOP, 'dark');
+    await signIn(dark, alice.email, alice.password);
+    await eventually(() => row(dark, 'notes.txt').count()).toBe(1);
+    expect(await dark.evaluate(() => getComputedStyle(document.documentElement).backgroundColor)).toBe('rgb(20, 23, 28)');
+    await shot(dark, 'files-dark-desktop');
   });
 
   test('an overwrite asks first: cancel keeps the old file, replace stores the new bytes', async () => {
