@@ -2,10 +2,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { crashSuite, diskBackend, fileSuite } from './files-suite.ts';
+import { crashSuite, diskBackend, fileSuite, GiB } from './files-suite.ts';
 import { REPO_ROOT, startStack, type Stack } from './harness.ts';
 
-describe('disk', () => fileSuite(async () => diskBackend(), { big: true }));
+describe('disk', () => fileSuite(async () => diskBackend(), { big: GiB }));
 describe('disk: crashes, aborts and limits', () => crashSuite(async () => diskBackend()));
 
 describe('migration 20250101000020_storage', () => {
