@@ -1,10 +1,10 @@
-// The change feed of one sidecar: wakes on NOTIFY, polls every BUSY_POLL_MS for a second after any
-// activity (writers skip the NOTIFY while changes are already waiting: see realtime.wake) and every
-// second otherwise (a notification can be lost while the listening connection reconnects),
-// numbers committed changes (realtime.stamp),
-// reads the log in position order and hands each batch to the subscriptions of this sidecar.
-// Every sidecar on the database does the same for its own clients. One loop does all the work in
-// order, so a subscription's catch-up and the live stream never overlap or reorder.
+// The change feed of one sidecar. It numbers committed changes (realtime.stamp), reads the log in
+// position order and hands each batch to this sidecar's subscriptions. It wakes on NOTIFY; for a
+// second after any new change it also polls every BUSY_POLL_MS (writers skip the NOTIFY while the
+// sidecars are busy: see realtime.wake), and otherwise every POLL_MS (a notification can be lost
+// while the listening connection reconnects). Every sidecar on the database does the same for its
+// own clients. One loop does all the work in order, so a subscription's catch-up and the live
+// stream never overlap or reorder.
 import type { Sql } from '../db/sql.js';
 import type { Logger } from '../log.js';
 import type { Subscription } from './client.js';
