@@ -393,6 +393,30 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
     });
   });
 
+  describe('readers during overwrites', () => {
+    test('every read returns one whole version, never a mix or an error', async () => {
+      const versions = Array.from({ length: 6 }, () => randomBytes(200 * 1024));
+      expect((await store(bob.token, 'race/read.bin', versions[0])).status).toBe(200);
+      const known = new Set(versions.map(sha256));
+      const reads: Promise<string>[] = [];
+      const writes = (async () => {
+        for (const v of versions.slice(1)) expect((await store(bob.token, 'race/read.bin', v)).status).toBe(200);
+      })();
+      for (let i = 0; i < 24; i++) {
+        reads.push(
+          retrieve(bob.token, 'race/read.bin').then(async (r) => {
+            expect(r.status).toBe(200);
+            return sha256(Buffer.from(await r.arrayBuffer()));
+          }),
+        );
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      await writes;
+      for (const digest of await Promise.all(reads)) expect(known.has(digest)).toBe(true);
+      expect(sha256(Buffer.from(await (await retrieve(bob.token, 'race/read.bin')).arrayBuffer()))).toBe(sha256(versions[5]));
+    });
+  });
+
   describe('entity-linked storage', () => {
     const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { entityFirst?: boolean; metadata?: unknown; type?: string } = {}) => {
       const form = new FormData();

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Plinth } from '../context.js';
 import { authenticate, type Caller } from '../http/authenticate.js';
 import { PlinthError } from '../http/errors.js';
-import { createBackend } from './backend.js';
+import { createBackend, ObjectNotFound } from './backend.js';
 import { checkFilename, commitUpload, deleteEntityFile, describeEntity, findEntityFile, precheckUpload, type Entity } from './entities.js';
 import { FILE_NOT_FOUND } from './errors.js';
 import { findFile, storeFile } from './files.js';
@@ -158,9 +158,17 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
     },
     async (request, reply) => {
       const path = filePath((request.query as { p_file_path: string }).p_file_path, 'p_file_path');
-      const file = await findFile(storage, caller(request).claims, path);
-      if (!file) return reply.code(400).send(FILE_NOT_FOUND);
-      return sendObject(request, reply, backend, file, { kind: 'attachment', filename: basename(file.path) });
+      // An overwrite can commit, and its old bytes be removed, between our lookup and our read:
+      // then the lookup is repeated and finds the new version.
+      for (let attempt = 1; ; attempt++) {
+        const file = await findFile(storage, caller(request).claims, path);
+        if (!file) return reply.code(400).send(FILE_NOT_FOUND);
+        try {
+          return await sendObject(request, reply, backend, file, { kind: 'attachment', filename: basename(file.path) });
+        } catch (err) {
+          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
+        }
+      }
     },
   );
 
@@ -229,9 +237,15 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
       const { table, id, field, filename } = request.params as Entity & { filename: string };
       const entity = { table, id, field };
       const { idType } = await describeEntity(storage, entity);
-      const obj = await findEntityFile(storage, caller(request).claims, entity, idType, checkFilename(filename));
-      if (!obj) throw new PlinthError(404, 'File not found.');
-      return sendObject(request, reply, backend, obj, { kind: 'inline', filename });
+      for (let attempt = 1; ; attempt++) {
+        const obj = await findEntityFile(storage, caller(request).claims, entity, idType, checkFilename(filename));
+        if (!obj) throw new PlinthError(404, 'File not found.');
+        try {
+          return await sendObject(request, reply, backend, obj, { kind: 'inline', filename });
+        } catch (err) {
+          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
+        }
+      }
     },
   );
 
