@@ -58,7 +58,7 @@ async function newPage(viewport = DESKTOP, colorScheme: 'light' | 'dark' = 'ligh
 }
 
 /** Waits for what the page shows; the machine is shared, so allow seconds rather than expect.poll's default second. */
-const eventually = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 15_000, interval: 100 });
+const eventually = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 30_000, interval: 100 });
 
 const shot = (page: Page, name: string, fullPage = true) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
 
@@ -103,7 +103,8 @@ const bob = { email: `bob-${randomUUID().slice(0, 6)}@console.test`, password: '
 const notes = Buffer.from('n'.repeat(1536));
 const photo = randomBytes(300_000);
 
-describe.sequential('the console', () => {
+// The machine running the suite may be busy (two cores, other test files): generous limits.
+describe.sequential('the console', { timeout: 180_000 }, () => {
   test('sign-in screens: a wrong password is refused with the server message; screens fit a phone', async () => {
     const page = await newPage();
     await page.goto(`${stack.url}/console`);

@@ -19,7 +19,7 @@ const errorText = (err: unknown) => (err instanceof ApiError ? err.message : Str
 
 /** The accounts API's user list, whatever envelope it uses (`[...]` or `{users: [...]}`). */
 async function listUsers(): Promise<UserRow[]> {
-  const body = await callJson<unknown>('/auth/admin/users');
+  const body = await callJson<unknown>('/auth/admin/users?limit=1000');
   const list = Array.isArray(body) ? body : ((body as { users?: unknown[] } | null)?.users ?? []);
   return list as UserRow[];
 }
