@@ -25,14 +25,20 @@ const PARALLEL_QUERIES = 4;
 /** Claims groups judged in one pipelined transaction (visibility.ts, judgeGroups). */
 const GROUPS_PER_TRANSACTION = 50;
 
-interface ChangeRow {
+/** A log entry: n row changes (a bulk statement) at positions position .. position + n - 1. */
+interface EntryRow {
   position: string;
+  n: number;
   relid: string;
   event: Change['event'];
-  key: Record<string, unknown>;
-  old_key: Record<string, unknown> | null;
-  old_row: Record<string, unknown> | null;
+  keys: Record<string, unknown>[];
+  old_keys: Record<string, unknown>[] | null;
+  old_rows: Record<string, unknown>[] | null;
 }
+/** The most row changes one log entry holds (realtime.capture_function). */
+const ENTRY_MAX = 500;
+/** Log entries read at once (so at most ENTRIES_PER_READ × ENTRY_MAX changes in memory). */
+const ENTRIES_PER_READ = 100;
 
 export class Hub {
   private readPos = 0;
@@ -136,9 +142,9 @@ export class Hub {
     }
     while (this.readPos < this.head && !this.stopped) {
       const to = Math.min(this.head, this.readPos + BATCH);
-      const changes = await this.read(this.readPos, to);
+      const { changes, through } = await this.read(this.readPos, to);
       await this.deliver(changes, (relid) => this.live.get(relid));
-      this.readPos = to;
+      this.readPos = through;
     }
   }
 
@@ -169,7 +175,7 @@ export class Hub {
     // Catch up to where the live stream stands, in batches, for this table only.
     const only = new Set([sub]);
     while (sub.after < this.readPos && !client.closed) {
-      const changes = await this.read(sub.after, this.readPos, sub.table.relid);
+      const { changes } = await this.read(sub.after, this.readPos, sub.table.relid);
       if (changes.length === 0) break;
       await this.deliver(changes, () => only);
     }
@@ -181,21 +187,37 @@ export class Hub {
     set.add(sub);
   }
 
-  private async read(after: number, upTo: number, relid?: number): Promise<Change[]> {
-    const rows = await this.sql<ChangeRow[]>`
-      select position, relid::int8 as relid, event, key, old_key, old_row
+  /**
+   * The row changes at positions (after, through], in order, where `through` is upTo unless
+   * ENTRIES_PER_READ entries ended earlier.
+   */
+  private async read(after: number, upTo: number, relid?: number): Promise<{ changes: Change[]; through: number }> {
+    const rows = await this.sql<EntryRow[]>`
+      select position, n, relid::int8 as relid, event, keys, old_keys, old_rows
       from realtime.changes
-      where position > ${after} and position <= ${upTo} ${relid === undefined ? this.sql`` : this.sql`and relid = ${relid}::oid`}
+      where position > ${after - ENTRY_MAX} and position + n - 1 > ${after} and position <= ${upTo}
+        ${relid === undefined ? this.sql`` : this.sql`and relid = ${relid}::oid`}
       order by position
-      limit ${BATCH}`;
-    return rows.map((r) => ({
-      position: Number(r.position),
-      relid: Number(r.relid),
-      event: r.event,
-      key: r.key,
-      oldKey: r.old_key,
-      oldRow: r.old_row,
-    }));
+      limit ${ENTRIES_PER_READ}`;
+    const changes: Change[] = [];
+    for (const r of rows) {
+      const first = Number(r.position);
+      for (let i = 0; i < r.n; i++) {
+        const position = first + i;
+        if (position <= after || position > upTo) continue;
+        changes.push({
+          position,
+          relid: Number(r.relid),
+          event: r.event,
+          key: r.keys[i],
+          oldKey: r.old_keys?.[i] ?? null,
+          oldRow: r.old_rows?.[i] ?? null,
+        });
+      }
+    }
+    const last = rows.at(-1);
+    const through = rows.length === ENTRIES_PER_READ && last ? Math.min(upTo, Number(last.position) + last.n - 1) : upTo;
+    return { changes, through };
   }
 
   /** Judges each table's changes once per group of identical claims, then sends in position order. */
