@@ -14,7 +14,11 @@ export function refusal(err: unknown, claims: Claims): unknown {
   const code = (err as PgError)?.code;
   const message = (err as PgError)?.message ?? '';
   // Insufficient privilege: 401 for the anonymous role (sign in), 403 for a signed-in one.
-  if (code === '42501') return new PlinthError(claims.role === 'anon' ? 401 : 403, message, '42501');
+  if (code === '42501') {
+    return claims.role === 'anon'
+      ? new PlinthError(401, message, '42501', null, 'Sign in and send the user token as Authorization: Bearer <token>', { 'www-authenticate': 'Bearer' })
+      : new PlinthError(403, message, '42501');
+  }
   if (code === '22P02' || code === '22003') return new PlinthError(400, message, code);
   if (code === '55000') return new PlinthError(409, message, code);
   return err;
