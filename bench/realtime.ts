@@ -140,10 +140,17 @@ export async function runRealtimeBench(ctx: Ctx, options: Partial<RealtimeBenchO
     const bulkOff: number[] = [];
     await insertRate(stack, 'rt_bench_off', 200, opts.writers);
     await insertRate(stack, 'rt_bench_on', 200, opts.writers);
+    // Each timed run starts once the sidecar has read the previous run's changes (2 cores: its
+    // work would otherwise land on whichever run comes next, published or not).
+    const settle = () => new Promise((r) => setTimeout(r, 1500));
     for (let r = 0; r < opts.rounds; r++) {
+      await settle();
       off.push(await insertRate(stack, 'rt_bench_off', opts.inserts, opts.writers));
+      await settle();
       on.push(await insertRate(stack, 'rt_bench_on', opts.inserts, opts.writers));
+      await settle();
       bulkOff.push(await bulkRate(stack, 'rt_bench_off', 50_000));
+      await settle();
       bulkOn.push(await bulkRate(stack, 'rt_bench_on', 50_000));
     }
     rows.push(
