@@ -29,7 +29,9 @@ export async function buildServer(plinth: Plinth) {
     trustProxy: plinth.config.trustProxy,
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>
-      http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => (ownsPath(req.url!) ? handler(req, res) : proxy.handle(req, res))),
+      // requestTimeout 0: a multi-GiB upload over a slow link may take longer than Node's default 300 s;
+      // headersTimeout still bounds clients that never finish their headers.
+      http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => (ownsPath(req.url!) ? handler(req, res) : proxy.handle(req, res))),
   });
 
   app.setErrorHandler((err: FastifyError | PlinthError, _req, reply) => {
