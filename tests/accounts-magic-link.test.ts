@@ -80,6 +80,11 @@ test('a magic link arrives over SMTP, signs in once, and is refused the second t
   const link = linkIn(mail);
   expect(`${link.origin}${link.pathname}`).toBe(`http://localhost:${stack.port}/auth/verify`);
 
+  // Clicked in a browser, the link goes to the console, which spends it; that hop spends nothing.
+  const clicked = await stack.fetch(`/auth/verify${link.search}`, { redirect: 'manual', headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } });
+  expect(clicked.status).toBe(303);
+  expect(clicked.headers.get('location')).toBe(`/console/verify${link.search}`);
+
   const first = await stack.fetch(`/auth/verify${link.search}`);
   expect(first.status).toBe(200);
   const session = await first.json();

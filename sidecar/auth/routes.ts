@@ -96,9 +96,14 @@ export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: 
     if (!token) throw new PlinthError(400, 'Send the sign-in token as ?token=… or as {"token": "…"}');
     return followMagicLink(plinth, token);
   };
-  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) =>
-    reply.headers(noStore).send(await verify(req.query.token)),
-  );
+  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) => {
+    // A click in a mail client is a browser navigation: hand the link to the console, which spends
+    // it and keeps the session. Link scanners that only fetch pages leave the token unspent.
+    if (/^text\/html/.test(req.headers.accept ?? '') && req.query.token) {
+      return reply.headers(noStore).redirect(`/console/verify?token=${encodeURIComponent(req.query.token)}`, 303);
+    }
+    return reply.headers(noStore).send(await verify(req.query.token));
+  });
   app.post<{ Querystring: { token?: string }; Body: { token?: string } }>(
     '/auth/verify',
     { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject },
