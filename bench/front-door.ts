@@ -4,6 +4,7 @@ import type { Stack } from '../tests/harness.ts';
 import type { DirectPostgrest } from './direct-postgrest.ts';
 import { load, type LoadResult } from './load.ts';
 import { median, ratioRow, type Row } from './report.ts';
+import { childPid, cpuSeconds } from './rss.ts';
 
 const SECTION = '1 front door';
 
@@ -31,6 +32,7 @@ export async function seedTodos(stack: Stack): Promise<string> {
 export async function benchFrontDoor(stack: Stack, direct: DirectPostgrest, token: string, opts: FrontDoorOptions): Promise<Row[]> {
   const headers = { authorization: `Bearer ${token}` };
   const rows: Row[] = [];
+  const cpu: Record<string, { sidecar: number; postgrestBehindSidecar: number | null; postgrestDirect: number }> = {};
   for (const [name, path] of Object.entries(QUERIES)) {
     // Both sides must answer the same thing before their speed means anything.
     const [a, b] = await Promise.all([fetch(stack.url + path, { headers }), fetch(direct.url + path, { headers })]);
@@ -41,16 +43,40 @@ export async function benchFrontDoor(stack: Stack, direct: DirectPostgrest, toke
     await load({ url: direct.url + path, headers }, opts.connections, 1);
     const plinth: LoadResult[] = [];
     const base: LoadResult[] = [];
+    // CPU time per request of each process: unlike req/s, barely moved by other load on the machine.
+    const sidecarCpu: number[] = [];
+    const directCpu: number[] = [];
+    const stackPostgrest = childPid(stack.proc.pid!, 'postgrest');
+    const stackPostgrestCpu: number[] = [];
     for (let i = 0; i < opts.rounds; i++) {
-      plinth.push(await load({ url: stack.url + path, headers }, opts.connections, opts.seconds));
-      base.push(await load({ url: direct.url + path, headers }, opts.connections, opts.seconds));
+      let [s0, p0] = [cpuSeconds(stack.proc.pid!), stackPostgrest ? cpuSeconds(stackPostgrest) : 0];
+      const a = await load({ url: stack.url + path, headers }, opts.connections, opts.seconds);
+      plinth.push(a);
+      sidecarCpu.push(((cpuSeconds(stack.proc.pid!) - s0) * 1e6) / a.completed);
+      if (stackPostgrest) stackPostgrestCpu.push(((cpuSeconds(stackPostgrest) - p0) * 1e6) / a.completed);
+      s0 = cpuSeconds(direct.pid);
+      const b = await load({ url: direct.url + path, headers }, opts.connections, opts.seconds);
+      base.push(b);
+      directCpu.push(((cpuSeconds(direct.pid) - s0) * 1e6) / b.completed);
     }
+    cpu[name] = { sidecar: median(sidecarCpu), postgrestBehindSidecar: stackPostgrestCpu.length ? median(stackPostgrestCpu) : null, postgrestDirect: median(directCpu) };
     const errors = [...plinth, ...base].reduce((n, r) => n + r.errors, 0);
     const note = `c=${opts.connections}, ${opts.rounds}×${opts.seconds}s` + (errors ? `, ${errors} errors` : '');
     rows.push(
       ratioRow({ section: SECTION, metric: `${name} req/s`, unit: 'req/s', plinth: median(plinth.map((r) => r.rps)), baseline: median(base.map((r) => r.rps)), target: '≥ 0.9×', minRatio: 0.9, note }),
       ratioRow({ section: SECTION, metric: `${name} p50`, unit: 'ms', plinth: median(plinth.map((r) => r.p50)), baseline: median(base.map((r) => r.p50)), target: '', lowerIsBetter: true }),
       ratioRow({ section: SECTION, metric: `${name} p99`, unit: 'ms', plinth: median(plinth.map((r) => r.p99)), baseline: median(base.map((r) => r.p99)), target: '', lowerIsBetter: true }),
+      {
+        section: SECTION,
+        metric: `${name} CPU per request`,
+        unit: 'µs',
+        plinth: cpu[name].sidecar,
+        baseline: cpu[name].postgrestDirect,
+        ratio: null,
+        target: '',
+        met: null,
+        note: `Plinth: the sidecar's own CPU per proxied request; baseline: PostgREST's CPU per request` + (cpu[name].postgrestBehindSidecar ? ` (${Math.round(cpu[name].postgrestBehindSidecar!)} µs behind the sidecar)` : ''),
+      },
     );
     process.stderr.write(`  ${name}: Plinth ${plinth.map((r) => Math.round(r.rps)).join('/')} vs PostgREST ${base.map((r) => Math.round(r.rps)).join('/')} req/s\n`);
   }

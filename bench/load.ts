@@ -26,6 +26,7 @@ export interface LoadTarget {
 }
 
 export interface LoadResult {
+  completed: number;
   rps: number;
   p50: number;
   p99: number;
@@ -44,5 +45,5 @@ export async function load(target: LoadTarget, connections: number, seconds: num
     pipelining: 1,
   });
   const completed = r['2xx'];
-  return { rps: completed / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx };
+  return { completed, rps: completed / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx };
 }

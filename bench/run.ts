@@ -52,9 +52,10 @@ async function requireEndpoint(stack: Stack, pathname: string, init: RequestInit
 async function realtimeRows(stack: Stack): Promise<Row[]> {
   const file = path.join(BENCH_DIR, 'realtime.ts');
   if (!fs.existsSync(file)) throw new Error('bench/realtime.ts is not there yet');
-  const mod = (await import(file)) as { runRealtimeBench?: (ctx: unknown) => Promise<unknown> };
+  const mod = (await import(file)) as { runRealtimeBench?: (ctx: unknown, options?: unknown) => Promise<unknown> };
   if (typeof mod.runRealtimeBench !== 'function') throw new Error('bench/realtime.ts does not export runRealtimeBench');
-  const out = await mod.runRealtimeBench({ stack, appMigrations: MIGRATIONS, log });
+  // Fewer inserts and samples than its standalone defaults, to keep the whole run under 10 minutes.
+  const out = await mod.runRealtimeBench({ stack, appMigrations: MIGRATIONS, log }, { inserts: 1000, samples: 30 });
   const list = (Array.isArray(out) ? out : ((out as { rows?: unknown[] })?.rows ?? [])) as Partial<Row>[];
   return list.map((r) => ({
     section: r.section ?? '8 realtime',
@@ -105,7 +106,7 @@ async function main() {
     await section(rows, timings, 'seed003', '5 vs seed 003', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       const bigOk = rows.some((r) => r.section === '2 upload' && r.plinth !== null && r.unit === 'MiB/s');
-      const out = await benchSeed003(stack, direct!, token, { sizesMiB: [10, 100], ladderMiB: [256, 512], budgetSeconds: 60, plinthKnownMiB: bigOk ? [1024] : [] });
+      const out = await benchSeed003(stack, direct!, token, { sizesMiB: [10, 100], ladderMiB: [256, 512], budgetSeconds: 45, plinthKnownMiB: bigOk ? [1024] : [] });
       details.seed003 = out.attempts;
       return out.rows;
     });
