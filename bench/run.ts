@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startStack, type Stack } from '../tests/harness.ts';
+import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
 import { benchFrontDoor, seedTodos } from './front-door.ts';
@@ -15,7 +15,8 @@ import { benchSeed003 } from './seed003.ts';
 import { GiB, MiB } from './streams.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-const MIGRATIONS = path.join(BENCH_DIR, 'fixtures', 'migrations');
+// The sample app's tables plus the bench's own (seed 003's bytea functions).
+const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
 const SECTIONS = ['frontdoor', 'small', 'bigfile', 'seed003', 'login', 's3', 'realtime'];
 

@@ -1,12 +1,8 @@
 // 7. The S3 backend: 256 MiB up and down through Plinth (PLINTH_STORAGE=s3, s3rver) against the
 // AWS SDK talking to the same s3rver directly (lib-storage Upload, GetObject).
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { startStack, type Stack } from '../tests/harness.ts';
-import { freePort } from '../sidecar/start/process.ts';
+import { startS3rver, startStack, type Stack } from '../tests/harness.ts';
 import { median, ratioRow, repeat, type Row } from './report.ts';
 import { MiB, drain, generated, timed, upload } from './streams.ts';
 
@@ -14,37 +10,17 @@ export interface S3Options {
   size: number;
   rounds: number;
   budgetSeconds: number;
-  appMigrations: string;
+  appMigrations: string | string[];
 }
 
 export async function benchS3(opts: S3Options): Promise<Row[]> {
-  const { default: S3rver } = await import('s3rver');
-  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-bench-s3-'));
-  const port = await freePort();
-  const bucket = 'plinth-bench';
-  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
-  await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const peer = await startS3rver('plinth-bench');
+  const { client, bucket } = peer;
   let stack: Stack | undefined;
   try {
     stack = await startStack({
       appMigrations: opts.appMigrations,
-      env: {
-        PLINTH_STORAGE: 's3',
-        S3_ENDPOINT: endpoint,
-        S3_BUCKET: bucket,
-        S3_FORCE_PATH_STYLE: 'true',
-        S3_ACCESS_KEY_ID: 'S3RVER',
-        S3_SECRET_ACCESS_KEY: 'S3RVER',
-      },
+      env: peer.env,
     });
     const user = await stack.createUser({ email: 'bench-s3@example.test' });
     const auth = { authorization: `Bearer ${user.token}` };
@@ -77,8 +53,6 @@ export async function benchS3(opts: S3Options): Promise<Row[]> {
     ];
   } finally {
     await stack?.destroy();
-    client.destroy();
-    await server.close();
-    fs.rmSync(directory, { recursive: true, force: true });
+    await peer.stop();
   }
 }

@@ -1,14 +1,12 @@
 // The file storage suite, run once per backend (files-disk.test.ts, files-s3.test.ts): every
 // test drives the real stack over HTTP and checks what a user observes (status, body, bytes)
 // plus what is left in the byte store (no orphans).
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { freePort } from '../sidecar/start/process.ts';
-import { startStack, type Stack, type TestUser } from './harness.ts';
+import { startS3rver, startStack, type Stack, type TestUser } from './harness.ts';
 
 const MiB = 1024 * 1024;
 
@@ -37,44 +35,21 @@ export function diskBackend(): BackendUnderTest {
 }
 
 export async function s3Backend(): Promise<BackendUnderTest> {
-  const { default: S3rver } = await import('s3rver');
-  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-s3rver-'));
-  const port = await freePort();
-  const bucket = 'plinth-test';
-  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
-  await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  });
+  const peer = await startS3rver();
   return {
     name: 's3',
-    env: {
-      PLINTH_STORAGE: 's3',
-      S3_ENDPOINT: endpoint,
-      S3_BUCKET: bucket,
-      S3_FORCE_PATH_STYLE: 'true',
-      S3_ACCESS_KEY_ID: 'S3RVER',
-      S3_SECRET_ACCESS_KEY: 'S3RVER',
-    },
+    env: peer.env,
     async storedKeys() {
       const keys: string[] = [];
       let token: string | undefined;
       do {
-        const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+        const page = await peer.client.send(new ListObjectsV2Command({ Bucket: peer.bucket, ContinuationToken: token }));
         keys.push(...(page.Contents ?? []).map((o) => o.Key!));
         token = page.NextContinuationToken;
       } while (token);
       return keys;
     },
-    async stop() {
-      client.destroy();
-      await server.close();
-      fs.rmSync(directory, { recursive: true, force: true });
-    },
+    stop: () => peer.stop(),
   };
 }
 

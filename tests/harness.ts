@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { S3Client } from '@aws-sdk/client-s3';
 import { currentApiKeys, KeyRing } from '../sidecar/auth/keys.ts';
 import { connect, type Sql } from '../sidecar/db/sql.ts';
 import { embeddedUrl } from '../sidecar/start/embedded-postgres.ts';
@@ -20,8 +21,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Reuse a data directory (a second start, two sidecars); a fresh temporary one otherwise. */
   dataDir?: string;
-  /** App migrations directory; the sample app (todos, projects, posts) by default. */
-  appMigrations?: string;
+  /** App migrations directory (or several, merged); the sample app (todos, projects, posts) by default. */
+  appMigrations?: string | string[];
   /** Resolve once the process exits instead of waiting for health (start-failure tests). */
   expectFailure?: boolean;
 }
@@ -168,6 +169,14 @@ export class Stack {
   }
 }
 
+/** One directory holding every given directory's migrations (symlinked), for PLINTH_APP_MIGRATIONS. */
+function mergedMigrations(dirs: string | string[]): string {
+  if (typeof dirs === 'string') return dirs;
+  const merged = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-migrations-'));
+  for (const dir of dirs) for (const f of fs.readdirSync(dir)) fs.symlinkSync(path.join(dir, f), path.join(merged, f));
+  return merged;
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const ownsDataDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-test-'));
@@ -179,7 +188,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     PORT: String(port),
     PLINTH_PG_PORT: String(pgPort),
     PLINTH_DATA_DIR: dataDir,
-    PLINTH_APP_MIGRATIONS: opts.appMigrations ?? SAMPLE_APP_MIGRATIONS,
+    PLINTH_APP_MIGRATIONS: mergedMigrations(opts.appMigrations ?? SAMPLE_APP_MIGRATIONS),
     PLINTH_LOG_LEVEL: 'warn',
     ...opts.env,
   };
@@ -209,4 +218,51 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
     child.once('error', reject);
     child.once('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });
+}
+
+export interface S3Peer {
+  endpoint: string;
+  bucket: string;
+  /** An SDK client talking to the peer directly (to look behind the sidecar, or as a baseline). */
+  client: S3Client;
+  /** The environment that points `plinth start` at this peer. */
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** s3rver, the S3 protocol peer of the tests and benches, on a free port with one bucket. */
+export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
+  const { default: S3rver } = await import('s3rver');
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-s3rver-'));
+  const port = await freePort();
+  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
+  await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    // Without these, a streamed PutObject is stored with its chunk framing (PLATFORM-NOTES).
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return {
+    endpoint,
+    bucket,
+    client,
+    env: {
+      PLINTH_STORAGE: 's3',
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_ACCESS_KEY_ID: 'S3RVER',
+      S3_SECRET_ACCESS_KEY: 'S3RVER',
+    },
+    async stop() {
+      client.destroy();
+      await server.close();
+      fs.rmSync(directory, { recursive: true, force: true });
+    },
+  };
 }
