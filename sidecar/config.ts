@@ -112,6 +112,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       jwtAlg: oneOf(env, 'PLINTH_JWT_ALG', JWT_ALGORITHMS, 'ES256'),
       accessTokenTtl: int(env, 'PLINTH_ACCESS_TOKEN_TTL', 3600, 30, 86400 * 7),
       refreshTokenTtl: int(env, 'PLINTH_REFRESH_TOKEN_TTL', 30 * 86400, 60, 365 * 86400),
+      /** Seconds during which a just-exchanged refresh token may be exchanged again (0: never). */
+      refreshTokenReuseInterval: int(env, 'PLINTH_REFRESH_TOKEN_REUSE_INTERVAL', 10, 0, 300),
       magicLinkTtl: int(env, 'PLINTH_MAGIC_LINK_TTL', 900, 1, 86400),
       adminEmail,
       adminPassword,

@@ -94,6 +94,25 @@ describe('sessions', () => {
     expect((await stack.fetch('/auth/user', { token: fresh.token })).status).toBe(401);
   });
 
+  test('the same refresh token twice within moments (two tabs of one browser) keeps the session; a stale one still ends it', async () => {
+    const session = await signup();
+    // Sent twice at once, and once more right after: every answer is a working pair.
+    const [a, b] = await Promise.all([refresh(session.refresh_token), refresh(session.refresh_token)]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    const late = await refresh(session.refresh_token);
+    expect(late.status).toBe(200);
+    const pairs = [await a.json(), await b.json(), await late.json()];
+    expect(new Set(pairs.map((p) => p.refresh_token)).size).toBe(3);
+    for (const p of pairs) expect((await stack.fetch('/auth/user', { token: p.token })).status).toBe(200);
+    // One tab goes on with its pair; once a successor has been used, the old token is reuse.
+    const r = await refresh(pairs[0].refresh_token);
+    expect(r.status).toBe(200);
+    const current = await r.json();
+    expect((await refresh(session.refresh_token)).status).toBe(401);
+    expect((await refresh(current.refresh_token)).status).toBe(401);
+    expect((await stack.fetch('/auth/user', { token: current.token })).status).toBe(401);
+  });
+
   test('logout with scope global ends every session of the user, and only theirs', async () => {
     const address = email();
     const a = await signup(address);

@@ -106,12 +106,37 @@ export function sessionFrom(body: unknown, previous?: Session | null): Session |
  * server revokes the whole session when a used one comes back), so tabs must not refresh in
  * parallel: a Web Lock makes them take turns, and a tab that finds a newer session stored by
  * another tab adopts it instead of spending the old refresh token.
+ * The lock and localStorage are separate channels, though: Chromium hands a tab the lock before
+ * the other tab's write reaches it (seen: 4-12 ms late, on a busy machine), and the tab would then
+ * spend the token the other tab has just spent. So a tab that had to queue for the lock (another
+ * tab was refreshing) first waits briefly for that tab's session to arrive. Should it still be
+ * late, the server forgives a token one rotation behind presented again within seconds
+ * (PLINTH_REFRESH_TOKEN_REUSE_INTERVAL) with a new token of the same session.
  */
-function exclusively<T>(fn: () => Promise<T>): Promise<T> {
+const LOCK = 'plinth.console.refresh';
+
+function exclusively<T>(fn: (queued: boolean) => Promise<T>): Promise<T> {
   // navigator.locks exists only in secure contexts (HTTPS, localhost); elsewhere tabs fall back
   // to adopting each other's stored session.
   const locks = (navigator as { locks?: LockManager }).locks;
-  return locks ? (locks.request('plinth.console.refresh', fn) as Promise<T>) : fn();
+  if (!locks) return fn(false);
+  return locks.request(LOCK, { ifAvailable: true }, (lock) =>
+    lock ? fn(false) : locks.request(LOCK, () => fn(true)),
+  ) as Promise<T>;
+}
+
+/** Resolves on the next change of the stored session (another tab's write), or after `ms`. */
+function storageChange(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (ev?: StorageEvent) => {
+      if (ev && ev.key !== STORAGE_KEY && ev.key !== null) return;
+      clearTimeout(t);
+      window.removeEventListener('storage', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    window.addEventListener('storage', done);
+  });
 }
 
 /**
@@ -122,9 +147,10 @@ export function refresh(): Promise<Session | null> {
   if (refreshing) return refreshing;
   const s = current;
   if (!s?.refreshToken) return Promise.resolve(s);
-  refreshing = exclusively(async () => {
+  refreshing = exclusively(async (queued) => {
+    if (queued && load()?.token === s.token) await storageChange(1000);
     const stored = load();
-    if (stored?.user.id === s.user.id && stored.token !== s.token && stored.expiresAt > s.expiresAt) {
+    if (stored?.user.id === s.user.id && stored.token !== s.token && stored.expiresAt >= s.expiresAt) {
       setSession(stored);
       return stored;
     }

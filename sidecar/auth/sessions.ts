@@ -1,6 +1,7 @@
 // Sessions: an access token (a short-lived JWT signed by the KeyRing) plus an opaque refresh token
 // that rotates on every use. All refresh tokens of one sign-in share the session row (the family);
-// presenting a token that was already exchanged revokes the whole family (reuse detection).
+// presenting a token that was already exchanged revokes the whole family (reuse detection), save
+// a token one rotation behind coming back within seconds (see refreshSession).
 import type { Plinth } from '../context.js';
 import { unauthorized } from './keys.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
@@ -43,34 +44,52 @@ export async function startSession(plinth: Plinth, user: UserProfile, method: Si
 
 const REFRESH_REFUSED = 'Invalid refresh token: it is unknown, expired, already used or its session has ended; sign in again';
 
-/** Exchanges a refresh token for a new pair. The user row is read again, so a new app role applies. */
+/**
+ * Exchanges a refresh token for a new pair. The user row is read again, so a new app role applies.
+ *
+ * A token already exchanged is reuse, and revokes the whole family, except within the reuse
+ * interval (PLINTH_REFRESH_TOKEN_REUSE_INTERVAL) while its successor is still unused: a browser
+ * with two tabs may send the same token twice within moments (one tab has not yet seen the other
+ * tab's new session: localStorage reaches other tabs asynchronously), and that must not sign the
+ * user out. Such a late exchange gets a new token of the same family. A token whose successor
+ * has been used, or that comes back later, is still reuse.
+ */
 export async function refreshSession(plinth: Plinth, refreshToken: string): Promise<Session> {
   const presented = hashOpaqueToken(refreshToken);
   const next = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
+  const grace = plinth.config.auth.refreshTokenReuseInterval;
   const outcome = await plinth.sql.begin(async (tx) => {
-    // Claiming the token is one UPDATE: of two concurrent exchanges, exactly one wins and the
-    // other is treated as reuse.
-    const [claimed] = await tx<{ session_id: string; user_id: string }[]>`
+    // Claiming the token is one UPDATE: of two concurrent exchanges, exactly one wins; the other
+    // waits for it to commit and then finds the token used.
+    let [claimed] = await tx<{ session_id: string; user_id: string }[]>`
       update auth.refresh_tokens t set used_at = now()
         from auth.sessions s
        where t.token_hash = ${presented} and t.used_at is null and t.expires_at > now()
          and s.id = t.session_id and s.revoked_at is null
       returning t.session_id, s.user_id`;
     if (!claimed) {
-      const [seen] = await tx<{ session_id: string }[]>`
-        select session_id from auth.refresh_tokens where token_hash = ${presented} and used_at is not null`;
-      if (seen) {
+      // FOR UPDATE: grace decisions about one token are taken one at a time.
+      const [seen] = await tx<{ session_id: string; user_id: string; in_grace: boolean }[]>`
+        select t.session_id, s.user_id,
+               s.revoked_at is null and t.expires_at > now()
+               and t.used_at > now() - make_interval(secs => ${grace})
+               and not exists (select from auth.refresh_tokens c where c.parent_hash = t.token_hash and c.used_at is not null) as in_grace
+          from auth.refresh_tokens t join auth.sessions s on s.id = t.session_id
+         where t.token_hash = ${presented} and t.used_at is not null
+           for update of t`;
+      if (!seen) return { refused: true as const };
+      if (!seen.in_grace) {
         await tx`
           update auth.sessions set revoked_at = now(), revoked_reason = 'reuse'
            where id = ${seen.session_id} and revoked_at is null`;
         return { reused: seen.session_id };
       }
-      return { refused: true as const };
+      claimed = seen;
     }
     await tx`
-      insert into auth.refresh_tokens (token_hash, session_id, expires_at)
-      values (${next.hash}, ${claimed.session_id}, now() + make_interval(secs => ${ttl}))`;
+      insert into auth.refresh_tokens (token_hash, session_id, expires_at, parent_hash)
+      values (${next.hash}, ${claimed.session_id}, now() + make_interval(secs => ${ttl}), ${presented})`;
     await tx`update auth.sessions set refreshed_at = now() where id = ${claimed.session_id}`;
     const [user] = await tx<UserProfile[]>`select ${tx(PROFILE_COLUMNS)} from auth.users where id = ${claimed.user_id}`;
     return { sessionId: claimed.session_id, user };
