@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Plinth } from '../context.js';
 import { authenticate } from '../http/authenticate.js';
 import { PlinthError } from '../http/errors.js';
-import { callerProfile, endSession, listUsers, setAppRole } from './as-caller.js';
+import { callerProfile, endSession, listUsers, setAppRole } from './account-functions.js';
 import { followMagicLink, sendMagicLink } from './magic-link.js';
 import { createMailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';

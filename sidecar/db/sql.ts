@@ -25,15 +25,21 @@ export function connect(url: string, max = 10): Sql {
 }
 
 /**
- * Runs `fn` in one transaction under the caller's role and claims (SET LOCAL ROLE +
- * request.jwt.claims), exactly as PostgREST does, so every policy applies as it would there.
+ * Switches an open transaction to the caller's role and claims (SET LOCAL ROLE +
+ * request.jwt.claims), exactly as PostgREST does, until the transaction ends or the next switch.
+ * Returns the query unawaited, so callers may pipeline it with the statements that follow.
  */
-export async function asCaller<T>(sql: Sql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export function becomeCaller(tx: Tx, claims: Claims) {
   if (!(API_ROLES as readonly string[]).includes(claims.role)) {
     throw new Error(`refusing to run SQL as unknown role ${JSON.stringify(claims.role)}`);
   }
+  return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
+}
+
+/** Runs `fn` in one transaction as the caller, so every policy applies as it would through PostgREST. */
+export async function asCaller<T>(sql: Sql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   return sql.begin(async (tx) => {
-    await tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
+    await becomeCaller(tx, claims);
     return fn(tx);
   }) as Promise<T>;
 }

@@ -11,7 +11,7 @@
 //   for that role (realtime.visibility_predicate: the policy expressions themselves, combined as
 //   PostgreSQL combines them), evaluated by PostgreSQL as the subscriber over
 //   jsonb_populate_record(null::<table>, old_row). Only the primary key is ever sent.
-import { API_ROLES, asCaller, type Claims, type Sql } from '../db/sql.js';
+import { asCaller, becomeCaller, type Claims, type Sql } from '../db/sql.js';
 import { compileFilter, quoteIdent, type Condition } from './filter.js';
 import type { PublishedTable, Tables } from './tables.js';
 
@@ -120,7 +120,6 @@ export async function judgeGroups(sql: Sql, tables: Tables, table: PublishedTabl
   const hasDeletes = changes.some((c) => c.event === 'DELETE');
   const plans: Array<{ group: Group; queries: Query[] }> = [];
   for (const group of groups) {
-    if (!(API_ROLES as readonly string[]).includes(group.claims.role)) throw new Error(`refusing to run SQL as unknown role ${JSON.stringify(group.claims.role)}`);
     const predicate = hasDeletes ? await tables.predicate(table, group.claims.role) : null;
     plans.push({ group, queries: queriesFor(table, changes, group.filters, predicate) });
   }
@@ -128,7 +127,7 @@ export async function judgeGroups(sql: Sql, tables: Tables, table: PublishedTabl
     return await sql.begin(async (tx) => {
       const pending: Array<Promise<unknown>> = [];
       const perGroup = plans.map(({ group, queries }) => {
-        pending.push(tx`select set_config('role', ${group.claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(group.claims)}, true)`);
+        pending.push(becomeCaller(tx, group.claims));
         return queries.map((query) => {
           const rows = tx.unsafe(query.text, query.params as never[]) as unknown as Promise<Record<string, unknown>[]>;
           pending.push(rows);
