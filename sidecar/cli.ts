@@ -2,13 +2,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { addSigningKey, currentApiKeys, listSigningKeys, retireSigningKey } from './auth/keys.js';
-import { ConfigError, loadConfig } from './config.js';
-import { MigrationError, migrateUpLocked, runDbmate } from './db/migrations.js';
-import { createLogger } from './log.js';
+import { addSigningKey, currentApiKeys, listSigningKeys, retireSigningKey } from './core/keys.js';
+import { ConfigError, loadConfig } from './core/config.js';
+import { MigrationError, migrateUpLocked, runDbmate } from './core/migrations.js';
+import { createLogger } from './core/log.js';
 import { withDatabase } from './start/database.js';
 import { StartError } from './start/process.js';
-import { start } from './start/start.js';
+import { start } from './app/start.js';
 
 const HELP: Record<string, string> = {
   main: `plinth — a self-hosted backend on PostgreSQL and PostgREST

@@ -4,11 +4,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { parse } from 'yaml';
-import { loadConfig } from '../sidecar/config.ts';
+import { loadConfig } from '../sidecar/core/config.ts';
 import { REPO_ROOT } from './harness.ts';
 
 const compose = parse(fs.readFileSync(path.join(REPO_ROOT, 'docker-compose.yml'), 'utf8'));
-const configSource = fs.readFileSync(path.join(REPO_ROOT, 'sidecar', 'config.ts'), 'utf8');
+const configSource = fs.readFileSync(path.join(REPO_ROOT, 'sidecar', 'core', 'config.ts'), 'utf8');
 const configVariables = [...new Set([...configSource.matchAll(/\(env, '([A-Z][A-Z0-9_]+)'/g)].map((m) => m[1]))];
 const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
 

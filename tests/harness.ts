@@ -7,8 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { S3Client } from '@aws-sdk/client-s3';
-import { currentApiKeys, KeyRing } from '../sidecar/auth/keys.ts';
-import { connect, type Sql } from '../sidecar/db/sql.ts';
+import { currentApiKeys, KeyRing } from '../sidecar/core/keys.ts';
+import { connect, type Sql } from '../sidecar/core/db.ts';
 import { embeddedUrl } from '../sidecar/start/embedded-postgres.ts';
 import { freePort } from '../sidecar/start/process.ts';
 

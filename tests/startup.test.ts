@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { loadConfig } from '../sidecar/config.ts';
+import { loadConfig } from '../sidecar/core/config.ts';
 import { withDatabase } from '../sidecar/start/database.ts';
 import { freePort, isAlive } from '../sidecar/start/process.ts';
 import { runCli, SAMPLE_APP_MIGRATIONS, startStack, type Stack } from './harness.ts';

@@ -1,7 +1,7 @@
 // Magic links: a one-time token mailed to an existing account, exchanged once for a session.
 // The request always succeeds from the outside, so it does not reveal which emails have accounts.
-import type { Plinth } from '../context.js';
-import { unauthorized } from './keys.js';
+import type { Plinth } from '../core/context.js';
+import { unauthorized } from '../core/errors.js';
 import type { Mailer } from './mailer.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { startSession, type Session } from './sessions.js';

@@ -1,7 +1,7 @@
 // Outgoing mail over SMTP (nodemailer, SMTP_URL). Without SMTP_URL the message is written to the
 // log instead: for development only, and said loudly at start.
 import nodemailer from 'nodemailer';
-import type { Plinth } from '../context.js';
+import type { Plinth } from '../core/context.js';
 
 export interface Mail {
   to: string;
@@ -12,6 +12,7 @@ export interface Mail {
 
 export interface Mailer {
   send(mail: Mail): Promise<void>;
+  close(): void;
 }
 
 export function createMailer(plinth: Plinth): Mailer {
@@ -25,13 +26,14 @@ export function createMailer(plinth: Plinth): Mailer {
       async send(mail) {
         plinth.log.warn(`[no SMTP_URL, development only] mail to ${mail.to}: ${mail.subject}\n${mail.text}`);
       },
+      close() {},
     };
   }
   const transport = nodemailer.createTransport(smtpUrl);
-  plinth.onClose.push(() => transport.close());
   return {
     async send(mail) {
       await transport.sendMail({ from: mailFrom, ...mail });
     },
+    close: () => transport.close(),
   };
 }

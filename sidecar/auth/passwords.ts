@@ -1,7 +1,7 @@
 // Password hashing: argon2id with OWASP's recommended parameters (m = 19 MiB, t = 2, p = 1).
 // Hashing runs on libuv's thread pool, so it does not block the event loop.
 import { Algorithm, hash, verify } from '@node-rs/argon2';
-import { PlinthError } from '../http/errors.js';
+import { PlinthError } from '../core/errors.js';
 
 const ARGON2ID = { algorithm: Algorithm.Argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 

@@ -2,8 +2,8 @@
 // one per email, kept in PostgreSQL (auth.rate_limits) so every sidecar of a deployment counts
 // together. Every attempt counts, successful or not, so a guesser cannot reset the window.
 import { createHash } from 'node:crypto';
-import type { Plinth } from '../context.js';
-import { PlinthError } from '../http/errors.js';
+import type { Plinth } from '../core/context.js';
+import { PlinthError } from '../core/errors.js';
 import { normalizeEmail } from './users.js';
 
 export type LimitedAction = 'login' | 'signup' | 'magic_link';
@@ -23,13 +23,13 @@ export async function enforceRateLimit(plinth: Plinth, action: LimitedAction, cl
   }
 }
 
-/** Deletes finished windows and dead tokens now and then, so the tables stay small. */
-export function sweepPeriodically(plinth: Plinth, everyMs = 10 * 60_000): void {
+/** Deletes finished windows and dead tokens now and then, so the tables stay small. Returns the stop. */
+export function sweepPeriodically(plinth: Plinth, everyMs = 10 * 60_000): () => void {
   const sweep = () =>
     plinth.sql`select auth.sweep_expired(${plinth.config.auth.rateLimitWindow})`.catch((err) =>
       plinth.log.warn(`accounts sweep failed: ${(err as Error).message}`),
     );
   const timer = setInterval(sweep, everyMs);
   timer.unref();
-  plinth.onClose.push(() => clearInterval(timer));
+  return () => clearInterval(timer);
 }

@@ -2,14 +2,13 @@
 // profile, magic links, the public signing keys, and the two admin routes. Handlers stay thin:
 // validation is in schemas.ts, the work in the modules named after it.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Plinth } from '../context.js';
-import { authenticate } from '../http/authenticate.js';
-import { PlinthError } from '../http/errors.js';
+import { callerOf } from '../core/caller.js';
+import type { Plinth } from '../core/context.js';
+import { PlinthError } from '../core/errors.js';
 import { callerProfile, endSession, listUsers, setAppRole } from './account-functions.js';
 import { followMagicLink, sendMagicLink } from './magic-link.js';
-import { createMailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
-import { enforceRateLimit, sweepPeriodically } from './rate-limit.js';
+import { enforceRateLimit } from './rate-limit.js';
 import {
   accountValidatorCompiler,
   credentialsSchema,
@@ -23,10 +22,11 @@ import {
   verifyGetSchema,
   verifyPostSchema,
 } from './schemas.js';
+import type { AccountsService } from './service.js';
 import { refreshSession, startSession } from './sessions.js';
-import { bootstrapAdmin, createUser, findUserByEmail, recordSignIn } from './users.js';
+import { createUser, findUserByEmail, recordSignIn } from './users.js';
 
-// Seed 003 fixes this body byte for byte; it is the same for an unknown email and a wrong password.
+// This body is a fixed contract, byte for byte; it is the same for an unknown email and a wrong password.
 const INVALID_CREDENTIALS = { message: 'Invalid email or password' };
 
 /** POST routes whose body is optional: no body at all reads as {}, so the schema still applies. */
@@ -39,14 +39,15 @@ interface Credentials {
   password: string;
 }
 
-export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
+// Routes that act for a caller say so: the token is read and verified before the handler runs.
+const withCaller = { caller: {} };
+
+export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: { plinth: Plinth; accounts: AccountsService }) {
   app.setValidatorCompiler(accountValidatorCompiler);
   app.addHook('onRoute', (route) => {
     route.schemaErrorFormatter ??= describeSchemaErrors;
   });
-  const mailer = createMailer(plinth);
-  await bootstrapAdmin(plinth);
-  sweepPeriodically(plinth);
+  const { mailer } = accounts;
   const noStore = { 'cache-control': 'no-store' };
 
   app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema }, async (req, reply) => {
@@ -73,15 +74,13 @@ export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: 
     return reply.headers(noStore).send(await refreshSession(plinth, req.body.refresh_token));
   });
 
-  app.post<{ Body: { scope?: 'local' | 'global' } }>('/auth/logout', { schema: logoutSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
-    const { claims } = await authenticate(plinth.keys, req.raw);
-    await endSession(plinth, claims, req.body.scope === 'global');
+  app.post<{ Body: { scope?: 'local' | 'global' } }>('/auth/logout', { config: withCaller, schema: logoutSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
+    await endSession(plinth, callerOf(req).claims, req.body.scope === 'global');
     return reply.code(204).send();
   });
 
-  app.get('/auth/user', { schema: noInputSchema }, async (req, reply) => {
-    const { claims } = await authenticate(plinth.keys, req.raw);
-    return reply.headers(noStore).send(await callerProfile(plinth, claims));
+  app.get('/auth/user', { config: withCaller, schema: noInputSchema }, async (req, reply) => {
+    return reply.headers(noStore).send(await callerProfile(plinth, callerOf(req).claims));
   });
 
   app.post<{ Body: { email: string } }>('/auth/magic-link', { schema: magicLinkSchema }, async (req) => {
@@ -116,13 +115,16 @@ export async function accountRoutes(app: FastifyInstance, { plinth }: { plinth: 
   app.get('/auth/jwks', { schema: noInputSchema }, jwks);
   app.get('/.well-known/jwks.json', { schema: noInputSchema }, jwks);
 
-  app.get<{ Querystring: { limit: number; offset: number } }>('/auth/admin/users', { schema: listUsersSchema }, async (req, reply) => {
-    const { claims } = await authenticate(plinth.keys, req.raw);
-    return reply.headers(noStore).send(await listUsers(plinth, claims, req.query.limit, req.query.offset));
+  app.get<{ Querystring: { limit: number; offset: number } }>('/auth/admin/users', { config: withCaller, schema: listUsersSchema }, async (req, reply) => {
+    return reply.headers(noStore).send(await listUsers(plinth, callerOf(req).claims, req.query.limit, req.query.offset));
   });
 
-  app.patch<{ Params: { id: string }; Body: { app_role: string } }>('/auth/admin/users/:id', { schema: setAppRoleSchema }, async (req) => {
-    const { claims } = await authenticate(plinth.keys, req.raw);
-    return setAppRole(plinth, claims, req.params.id, req.body.app_role);
+  app.patch<{ Params: { id: string }; Body: { app_role: string } }>('/auth/admin/users/:id', { config: withCaller, schema: setAppRoleSchema }, async (req) =>
+    setAppRole(plinth, callerOf(req).claims, req.params.id, req.body.app_role),
+  );
+
+  // Every other path under /auth/ is the sidecar's too: a clear 404, never the REST API.
+  app.all('/auth/*', async (req) => {
+    throw new PlinthError(404, `No route ${req.method} ${req.url.split('?')[0]}`);
   });
 }

@@ -2,8 +2,8 @@
 // that rotates on every use. All refresh tokens of one sign-in share the session row (the family);
 // presenting a token that was already exchanged revokes the whole family (reuse detection), save
 // a token one rotation behind coming back within seconds (see refreshSession).
-import type { Plinth } from '../context.js';
-import { unauthorized } from './keys.js';
+import type { Plinth } from '../core/context.js';
+import { unauthorized } from '../core/errors.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { PROFILE_COLUMNS, type UserProfile } from './users.js';
 

@@ -1,8 +1,8 @@
 // Accounts in auth.users: creation, lookup by email, and the admin account from the environment.
 // Emails are stored lower-cased and trimmed; the unique index on lower(email) guards duplicates.
-import type { Plinth } from '../context.js';
-import type { Sql } from '../db/sql.js';
-import { PlinthError } from '../http/errors.js';
+import type { Plinth } from '../core/context.js';
+import type { Sql } from '../core/db.js';
+import { PlinthError } from '../core/errors.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 
 /** What the API shows of a user (auth.user_profile): never the password hash. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { REPO_ROOT } from '../db/migrations.js';
+import { REPO_ROOT } from '../core/paths.js';
 
 export const CONSOLE_DIR = path.join(REPO_ROOT, 'console');
 export const DIST_DIR = path.join(CONSOLE_DIR, 'dist');

@@ -4,9 +4,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Plinth } from '../context.js';
-import { PlinthError } from '../http/errors.js';
-import { buildConsole, buildNeed, DIST_DIR, type RunningBuild } from './build.js';
+import { PlinthError } from '../core/errors.js';
+import { DIST_DIR } from './build.js';
+import type { ConsoleService } from './service.js';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -59,23 +59,7 @@ function statFile(file: string): fs.Stats | null {
   }
 }
 
-export async function consoleRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
-  let build: RunningBuild | null = null;
-  let buildError: string | null = null;
-  const need = buildNeed();
-  if (need !== 'none') {
-    plinth.log.info(`console: ${need === 'missing' ? 'console/dist is missing' : 'console sources changed'}; building it in the background`);
-    build = buildConsole();
-    build.done
-      .then((built) => built && plinth.log.info('console: built'))
-      .catch((err: Error) => {
-        buildError = err.message;
-        plinth.log.warn(`console: build failed: ${err.message}`);
-      })
-      .finally(() => (build = null));
-    plinth.onClose.push(() => build?.cancel());
-  }
-
+export async function consoleRoutes(app: FastifyInstance, { consoleBuild }: { consoleBuild: ConsoleService }) {
   const send = (req: FastifyRequest, reply: FastifyReply, file: string, st: fs.Stats, immutable: boolean) => {
     const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
     const type = TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
@@ -110,10 +94,10 @@ export async function consoleRoutes(app: FastifyInstance, { plinth }: { plinth: 
       const index = path.join(DIST_DIR, 'index.html');
       const indexSt = statFile(index);
       if (indexSt) return send(req, reply, index, indexSt, false);
-      const building = build !== null;
+      const { building, error } = consoleBuild;
       reply.code(503).header('cache-control', 'no-store').header('content-type', 'text/html; charset=utf-8');
       if (building) reply.header('retry-after', '2');
-      return reply.send(unavailablePage(building ? 'The console is being built; this page reloads in a moment.' : `The console is not built${buildError ? ` (${buildError.split('\n')[0]})` : ''}. Run \`npm run build:console\` and reload.`, building));
+      return reply.send(unavailablePage(building ? 'The console is being built; this page reloads in a moment.' : `The console is not built${error ? ` (${error.split('\n')[0]})` : ''}. Run \`npm run build:console\` and reload.`, building));
     },
   );
 }

@@ -2,7 +2,7 @@
 // Sends never wait: a client whose unsent bytes pass config.realtime.clientBufferBytes is closed
 // (4008 "client too slow") and gets nothing more, so it can neither grow memory nor hold up others.
 import type { WebSocket } from 'ws';
-import type { Claims } from '../db/sql.js';
+import type { Claims } from '../core/db.js';
 import type { Condition } from './filter.js';
 import type { PublishedTable } from './tables.js';
 

@@ -5,8 +5,8 @@
 // while the listening connection reconnects). Every sidecar on the database does the same for its
 // own clients. One loop does all the work in order, so a subscription's catch-up and the live
 // stream never overlap or reorder.
-import type { Sql } from '../db/sql.js';
-import type { Logger } from '../log.js';
+import type { Sql } from '../core/db.js';
+import type { Logger } from '../core/log.js';
 import type { Subscription } from './client.js';
 import type { Tables } from './tables.js';
 import type { Condition } from './filter.js';

@@ -1,25 +1,29 @@
-// GET /realtime: the WebSocket endpoint (protocol in docs/readme/realtime.md). The upgrade arrives
+// GET /realtime: the WebSocket endpoint (protocol in the README, "Realtime"). The upgrade arrives
 // on the http server's 'upgrade' event; a plain GET gets 426 with an explanation.
 import type { FastifyInstance } from 'fastify';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Plinth } from '../context.js';
-import { PlinthError } from '../http/errors.js';
+import { identify } from '../core/caller.js';
+import type { Claims } from '../core/db.js';
+import type { Plinth } from '../core/context.js';
+import { PlinthError } from '../core/errors.js';
 import { Client, CLOSE_PROTOCOL, CLOSE_UNAUTHORIZED, type Subscription } from './client.js';
-import { Hub } from './hub.js';
 import { MessageError, parseMessage, type ClientMessage } from './messages.js';
-import { SubscribeError, Tables } from './tables.js';
+import type { RealtimeService } from './service.js';
+import { SubscribeError } from './tables.js';
 
 const HEARTBEAT_MS = 25_000;
 const AUTH_TIMEOUT_MS = 10_000;
 const MAX_SUBSCRIPTIONS = 100;
 const MAX_MESSAGE_BYTES = 64 * 1024;
 
-export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
-  const tables = new Tables(plinth.sql);
-  const hub = new Hub(plinth.sql, tables, plinth.log, plinth.config.realtime.retention);
-  await hub.start();
+// A browser's WebSocket cannot send headers: the token may come in the URL instead, or later in
+// an auth message.
+const SOCKET_CALLER = { query: ['access_token', 'apikey'], optional: true } as const;
+
+export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }: { plinth: Plinth; realtime: RealtimeService }) {
+  const { hub, tables } = realtime;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   const clients = new Set<Client>();
 
@@ -40,14 +44,11 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
     }
     void (async () => {
       // A token in the URL or headers is checked before the upgrade, so a bad one gets a real 401.
-      const token = url.searchParams.get('access_token') || url.searchParams.get('apikey') || headerToken(req);
       let claims = null;
-      if (token) {
-        try {
-          claims = await plinth.keys.verify(token);
-        } catch (err) {
-          return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
-        }
+      try {
+        claims = (await identify(plinth.keys, req, SOCKET_CALLER))?.claims ?? null;
+      } catch (err) {
+        return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
       }
       wss.handleUpgrade(req, socket, head, (ws) => connected(ws, claims));
     })().catch((err) => {
@@ -57,7 +58,7 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
   };
   app.server.on('upgrade', onUpgrade);
 
-  function connected(ws: WebSocket, claims: Awaited<ReturnType<typeof plinth.keys.verify>> | null) {
+  function connected(ws: WebSocket, claims: Claims | null) {
     const client = new Client(ws, plinth.config.realtime.clientBufferBytes);
     clients.add(client);
     const expired = () => client.close(CLOSE_UNAUTHORIZED, 'token expired');
@@ -174,22 +175,17 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth }: { plinth:
     }
   }
 
-  // Clients are closed before the http server waits for its connections to end.
+  // Sockets are connections of the http server: they are closed before it waits for its
+  // connections to end (the change feed itself stops with the realtime service, afterwards).
   app.addHook('preClose', async () => {
     app.server.off('upgrade', onUpgrade);
+    const closed = [...clients].map((c) => new Promise((resolve) => c.ws.once('close', resolve)));
     for (const c of clients) c.close(1001, 'server shutting down');
-    await hub.stop();
+    // The close frames get a moment to reach the clients; sockets that do not answer are cut.
+    await Promise.race([Promise.all(closed), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     for (const c of clients) c.ws.terminate();
     wss.close();
   });
-}
-
-function headerToken(req: IncomingMessage): string | undefined {
-  const auth = req.headers.authorization;
-  const m = auth ? /^Bearer +(\S+)\s*$/i.exec(auth) : null;
-  if (m) return m[1];
-  const apikey = req.headers.apikey;
-  return typeof apikey === 'string' && apikey !== '' ? apikey : undefined;
 }
 
 function refuse(socket: Duplex, err: PlinthError): void {

@@ -1,7 +1,7 @@
 // What the sidecar knows about published tables, read from the catalog: key columns, column
 // types, and whether a role may read the table. Cached briefly; a migration that changes a
 // published table is picked up within CACHE_MS.
-import type { Claims, Sql } from '../db/sql.js';
+import type { Claims, Sql } from '../core/db.js';
 import { FilterError, parseFilter, quoteIdent, type Condition } from './filter.js';
 
 const CACHE_MS = 10_000;

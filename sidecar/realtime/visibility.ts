@@ -11,7 +11,7 @@
 //   for that role (realtime.visibility_predicate: the policy expressions themselves, combined as
 //   PostgreSQL combines them), evaluated by PostgreSQL as the subscriber over
 //   jsonb_populate_record(null::<table>, old_row). Only the primary key is ever sent.
-import { asCaller, becomeCaller, type Claims, type Sql } from '../db/sql.js';
+import { asCaller, becomeCaller, type Claims, type Sql } from '../core/db.js';
 import { compileFilter, quoteIdent, type Condition } from './filter.js';
 import type { PublishedTable, Tables } from './tables.js';
 

@@ -1,8 +1,8 @@
 // Reaching the database: an external one (DATABASE_URL) or the embedded one in the data directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Config } from '../config.js';
-import { connect, type Sql } from '../db/sql.js';
+import type { Config } from '../core/config.js';
+import { connect, type Sql } from '../core/db.js';
 import { embeddedUrl, startEmbeddedPostgres } from './embedded-postgres.js';
 import { StartError, isAlive, lockDataDir, stopOrphans } from './process.js';
 

@@ -4,17 +4,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { REPO_ROOT } from '../db/migrations.js';
-import type { Sql } from '../db/sql.js';
+import type { PostgrestTarget } from '../core/context.js';
+import type { Sql } from '../core/db.js';
+import { REPO_ROOT } from '../core/paths.js';
 import { StartError, freePort } from './process.js';
-
-/** How the proxy reaches PostgREST: an origin, and a unix socket path when there is one. */
-export interface PostgrestTarget {
-  origin: string;
-  socketPath?: string;
-  /** PostgREST's admin server (/live, /ready), when Plinth runs PostgREST itself. */
-  adminUrl?: string;
-}
 
 export interface RunningPostgrest extends PostgrestTarget {
   pid: number;

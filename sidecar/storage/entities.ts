@@ -1,11 +1,10 @@
-// Entity-linked files (seed 000): the file in column `field` of row `id` of public.`table`.
+// Entity-linked files: the file in column `field` of row `id` of public.`table`.
 // PostgreSQL decides access by running the very statement as the caller: an UPDATE of the row for
 // an upload, a SELECT for a download, a DELETE (rolled back) for a delete. RLS and grants apply
 // as they would through PostgREST; nothing here re-implements them.
-import type { Claims, Tx } from '../db/sql.js';
-import { asCaller } from '../db/sql.js';
-import { PlinthError } from '../http/errors.js';
-import { refusal } from './errors.js';
+import type { Claims, Tx } from '../core/db.js';
+import { asCaller } from '../core/db.js';
+import { PlinthError } from '../core/errors.js';
 import { InvalidName, validateFilename, validateIdentifier } from './paths.js';
 import { release, type Storage, type WrittenObject } from './objects.js';
 import type { StoredObject } from './send.js';
@@ -79,7 +78,7 @@ export async function precheckUpload(storage: Storage, claims: Claims, entity: E
       throw new Rollback();
     });
   } catch (err) {
-    if (!(err instanceof Rollback)) throw refusal(err, claims);
+    if (!(err instanceof Rollback)) throw err;
   }
   if (!allowed) throw cannot('update', entity);
 }
@@ -103,7 +102,7 @@ export async function commitUpload(
   } catch (err) {
     await storage.backend.delete(written.key).catch(() => {});
     await storage.plinth.sql`delete from storage.objects where id = ${written.id} and state = 'writing'`.catch(() => {});
-    throw refusal(err, claims);
+    throw err;
   } finally {
     release(storage, written.key);
   }
@@ -111,17 +110,13 @@ export async function commitUpload(
 
 /** As the caller: the row must be readable and its field must name the file. */
 export async function findEntityFile(storage: Storage, claims: Claims, entity: Entity, idType: string, filename: string): Promise<StoredObject | null> {
-  try {
-    return await asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.sql, claims, async (tx) => {
       const [row] = await tx<{ value: string | null }[]>`
         select ${tx(entity.field)}::text as value from public.${tx(entity.table)} where id = ${entity.id}::${tx.unsafe(idType)}`;
       if (!row || row.value !== filename) return null;
       const [obj] = await tx<StoredObject[]>`select * from storage.find_entity_file(${entity.table}, ${entity.id}, ${entity.field}, ${filename})`;
       return obj ?? null;
     });
-  } catch (err) {
-    throw refusal(err, claims);
-  }
 }
 
 /**
@@ -129,8 +124,7 @@ export async function findEntityFile(storage: Storage, claims: Claims, entity: E
  * then forget the file and clear the field. False when there is no such file.
  */
 export async function deleteEntityFile(storage: Storage, claims: Claims, entity: Entity, idType: string, filename: string): Promise<boolean> {
-  try {
-    return await asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.sql, claims, async (tx) => {
       let allowed = false;
       try {
         await tx.savepoint(async (sp) => {
@@ -148,7 +142,4 @@ export async function deleteEntityFile(storage: Storage, claims: Claims, entity:
         select storage.delete_entity_file(${entity.table}, ${entity.id}, ${entity.field}, ${filename}) as deleted`;
       return deleted;
     });
-  } catch (err) {
-    throw refusal(err, claims);
-  }
 }

@@ -1,10 +1,12 @@
-// Files owned by users (seed 003): store_file and retrieve_file. Who may do what is decided in
+// Files owned by users: store_file and retrieve_file. Who may do what is decided in
 // SQL (storage.begin_upload / commit_file / find_file, run as the caller); this module moves bytes.
 import type { IncomingMessage } from 'node:http';
-import { asCaller, type Claims } from '../db/sql.js';
-import { refusal } from './errors.js';
+import { asCaller, type Claims } from '../core/db.js';
 import { release, writeObject, type Storage } from './objects.js';
 import type { StoredObject } from './send.js';
+
+/** The exact body of a file that is absent or not the caller's (a fixed contract). */
+export const FILE_NOT_FOUND = { message: 'File not found.' } as const;
 
 export interface StoreFileInput {
   path: string;
@@ -15,16 +17,11 @@ export interface StoreFileInput {
 /** Streams the request body into a new object version and makes it the caller's file at `path`. */
 export async function storeFile(storage: Storage, claims: Claims, input: StoreFileInput, request: IncomingMessage): Promise<string> {
   const { sql } = storage.plinth;
-  let reserved: { id: string; key: string };
-  try {
-    // Refuses callers who are not signed-in users before a single byte is stored.
-    reserved = await asCaller(sql, claims, async (tx) => {
-      const [row] = await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`;
-      return { id: row.id, key: row.id };
-    });
-  } catch (err) {
-    throw refusal(err, claims);
-  }
+  // Refuses callers who are not signed-in users before a single byte is stored.
+  const reserved = await asCaller(sql, claims, async (tx) => {
+    const [row] = await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`;
+    return { id: row.id, key: row.id };
+  });
   const written = await writeObject(storage, reserved, request, request);
   try {
     return await asCaller(sql, claims, async (tx) => {
@@ -37,7 +34,7 @@ export async function storeFile(storage: Storage, claims: Claims, input: StoreFi
     // Not committed: these bytes are nobody's. (A committed version is never removed here.)
     await storage.backend.delete(written.key).catch(() => {});
     await sql`delete from storage.objects where id = ${written.id} and state = 'writing'`.catch(() => {});
-    throw refusal(err, claims);
+    throw err;
   } finally {
     release(storage, written.key);
   }
@@ -49,10 +46,6 @@ export interface FoundFile extends StoredObject {
 
 /** The caller's own file at `path`, or null (absent, or someone else's: even for an admin). */
 export async function findFile(storage: Storage, claims: Claims, path: string): Promise<FoundFile | null> {
-  try {
-    const rows = await asCaller(storage.plinth.sql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
-    return rows[0] ?? null;
-  } catch (err) {
-    throw refusal(err, claims);
-  }
+  const rows = await asCaller(storage.plinth.sql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
+  return rows[0] ?? null;
 }

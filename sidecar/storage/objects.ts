@@ -4,9 +4,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import type { Plinth } from '../context.js';
-import { PlinthError } from '../http/errors.js';
-import type { StorageBackend } from './backend.js';
+import type { Plinth } from '../core/context.js';
+import { PlinthError } from '../core/errors.js';
+import type { StorageBackend } from './backends/adapter.js';
 
 export interface Storage {
   plinth: Plinth;

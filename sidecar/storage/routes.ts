@@ -1,25 +1,18 @@
-// The storage feature's HTTP face: POST /rpc/store_file, GET /rpc/retrieve_file (seed 003) and
-// /storage/upload, /storage/download, /storage/delete (seed 000). Handlers are thin: they parse
-// and validate, then call files.ts / entities.ts; bytes stream straight through.
+// The storage feature's HTTP face: POST /rpc/store_file, GET /rpc/retrieve_file (files owned by
+// users) and /storage/upload, /storage/download, /storage/delete (files linked to rows). Handlers
+// are thin: they parse and validate, then call files.ts / entities.ts; bytes stream straight through.
 import multipart, { type Multipart } from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Plinth } from '../context.js';
-import { authenticate, type Caller } from '../http/authenticate.js';
-import { PlinthError } from '../http/errors.js';
-import { createBackend, ObjectNotFound } from './backend.js';
+import { callerOf, type Caller } from '../core/caller.js';
+import type { Plinth } from '../core/context.js';
+import { PlinthError } from '../core/errors.js';
+import { ObjectNotFound } from './backends/adapter.js';
 import { checkFilename, commitUpload, deleteEntityFile, describeEntity, findEntityFile, precheckUpload, type Entity } from './entities.js';
-import { FILE_NOT_FOUND } from './errors.js';
-import { findFile, storeFile } from './files.js';
-import { discardObject, fileTooLarge, release, reserveObject, writeObject, type Storage, type WrittenObject } from './objects.js';
+import { FILE_NOT_FOUND, findFile, storeFile } from './files.js';
+import { discardObject, fileTooLarge, release, reserveObject, writeObject, type WrittenObject } from './objects.js';
 import { basename, decodePathHeader, InvalidName, recoverUtf8, validateFilePath } from './paths.js';
 import { sendObject } from './send.js';
-import { startSweeper } from './sweeper.js';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    caller?: Caller;
-  }
-}
+import type { StorageService } from './service.js';
 
 const CONTENT_TYPE = /^[A-Za-z0-9!#$&^_.+-]{1,127}\/[A-Za-z0-9!#$&^_.+-]{1,127}(\s*;[\x20-\x7e]*)?$/;
 const MAX_FIELD_BYTES = 64 * 1024;
@@ -49,7 +42,7 @@ function contentType(raw: string | undefined, fallback = 'application/octet-stre
 }
 
 function caller(request: FastifyRequest): Caller {
-  return request.caller!;
+  return callerOf(request);
 }
 
 function jsonField(name: string, value: unknown): unknown {
@@ -84,15 +77,13 @@ const entityParams = {
   },
 } as const;
 
-export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
-  const backend = await createBackend(plinth.config.storage);
-  const storage: Storage = { plinth, backend, writing: new Set() };
-  plinth.health.set('storage', () => backend.check());
-  const sweeper = await startSweeper(storage);
-  plinth.onClose.push(async () => {
-    await sweeper.stop();
-    await backend.close();
-  });
+// Every storage route acts for a caller. `<img src>` cannot send headers, so downloads also take
+// the anon key as ?apikey= (and only the anon key: a user token in a URL leaks into logs).
+const withCaller = { caller: {} };
+const withCallerOrAnonInQuery = { caller: { query: ['apikey'], queryRoles: ['anon'] } } as const;
+
+export async function storageRoutes(app: FastifyInstance, { plinth, storage }: { plinth: Plinth; storage: StorageService }) {
+  const { backend } = storage;
 
   // Bodies of these routes are file bytes: never parsed or size-limited by fastify, streamed by
   // the handler (multipart/form-data is parsed, as a stream, by @fastify/multipart).
@@ -100,23 +91,10 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
   app.addContentTypeParser('*', (_req, _payload, done) => done(null));
   await app.register(multipart, { defParamCharset: 'utf8' } as never);
 
-  app.addHook('onRequest', async (request) => {
-    // `<img src>` cannot send headers: downloads also accept the anon key as ?apikey=.
-    if (request.method === 'GET' && request.url.startsWith('/storage/download/') && !request.headers.authorization && !request.headers.apikey) {
-      const apikey = (request.query as Record<string, string | undefined>)?.apikey ?? new URL(request.url, 'http://x').searchParams.get('apikey');
-      if (apikey) {
-        const found = await authenticate(plinth.keys, { headers: { apikey } } as never);
-        if (found.claims.role !== 'anon') throw new PlinthError(401, 'Only the anon key may be passed as ?apikey=; send tokens in the Authorization header', 'PGRST301');
-        request.caller = found;
-        return;
-      }
-    }
-    request.caller = await authenticate(plinth.keys, request.raw);
-  });
-
   app.post(
     '/rpc/store_file',
     {
+      config: withCaller,
       schema: {
         headers: {
           type: 'object',
@@ -147,6 +125,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
   app.get(
     '/rpc/retrieve_file',
     {
+      config: withCaller,
       schema: {
         querystring: {
           type: 'object',
@@ -172,7 +151,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
     },
   );
 
-  app.post('/storage/upload', { schema: { querystring: { type: 'object', additionalProperties: false, properties: {} } } }, async (request, reply) => {
+  app.post('/storage/upload', { config: withCaller, schema: { querystring: { type: 'object', additionalProperties: false, properties: {} } } }, async (request, reply) => {
     if (!request.isMultipart()) throw new PlinthError(415, 'POST /storage/upload takes multipart/form-data with "file" and "entity" parts');
     const { claims } = caller(request);
     const limit = plinth.config.storage.maxFileSize;
@@ -232,7 +211,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
 
   app.get(
     '/storage/download/:table/:id/:field/:filename',
-    { schema: { params: entityParams, querystring: { type: 'object', additionalProperties: false, properties: { apikey: { type: 'string' } } } } },
+    { config: withCallerOrAnonInQuery, schema: { params: entityParams, querystring: { type: 'object', additionalProperties: false, properties: { apikey: { type: 'string' } } } } },
     async (request, reply) => {
       const { table, id, field, filename } = request.params as Entity & { filename: string };
       const entity = { table, id, field };
@@ -251,7 +230,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
 
   app.delete(
     '/storage/delete/:table/:id/:field/:filename',
-    { schema: { params: entityParams, querystring: { type: 'object', additionalProperties: false, properties: {} } } },
+    { config: withCaller, schema: { params: entityParams, querystring: { type: 'object', additionalProperties: false, properties: {} } } },
     async (request, reply) => {
       const { table, id, field, filename } = request.params as Entity & { filename: string };
       const entity = { table, id, field };
@@ -261,6 +240,11 @@ export async function storageRoutes(app: FastifyInstance, { plinth }: { plinth: 
       return reply.code(204).send();
     },
   );
+
+  // Every other path under /storage/ is the sidecar's too: a clear 404, never the REST API.
+  app.all('/storage/*', async (request) => {
+    throw new PlinthError(404, `No route ${request.method} ${request.url.split('?')[0]}`);
+  });
 }
 
 /** @fastify/multipart's limit errors, in Plinth's words. */

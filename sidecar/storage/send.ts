@@ -1,8 +1,8 @@
 // Sending stored bytes: ETag (the SHA-256), If-None-Match (304), a single Range (206/416),
 // Content-Disposition. The body streams from the backend; nothing is buffered.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { PlinthError } from '../http/errors.js';
-import type { StorageBackend } from './backend.js';
+import { PlinthError } from '../core/errors.js';
+import type { StorageBackend } from './backends/adapter.js';
 import { contentDisposition } from './paths.js';
 import { etagMatches, parseRange } from './ranges.js';
 

@@ -1,6 +1,6 @@
 // GET /health: the database, PostgREST and storage, each reported; 503 when any is down.
 import type { FastifyInstance } from 'fastify';
-import type { Plinth } from '../context.js';
+import type { Plinth } from '../core/context.js';
 
 export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
   plinth.health.set('database', async () => {

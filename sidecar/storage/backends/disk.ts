@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertKey, ObjectNotFound, type StorageBackend } from './backend.js';
-import type { ByteRange } from './ranges.js';
+import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
+import type { ByteRange } from '../ranges.js';
 
 export function diskBackend(root: string): StorageBackend {
   const tmpDir = path.join(root, 'tmp');

@@ -1,5 +1,6 @@
 // The database connection, and the one helper that runs SQL as the caller so that RLS decides.
 import postgres from 'postgres';
+import { fromDatabase } from './errors.js';
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
@@ -36,10 +37,17 @@ export function becomeCaller(tx: Tx, claims: Claims) {
   return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
 }
 
-/** Runs `fn` in one transaction as the caller, so every policy applies as it would through PostgREST. */
+/**
+ * Runs `fn` in one transaction as the caller, so every policy applies as it would through
+ * PostgREST. A refusal by the database comes out as the HTTP error PostgREST would answer.
+ */
 export async function asCaller<T>(sql: Sql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return sql.begin(async (tx) => {
-    await becomeCaller(tx, claims);
-    return fn(tx);
-  }) as Promise<T>;
+  try {
+    return (await sql.begin(async (tx) => {
+      await becomeCaller(tx, claims);
+      return fn(tx);
+    })) as T;
+  } catch (err) {
+    throw fromDatabase(err, claims);
+  }
 }

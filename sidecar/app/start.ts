@@ -1,16 +1,28 @@
-// `plinth start`: PostgreSQL (embedded or external), migrations, PostgREST, then the sidecar.
+// `plinth start`, in boot order: PostgreSQL (embedded or external), migrations, signing keys,
+// PostgREST, each feature's service, then the HTTP server. Everything started is stopped by one
+// Lifecycle, in reverse.
 import fs from 'node:fs';
-import { addSigningKey, KeyRing } from '../auth/keys.js';
-import type { Config } from '../config.js';
-import type { Plinth } from '../context.js';
-import { MigrationError, migrateUpLocked } from '../db/migrations.js';
-import { connect } from '../db/sql.js';
-import { buildServer } from '../http/server.js';
-import type { Logger } from '../log.js';
-import { waitForDatabase } from './database.js';
-import { startEmbeddedPostgres, type RunningPostgres } from './embedded-postgres.js';
-import { StartError, assertPortFree, lockDataDir, recordChild, stopOrphans } from './process.js';
-import { authenticatorPassword, authenticatorUrl, setAuthenticatorPassword, startPostgrest, type RunningPostgrest } from './postgrest.js';
+import { accountRoutes } from '../auth/routes.js';
+import { startAccounts } from '../auth/service.js';
+import { consoleRoutes } from '../console/routes.js';
+import { startConsoleBuild } from '../console/service.js';
+import type { Config } from '../core/config.js';
+import type { Plinth } from '../core/context.js';
+import { connect } from '../core/db.js';
+import { addSigningKey, KeyRing } from '../core/keys.js';
+import type { Logger } from '../core/log.js';
+import { MigrationError, migrateUpLocked } from '../core/migrations.js';
+import { realtimeRoutes } from '../realtime/routes.js';
+import { startRealtime } from '../realtime/service.js';
+import { waitForDatabase } from '../start/database.js';
+import { startEmbeddedPostgres, type RunningPostgres } from '../start/embedded-postgres.js';
+import { authenticatorPassword, authenticatorUrl, setAuthenticatorPassword, startPostgrest, type RunningPostgrest } from '../start/postgrest.js';
+import { StartError, assertPortFree, lockDataDir, recordChild, stopOrphans } from '../start/process.js';
+import { storageRoutes } from '../storage/routes.js';
+import { startStorage } from '../storage/service.js';
+import { healthRoutes } from './health.js';
+import { Lifecycle } from './lifecycle.js';
+import { createServer } from './server.js';
 
 export interface Running {
   url: string;
@@ -18,34 +30,25 @@ export interface Running {
 }
 
 export async function start(config: Config, log: Logger): Promise<Running> {
-  const cleanup: Array<() => Promise<void> | void> = [];
-  const stop = async () => {
-    for (const step of cleanup.reverse()) {
-      try {
-        await step();
-      } catch (err) {
-        log.warn(`while stopping: ${(err as Error).message}`);
-      }
-    }
-    cleanup.length = 0;
-  };
+  const lifecycle = new Lifecycle(log);
+  const stop = () => lifecycle.stop();
 
   try {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o755 });
     await assertPortFree(config.port, config.host, `port ${config.port} on ${config.host} is in use: stop what holds it or set PORT`);
     const lock = lockDataDir(config.dataDir);
-    cleanup.push(() => lock.release());
+    lifecycle.onStop('data directory lock', () => lock.release());
     await stopOrphans(lock.orphans);
 
     let databaseUrl = config.database.url;
     if (!databaseUrl) {
       const pg: RunningPostgres = await startEmbeddedPostgres(config.dataDir, config.database.embeddedPort, log.warn);
-      cleanup.push(() => pg.stop());
+      lifecycle.onStop('PostgreSQL', () => pg.stop());
       databaseUrl = pg.url;
       log.info(`embedded PostgreSQL 17 on 127.0.0.1:${config.database.embeddedPort}, data in ${config.dataDir}/pg`);
     }
     const sql = connect(databaseUrl, config.database.poolSize);
-    cleanup.push(() => sql.end({ timeout: 5 }));
+    lifecycle.onStop('database connections', () => sql.end({ timeout: 5 }));
     await waitForDatabase(sql, databaseUrl, config.database.waitSeconds);
 
     const applied = await migrateUpLocked(sql, databaseUrl, config.migrations.appDir);
@@ -57,7 +60,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const firstKey = await addSigningKey(sql, config.auth.jwtAlg, true);
     const keys = await KeyRing.load(sql);
     const following = await keys.follow();
-    cleanup.push(() => following.unlisten());
+    lifecycle.onStop('key ring', () => following.unlisten());
 
     let postgrest: Plinth['postgrest'];
     if (config.postgrest.url) {
@@ -67,16 +70,23 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     } else {
       const running: RunningPostgrest = await startPostgrest(config.dataDir, authenticatorUrl(databaseUrl, password), log.debug);
       recordChild(config.dataDir, running.pid);
-      cleanup.push(() => running.stop());
+      lifecycle.onStop('PostgREST', () => running.stop());
       postgrest = running;
     }
 
-    const plinth: Plinth = { config, sql, keys, postgrest, log, health: new Map(), onClose: [] };
-    cleanup.push(async () => {
-      for (const hook of plinth.onClose.reverse()) await hook();
-    });
-    const app = await buildServer(plinth);
-    cleanup.push(async () => {
+    const plinth: Plinth = { config, sql, keys, postgrest, log, health: new Map() };
+    const accounts = await lifecycle.start('accounts', () => startAccounts(plinth));
+    const storage = await lifecycle.start('storage', () => startStorage(plinth));
+    const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
+    const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
+
+    const { app } = await createServer(plinth);
+    await app.register(healthRoutes, { plinth });
+    await app.register(storageRoutes, { plinth, storage });
+    await app.register(realtimeRoutes, { plinth, realtime });
+    await app.register(consoleRoutes, { consoleBuild });
+    await app.register(accountRoutes, { plinth, accounts });
+    lifecycle.onStop('HTTP server', async () => {
       // In-flight requests get a few seconds to finish; idle keep-alive connections close now.
       const force = setTimeout(() => app.server.closeAllConnections(), 5000);
       app.server.closeIdleConnections();

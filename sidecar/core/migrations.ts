@@ -4,11 +4,9 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
-import type { Sql } from './sql.js';
-
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+import type { Sql } from './db.js';
+import { REPO_ROOT } from './paths.js';
 
 export class MigrationError extends Error {}
 

@@ -2,10 +2,9 @@
 // sidecar through auth.signing_keys. Only the sidecar holds private halves; PostgREST gets the
 // public JWKS (auth.postgrest_pre_config), so only the sidecar can mint tokens.
 import * as jose from 'jose';
-import type { Claims, Sql } from '../db/sql.js';
-import { API_ROLES } from '../db/sql.js';
-import { ConfigError, type JwtAlgorithm } from '../config.js';
-import { PlinthError } from '../http/errors.js';
+import { ConfigError, type JwtAlgorithm } from './config.js';
+import { API_ROLES, type Claims, type Sql } from './db.js';
+import { unauthorized } from './errors.js';
 
 export const AUDIENCE = 'plinth';
 const API_KEY_LIFETIME = 10 * 365 * 86400;
@@ -174,8 +173,4 @@ function describeJoseError(err: unknown): string {
   if (err instanceof jose.errors.JWTClaimValidationFailed) return `claim ${err.claim} ${err.reason}`;
   if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid) return 'malformed token';
   return 'cannot be verified';
-}
-
-export function unauthorized(message: string): PlinthError {
-  return new PlinthError(401, message, 'PGRST301', null, null, { 'www-authenticate': 'Bearer' });
 }

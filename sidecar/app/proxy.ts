@@ -1,17 +1,17 @@
 // Everything the sidecar does not own goes to PostgREST: authenticated first, then streamed both
 // ways over a keep-alive pool (a unix socket when Plinth runs PostgREST itself).
 //
-// This is the hot path (issue 2: ≥ 0.9× PostgREST's own throughput on 2 cores), so it talks to
+// This is the hot path (it must keep up with PostgREST's own throughput on 2 cores), so it talks to
 // undici's dispatcher directly: response headers arrive raw and go to writeHead as one flat
 // array, body chunks go straight to res.write, and backpressure pauses the upstream socket.
 // No Readable body, no stream.pipeline, no AbortSignal per request (profiled: those were a
 // third of the proxy's CPU).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Pool } from 'undici';
-import type { KeyRing } from '../auth/keys.js';
-import type { PostgrestTarget } from '../start/postgrest.js';
-import { presentedToken } from './authenticate.js';
-import { PlinthError, sendError } from './errors.js';
+import { presentedToken } from '../core/caller.js';
+import type { PostgrestTarget } from '../core/context.js';
+import { PlinthError, sendError } from '../core/errors.js';
+import type { KeyRing } from '../core/keys.js';
 
 // Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`.
 const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'apikey', 'authorization']);

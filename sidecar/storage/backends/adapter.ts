@@ -2,8 +2,7 @@
 // chosen by the database, never client names. A put either completes or leaves no readable
 // object under the key; delete also removes whatever a failed or interrupted put left behind.
 import type { Readable } from 'node:stream';
-import type { Config } from '../config.js';
-import type { ByteRange } from './ranges.js';
+import type { ByteRange } from '../ranges.js';
 
 export interface StorageBackend {
   readonly name: 'disk' | 's3';
@@ -24,13 +23,4 @@ export class ObjectNotFound extends Error {}
 export function assertKey(key: string): string {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(key)) throw new Error(`not an object key: ${JSON.stringify(key)}`);
   return key;
-}
-
-export async function createBackend(config: Config['storage']): Promise<StorageBackend> {
-  if (config.backend === 's3') {
-    const { s3Backend } = await import('./s3.js');
-    return s3Backend(config.s3);
-  }
-  const { diskBackend } = await import('./disk.js');
-  return diskBackend(config.diskDir);
 }

@@ -12,8 +12,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
-import type { Config } from '../config.js';
-import { assertKey, ObjectNotFound, type StorageBackend } from './backend.js';
+import type { Config } from '../../core/config.js';
+import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
 
 const PART_SIZE = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;

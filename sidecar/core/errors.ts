@@ -1,0 +1,77 @@
+// One error type, rendered in PostgREST's JSON error shape ({ code, details, hint, message }),
+// and the one map from a database error to HTTP, as PostgREST maps them.
+import type { ServerResponse } from 'node:http';
+import type { Claims } from './db.js';
+
+export class PlinthError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code = `PLINTH${status}`,
+    readonly details: string | null = null,
+    readonly hint: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  body() {
+    return { code: this.code, details: this.details, hint: this.hint, message: this.message };
+  }
+}
+
+/** Writes an error straight to a raw response (the proxy and WebSocket paths, outside fastify). */
+export function sendError(res: ServerResponse, err: PlinthError): void {
+  const body = JSON.stringify(err.body());
+  res.writeHead(err.status, {
+    ...err.headers,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/** 401 with PostgREST's code and a WWW-Authenticate challenge: no usable credentials. */
+export function unauthorized(message: string, hint: string | null = null): PlinthError {
+  return new PlinthError(401, message, 'PGRST301', null, hint, { 'www-authenticate': 'Bearer' });
+}
+
+const STATUS_BY_SQLSTATE: Record<string, number> = {
+  P0002: 404, // no_data_found
+  '22P02': 400, // invalid_text_representation (an id that is not a uuid)
+  '22003': 400, // numeric_value_out_of_range
+  '22023': 400, // invalid_parameter_value
+  '23514': 400, // check_violation
+  '23502': 400, // not_null_violation
+  '23503': 409, // foreign_key_violation
+  '23505': 409, // unique_violation
+  '55000': 409, // object_not_in_prerequisite_state
+};
+
+interface DatabaseError {
+  code?: string;
+  message?: string;
+  detail?: string;
+  hint?: string;
+}
+
+/**
+ * A database error met while running SQL as `claims`, as HTTP. Insufficient privilege is 401 for
+ * the anonymous role (signing in may help) and 403 for anyone else; a function may pick its own
+ * status with SQLSTATE PTnnn. Anything unknown is returned as it is (a 500 for the error handler).
+ */
+export function fromDatabase(err: unknown, claims: Pick<Claims, 'role'>): unknown {
+  if (err instanceof PlinthError) return err;
+  const e = err as DatabaseError;
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  if (!code || typeof e.message !== 'string') return err;
+  const hint = e.hint ?? null;
+  if (code === '42501') {
+    return claims.role === 'anon'
+      ? new PlinthError(401, e.message, code, null, hint ?? 'Sign in and send the user token as Authorization: Bearer <token>', { 'www-authenticate': 'Bearer' })
+      : new PlinthError(403, e.message, code, null, hint);
+  }
+  const custom = /^PT([1-5]\d\d)$/.exec(code);
+  const status = custom ? Number(custom[1]) : STATUS_BY_SQLSTATE[code];
+  return status ? new PlinthError(status, e.message, code, e.detail ?? null, hint) : err;
+}
