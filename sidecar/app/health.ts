@@ -12,7 +12,11 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     // Our own PostgREST has an admin server; an external one is asked for its root with the anon key.
     const r = adminUrl
       ? await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(2000) })
-      : await fetch(`${origin}/`, { method: 'HEAD', headers: { authorization: `Bearer ${plinth.keys.keys.anonKey}` }, signal: AbortSignal.timeout(2000) });
+      : await fetch(`${origin}/`, {
+          method: 'HEAD',
+          headers: { authorization: `Bearer ${(await plinth.keys.verifyForPostgrest(plinth.keys.keys.anonKey)).forPostgrest}` },
+          signal: AbortSignal.timeout(2000),
+        });
     if (!r.ok) throw new Error(`answered ${r.status}`);
     return {};
   });

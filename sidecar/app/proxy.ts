@@ -103,16 +103,18 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
 
   return {
     handle(req, res) {
-      // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are forwarded.
+      // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are
+      // forwarded, as the same claims signed with the secret PostgREST trusts.
       let token: string;
       try {
         token = presentedToken(req);
       } catch (err) {
         return sendError(res, err as PlinthError);
       }
-      if (keys.isVerified(token)) return forward(req, res, token);
-      keys.verify(token).then(
-        () => forward(req, res, token),
+      const verified = keys.forPostgrest(token);
+      if (verified) return forward(req, res, verified);
+      keys.verifyForPostgrest(token).then(
+        (v) => forward(req, res, v.forPostgrest),
         (err) => sendError(res, err instanceof PlinthError ? err : unavailable(err)),
       );
     },

@@ -1,6 +1,8 @@
 // Token signing keys: created on first start, rotated by `plinth keys rotate`, shared by every
-// sidecar through auth.signing_keys. Only the sidecar holds private halves; PostgREST gets the
-// public JWKS (auth.postgrest_pre_config), so only the sidecar can mint tokens.
+// sidecar through auth.signing_keys. Only the sidecar holds private halves, so only the sidecar
+// can mint tokens, and only the sidecar verifies them: PostgREST trusts an internal HS256 secret
+// (auth.postgrest_secret), and receives each verified caller's claims signed with it.
+import { createHmac } from 'node:crypto';
 import * as jose from 'jose';
 import { ConfigError, type JwtAlgorithm } from './config.js';
 import { API_ROLES, type Claims, type Sql } from './db.js';
@@ -88,6 +90,20 @@ export async function currentApiKeys(sql: Sql): Promise<ApiKeys> {
   return { kid: row.kid, anonKey: row.anon_key, serviceKey: row.service_key };
 }
 
+/** A verified token: its claims, and the same claims signed for PostgREST. */
+interface Verified {
+  claims: Claims;
+  forPostgrest: string;
+}
+
+const HS256_HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
+
+/** The same claims as an HS256 JWT under `secret`: synchronous, a few microseconds. */
+function signHs256(claims: Claims, secret: string): string {
+  const unsigned = `${HS256_HEADER}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+}
+
 /** The signing keys in memory: mints with the newest, verifies with any of them. */
 export class KeyRing {
   private signing!: { kid: string; alg: string; key: jose.CryptoKey | Uint8Array };
@@ -95,7 +111,8 @@ export class KeyRing {
   private algorithms: string[] = [];
   private publicKeys: jose.JWK[] = [];
   private apiKeys!: ApiKeys;
-  private verified = new Map<string, Claims>();
+  private postgrestSecret = '';
+  private verified = new Map<string, Verified>();
 
   private constructor(private readonly sql: Sql) {}
 
@@ -106,8 +123,13 @@ export class KeyRing {
   }
 
   async reload(): Promise<void> {
-    const rows = await this.sql<SigningKeyRow[]>`select * from auth.signing_keys order by created_at`;
+    const [rows, [secret]] = await Promise.all([
+      this.sql<SigningKeyRow[]>`select * from auth.signing_keys order by created_at`,
+      this.sql<{ secret: string }[]>`select secret from auth.postgrest_secret`,
+    ]);
     if (rows.length === 0) throw new Error('no signing key in auth.signing_keys');
+    if (!secret) throw new Error('no row in auth.postgrest_secret');
+    this.postgrestSecret = secret.secret;
     const newest = rows[rows.length - 1];
     this.signing = { kid: newest.kid, alg: newest.alg, key: await jose.importJWK(newest.private_jwk, newest.alg) };
     this.publicKeys = rows.map((r) => r.public_jwk);
@@ -117,9 +139,17 @@ export class KeyRing {
     this.verified.clear();
   }
 
-  /** Reloads whenever any process adds or removes a key. */
+  /**
+   * Reloads whenever any process adds or removes a key, and whenever the LISTEN connection is
+   * re-established (a notification sent while it was down is lost).
+   */
   async follow(): Promise<{ unlisten: () => Promise<void> }> {
-    return this.sql.listen(KEYS_CHANNEL, () => void this.reload().catch(() => {}));
+    let connected = false;
+    const reload = () => void this.reload().catch(() => {});
+    return this.sql.listen(KEYS_CHANNEL, reload, () => {
+      if (connected) reload();
+      connected = true;
+    });
   }
 
   get jwksDocument(): { keys: jose.JWK[] } {
@@ -135,19 +165,27 @@ export class KeyRing {
     return sign(claims, this.signing.key, this.signing.alg, this.signing.kid, iat, iat + ttlSeconds);
   }
 
-  /** The claims of a token verified earlier and not yet expired: the proxy's synchronous fast path. */
-  verifiedClaims(token: string): Claims | undefined {
-    const cached = this.verified.get(token);
-    return cached && (cached.exp as number) > Date.now() / 1000 ? cached : undefined;
+  private cached(token: string): Verified | undefined {
+    const entry = this.verified.get(token);
+    return entry && (entry.claims.exp as number) > Date.now() / 1000 ? entry : undefined;
   }
 
-  isVerified(token: string): boolean {
-    return this.verifiedClaims(token) !== undefined;
+  /**
+   * The token to send PostgREST for a caller's token verified earlier and not yet expired: the
+   * proxy's synchronous fast path. Undefined when the token must be verified (again) first.
+   */
+  forPostgrest(token: string): string | undefined {
+    return this.cached(token)?.forPostgrest;
   }
 
   /** Verifies a bearer token; throws a 401 PlinthError with PostgREST's shape if it is not one of ours. */
   async verify(token: string): Promise<Claims> {
-    const cached = this.verifiedClaims(token);
+    return (await this.verifyForPostgrest(token)).claims;
+  }
+
+  /** Verifies a bearer token and signs its claims for PostgREST; 401 if it is not one of ours. */
+  async verifyForPostgrest(token: string): Promise<Verified> {
+    const cached = this.cached(token);
     if (cached) return cached;
     let payload: jose.JWTPayload;
     try {
@@ -160,9 +198,10 @@ export class KeyRing {
       throw unauthorized('JWT invalid: the role claim must be anon, authenticated or service_role');
     }
     const claims = payload as Claims;
+    const entry = { claims, forPostgrest: signHs256(claims, this.postgrestSecret) };
     if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.clear();
-    this.verified.set(token, claims);
-    return claims;
+    this.verified.set(token, entry);
+    return entry;
   }
 }
 
