@@ -29,7 +29,9 @@ Commands:
 Run \`plinth <command> --help\` for details. Configuration comes from the environment (README.md).`,
   start: `Usage: plinth start
 
-Starts the whole stack and stays in the foreground; Ctrl-C (SIGINT) or SIGTERM stops every part.
+Starts the whole stack and stays in the foreground; Ctrl-C (SIGINT), SIGTERM or SIGHUP stops
+every part in order (in-flight requests finish first) and exits 0. PostgREST is restarted if it
+exits; if PostgreSQL exits, everything stops and the exit status is 1.
   - PostgreSQL 17 embedded in PLINTH_DATA_DIR (default ./.plinth), or the server in DATABASE_URL
   - dbmate migrations: sql/migrations, then PLINTH_APP_MIGRATIONS (default ./migrations)
   - PostgREST on a private unix socket, or the one in PLINTH_POSTGREST_URL
@@ -79,14 +81,38 @@ async function main(argv: string[]): Promise<number> {
     case 'start': {
       const log = createLogger(config.logLevel);
       // Listen before booting: a signal that arrives mid-boot stops the stack once it is up,
-      // instead of killing this process and orphaning PostgreSQL and PostgREST.
+      // instead of killing this process and orphaning PostgreSQL and PostgREST. The handlers
+      // stay: a second Ctrl-C must not cut the orderly stop short.
+      let signals = 0;
       const stopSignal = new Promise<string>((resolve) => {
-        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, () => resolve(signal));
+        for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+          process.on(signal, () => {
+            if (signals++ > 0) log.warn(`${signal}: already stopping`);
+            resolve(signal);
+          });
+        }
+      });
+      // A bug that escapes every handler must not leave PostgreSQL and PostgREST running
+      // without their sidecar: stop them, say why in one line, and exit non-zero.
+      const crashed = new Promise<Error>((resolve) => {
+        process.on('uncaughtException', resolve);
+        process.on('unhandledRejection', (reason) => resolve(reason instanceof Error ? reason : new Error(String(reason))));
       });
       const running = await start(config, log);
-      log.info(`${await stopSignal}: stopping`);
-      await running.stop();
-      return 0;
+      const why = await Promise.race([
+        stopSignal.then((signal) => ({ signal })),
+        running.failed.then((reason) => ({ reason })),
+        crashed.then((err) => ({ reason: `crashed: ${err.stack ?? err.message}` })),
+      ]);
+      if ('signal' in why) log.info(`${why.signal}: stopping`);
+      else log.error(`${why.reason}\nstopping everything`);
+      const complete = await running.stop();
+      if ('reason' in why) {
+        console.error(`plinth: ${why.reason.split('\n')[0]}`);
+        return 1;
+      }
+      if (!complete) console.error('plinth: stopped, but not every part stopped cleanly (see the warnings above)');
+      return complete ? 0 : 1;
     }
     case 'keys': {
       if (sub === 'list') {

