@@ -108,6 +108,8 @@ describe('the import graph checker itself', () => {
       ['billing/helper.ts', ''],
       ['auth/charge.ts', "import { x } from '../cli.js';"],
       ['start/postgrest.ts', "import { y } from '../auth/charge.js';"],
+      ['storage/service.ts', "import type { Child } from '../start/process.js';"],
+      ['start/process.ts', ''],
     ]),
   );
 
@@ -118,6 +120,7 @@ describe('the import graph checker itself', () => {
       'billing/routes.ts:2 import \'../auth/charge.js\' (feature billing/ → feature auth/): features do not import each other (allow "billing -> auth" in the test\'s list, with a reason, if it must)',
       "core/errors.ts:2 import '../billing/helper.js' (core/ → feature billing/): core/ is the floor and imports only core/",
       "start/postgrest.ts:1 import '../auth/charge.js' (start/ → feature auth/): start/ imports only core/ and start/",
+      "storage/service.ts:1 import type '../start/process.js' (feature storage/ → start/): start/ is used by app/ and cli.ts only: a feature is handed what it needs in its Plinth context",
     ]);
   });
 

@@ -99,6 +99,7 @@ export function layerRule(from: Layer, to: Layer, allow: FeatureAllowList = {}):
   if (to.kind === 'app' && from.kind !== 'cli' && from.kind !== 'app') return 'app/ is the roof: only cli.ts imports it';
   if (to.kind === 'cli') return 'cli.ts is the entry point: nothing imports it';
   if (from.kind === 'start' && to.kind !== 'core' && to.kind !== 'start') return 'start/ imports only core/ and start/';
+  if (from.kind === 'feature' && to.kind === 'start') return 'start/ is used by app/ and cli.ts only: a feature is handed what it needs in its Plinth context';
   if (from.kind === 'feature' && to.kind === 'feature' && from.name !== to.name && !(`${from.name} -> ${to.name}` in allow)) {
     return `features do not import each other (allow "${from.name} -> ${to.name}" in the test's list, with a reason, if it must)`;
   }
