@@ -99,11 +99,11 @@ export interface SmallFileOptions {
   connections: number;
   seconds: number;
   rounds: number;
-  /** The direct PostgREST, for the seed-003 bytea function as the reference. */
+  /** The direct PostgREST, for the bytea RPC functions as the reference. */
   directUrl: string;
 }
 
-/** 4. 4 KiB files at concurrency 32; the reference is seed 003's bytea functions on PostgREST itself. */
+/** 4. 4 KiB files at concurrency 32; the reference is the bytea RPC functions on PostgREST itself. */
 export async function benchSmallFiles(stack: Stack, token: string, opts: SmallFileOptions): Promise<Row[]> {
   const body = Buffer.alloc(4 * KiB, 7);
   const auth = { authorization: `Bearer ${token}` };
@@ -118,36 +118,36 @@ export async function benchSmallFiles(stack: Stack, token: string, opts: SmallFi
   });
   // One known file per side to read back.
   await upload(`${stack.url}/rpc/store_file`, { ...auth, 'file-path': 'small/read.bin' }, body.length);
-  await upload(`${opts.directUrl}/rpc/seed003_store_file`, { ...auth, 'file-path': 'small/read.bin' }, body.length);
+  await upload(`${opts.directUrl}/rpc/bytea_rpc_store_file`, { ...auth, 'file-path': 'small/read.bin' }, body.length);
   const retrievePlinth = { url: `${stack.url}/rpc/retrieve_file?p_file_path=small%2Fread.bin`, headers: auth };
-  const retrieveSeed = { url: `${opts.directUrl}/rpc/seed003_retrieve_file?p_file_path=small%2Fread.bin`, headers: { ...auth, accept: 'application/octet-stream' } };
+  const retrieveRpc = { url: `${opts.directUrl}/rpc/bytea_rpc_retrieve_file?p_file_path=small%2Fread.bin`, headers: { ...auth, accept: 'application/octet-stream' } };
   await drain(retrievePlinth.url, retrievePlinth.headers, body.length);
-  await drain(retrieveSeed.url, retrieveSeed.headers, body.length);
+  await drain(retrieveRpc.url, retrieveRpc.headers, body.length);
 
   const rows: Row[] = [];
   const cases = [
-    ['4 KiB store_file', storeTarget(`${stack.url}/rpc/store_file`), storeTarget(`${opts.directUrl}/rpc/seed003_store_file`)],
-    ['4 KiB retrieve_file', retrievePlinth, retrieveSeed],
+    ['4 KiB store_file', storeTarget(`${stack.url}/rpc/store_file`), storeTarget(`${opts.directUrl}/rpc/bytea_rpc_store_file`)],
+    ['4 KiB retrieve_file', retrievePlinth, retrieveRpc],
   ] as const;
-  for (const [name, plinthTarget, seedTarget] of cases) {
+  for (const [name, plinthTarget, rpcTarget] of cases) {
     await load(plinthTarget, opts.connections, 1);
-    await load(seedTarget, opts.connections, 1);
+    await load(rpcTarget, opts.connections, 1);
     const plinth: LoadResult[] = [];
-    const seed: LoadResult[] = [];
+    const rpc: LoadResult[] = [];
     for (let i = 0; i < opts.rounds; i++) {
       plinth.push(await load(plinthTarget, opts.connections, opts.seconds));
-      seed.push(await load(seedTarget, opts.connections, opts.seconds));
+      rpc.push(await load(rpcTarget, opts.connections, opts.seconds));
     }
-    const errors = [...plinth, ...seed].reduce((s, r) => s + r.errors, 0);
+    const errors = [...plinth, ...rpc].reduce((s, r) => s + r.errors, 0);
     rows.push(
       ratioRow({
         section: '4 small files',
         metric: `${name} req/s`,
         unit: 'req/s',
         plinth: median(plinth.map((r) => r.rps)),
-        baseline: median(seed.map((r) => r.rps)),
+        baseline: median(rpc.map((r) => r.rps)),
         target: '',
-        note: `c=${opts.connections}; baseline: seed 003 bytea function on PostgREST; p99 ${median(plinth.map((r) => r.p99))} vs ${median(seed.map((r) => r.p99))} ms` + (errors ? `; ${errors} errors` : ''),
+        note: `c=${opts.connections}; baseline: bytea RPC function on PostgREST; p99 ${median(plinth.map((r) => r.p99))} vs ${median(rpc.map((r) => r.p99))} ms` + (errors ? `; ${errors} errors` : ''),
       }),
     );
   }

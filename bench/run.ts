@@ -5,20 +5,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.ts';
+import { benchByteaRpc } from './bytea-rpc.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
 import { benchFrontDoor, seedTodos } from './front-door.ts';
 import { benchLogin } from './login.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
 import { benchS3 } from './s3.ts';
-import { benchSeed003 } from './seed003.ts';
 import { GiB, MiB } from './streams.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-// The sample app's tables plus the bench's own (seed 003's bytea functions).
+// The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'small', 'bigfile', 'seed003', 'login', 's3', 'realtime'];
+const SECTIONS = ['frontdoor', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -42,7 +42,7 @@ async function section(rows: Row[], timings: Record<string, number>, name: strin
   timings[name] = Math.round((Date.now() - t0) / 1000);
 }
 
-/** Fails fast with a clear reason when an endpoint another issue provides is not there yet. */
+/** Fails fast with a clear reason when an endpoint is not served by this build. */
 async function requireEndpoint(stack: Stack, pathname: string, init: RequestInit = {}) {
   const res = await fetch(stack.url + pathname, init);
   const text = await res.text();
@@ -104,11 +104,11 @@ async function main() {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       return benchBigFile(stack, token, { size: 1 * GiB, rounds: 3, budgetSeconds: 60 });
     });
-    await section(rows, timings, 'seed003', '5 vs seed 003', async () => {
+    await section(rows, timings, 'bytea-rpc', '5 vs bytea RPC', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       const bigOk = rows.some((r) => r.section === '2 upload' && r.plinth !== null && r.unit === 'MiB/s');
-      const out = await benchSeed003(stack, direct!, token, { sizesMiB: [10, 100], ladderMiB: [256, 512], budgetSeconds: 45, plinthKnownMiB: bigOk ? [1024] : [] });
-      details.seed003 = out.attempts;
+      const out = await benchByteaRpc(stack, direct!, token, { sizesMiB: [10, 100], ladderMiB: [256, 512], budgetSeconds: 45, plinthKnownMiB: bigOk ? [1024] : [] });
+      details.byteaRpc = out.attempts;
       return out.rows;
     });
     await section(rows, timings, 'login', '6 login', async () => {

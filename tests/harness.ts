@@ -243,7 +243,7 @@ export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
     region: 'us-east-1',
     forcePathStyle: true,
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    // Without these, a streamed PutObject is stored with its chunk framing (PLATFORM-NOTES).
+    // Without these, a streamed PutObject is stored with its chunk framing (s3rver keeps it as data).
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

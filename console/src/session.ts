@@ -73,7 +73,7 @@ type Raw = Record<string, unknown>;
 
 /**
  * A session from whatever shape an accounts endpoint answers with: `[{token, ...}]` (POST
- * /rpc/login, seed 003), `{token | access_token, refresh_token, expires_in, user}`, or the same
+ * /rpc/login), `{token | access_token, refresh_token, expires_in, user}`, or the same
  * nested under `session`.
  */
 export function sessionFrom(body: unknown, previous?: Session | null): Session | null {

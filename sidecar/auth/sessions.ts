@@ -9,7 +9,7 @@ import { PROFILE_COLUMNS, type UserProfile } from './users.js';
 
 export type SignInMethod = 'password' | 'magic_link' | 'signup';
 
-/** The body every sign-in returns (inside an array for /rpc/login, seed 003). */
+/** The body every sign-in returns (inside a one-element array for /rpc/login, as clients of that route expect). */
 export interface Session {
   token: string;
   refresh_token: string;

@@ -1,7 +1,6 @@
 // One error type, rendered in PostgREST's JSON error shape ({ code, details, hint, message }),
 // and the one map from a database error to HTTP, as PostgREST maps them.
 import type { ServerResponse } from 'node:http';
-import type { Claims } from './db.js';
 
 export class PlinthError extends Error {
   constructor(
@@ -59,8 +58,10 @@ interface DatabaseError {
  * A database error met while running SQL as `claims`, as HTTP. Insufficient privilege is 401 for
  * the anonymous role (signing in may help) and 403 for anyone else; a function may pick its own
  * status with SQLSTATE PTnnn. Anything unknown is returned as it is (a 500 for the error handler).
+ * Only the role is read, typed structurally so that errors.ts needs nothing from db.ts (which
+ * imports it).
  */
-export function fromDatabase(err: unknown, claims: Pick<Claims, 'role'>): unknown {
+export function fromDatabase(err: unknown, claims: { role: string }): unknown {
   if (err instanceof PlinthError) return err;
   const e = err as DatabaseError;
   const code = typeof e?.code === 'string' ? e.code : undefined;

@@ -1,4 +1,4 @@
--- Plinth's database roles (DESIGN.md): PostgREST logs in as `authenticator` and switches to the
+-- Plinth's database roles: PostgREST logs in as `authenticator` and switches to the
 -- role named by the JWT's `role` claim. Roles are cluster-wide, so creation is idempotent.
 
 -- migrate:up

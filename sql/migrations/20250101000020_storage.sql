@@ -35,7 +35,7 @@ CREATE TABLE storage.deletions (
   queued_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- The user-visible file metadata (seed 003): one row per (owner, path).
+-- The user-visible file metadata: one row per (owner, path).
 CREATE TABLE public.files (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   owner_id uuid NOT NULL DEFAULT auth.uid() REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -68,7 +68,7 @@ CREATE TABLE storage.file_links (
   object_id uuid NOT NULL UNIQUE REFERENCES storage.objects (id)
 );
 
--- Entity-linked files (seed 000): the file in field `field` of row `row_id` of public.`table_name`.
+-- Entity-linked files: the file in field `field` of row `row_id` of public.`table_name`.
 -- The field itself holds the filename; this records where its bytes are.
 CREATE TABLE storage.entity_files (
   table_name text NOT NULL,
@@ -144,7 +144,7 @@ END
 $$;
 
 -- GET /rpc/retrieve_file (run as the caller): the caller's OWN file only. RLS would show an admin
--- every row; downloads are stricter on purpose (seed 003: an admin cannot download others' files).
+-- every row; downloads are stricter on purpose (an admin sees others' files but cannot download them).
 CREATE FUNCTION storage.find_file(p_path text)
 RETURNS TABLE (file_id uuid, path text, key text, backend text, size bigint, sha256 text, content_type text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''

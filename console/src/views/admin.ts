@@ -38,7 +38,7 @@ export function adminView(root: HTMLElement): void {
         'p',
         { class: 'rule', id: 'download-rule' },
         h('strong', {}, 'Metadata only. '),
-        'An admin may see the metadata of every user’s files but may not download another user’s files (seed 003). ',
+        'An admin may see the metadata of every user’s files but may not download another user’s files. ',
         'This list therefore has no download buttons, and the server refuses such a download as well.',
       ),
       filesHolder,

@@ -25,7 +25,7 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
     forcePathStyle: cfg.forcePathStyle,
     credentials: cfg.accessKeyId && cfg.secretAccessKey ? { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } : undefined,
     // Streamed bodies with the newer default checksums get their chunk framing stored as data on
-    // several S3-compatible servers (PLATFORM-NOTES); checksums only where an API requires them.
+    // several S3-compatible servers (s3rver among them); checksums only where an API requires them.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

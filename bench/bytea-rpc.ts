@@ -1,5 +1,5 @@
-// 5. Seed 003's design (an SQL function taking the file as one bytea, called through PostgREST
-// with an octet-stream body) against Plinth's streaming store_file, for the same sizes: time and
+// 5. A bytea RPC (an SQL function taking the file as one bytea, called through PostgREST with an
+// octet-stream body), the design Plinth's streaming store_file replaces, against store_file, for the same sizes: time and
 // the peak RSS of the process holding the bytes (PostgREST there, the sidecar here). Then each
 // side is tried with growing sizes, within a time budget, to find the largest it handles.
 import type { Stack } from '../tests/harness.ts';
@@ -8,7 +8,7 @@ import { ratioRow, type Row } from './report.ts';
 import { sampleRss } from './rss.ts';
 import { MiB, timed, upload } from './streams.ts';
 
-export interface Seed003Options {
+export interface ByteaRpcOptions {
   sizesMiB: number[];
   ladderMiB: number[];
   /** Seconds the size ladder may spend, per side. */
@@ -39,22 +39,22 @@ async function attempt(url: string, headers: Record<string, string>, pid: number
   }
 }
 
-export async function benchSeed003(stack: Stack, direct: DirectPostgrest, token: string, opts: Seed003Options): Promise<{ rows: Row[]; attempts: Record<string, Attempt[]> }> {
+export async function benchByteaRpc(stack: Stack, direct: DirectPostgrest, token: string, opts: ByteaRpcOptions): Promise<{ rows: Row[]; attempts: Record<string, Attempt[]> }> {
   const auth = { authorization: `Bearer ${token}` };
-  const seed = (sizeMiB: number, timeout?: number) => attempt(`${direct.url}/rpc/seed003_store_file`, { ...auth, 'file-path': `seed003/${sizeMiB}.bin` }, direct.pid, sizeMiB, timeout);
-  const plinth = (sizeMiB: number, timeout?: number) => attempt(`${stack.url}/rpc/store_file`, { ...auth, 'file-path': `seed003/${sizeMiB}.bin` }, stack.proc.pid!, sizeMiB, timeout);
+  const rpc = (sizeMiB: number, timeout?: number) => attempt(`${direct.url}/rpc/bytea_rpc_store_file`, { ...auth, 'file-path': `bytea-rpc/${sizeMiB}.bin` }, direct.pid, sizeMiB, timeout);
+  const plinth = (sizeMiB: number, timeout?: number) => attempt(`${stack.url}/rpc/store_file`, { ...auth, 'file-path': `bytea-rpc/${sizeMiB}.bin` }, stack.proc.pid!, sizeMiB, timeout);
   const rows: Row[] = [];
-  const attempts: Record<string, Attempt[]> = { seed003: [], plinth: [] };
+  const attempts: Record<string, Attempt[]> = { byteaRpc: [], plinth: [] };
 
   for (const sizeMiB of opts.sizesMiB) {
     const p = await plinth(sizeMiB);
-    const s = await seed(sizeMiB);
+    const s = await rpc(sizeMiB);
     attempts.plinth.push(p);
-    attempts.seed003.push(s);
+    attempts.byteaRpc.push(s);
     rows.push(
-      ratioRow({ section: '5 vs seed 003', metric: `${sizeMiB} MiB upload time`, unit: 's', plinth: p.ok ? p.seconds : null, baseline: s.ok ? s.seconds : null, target: '', lowerIsBetter: true, note: s.ok ? 'baseline: bytea RPC via PostgREST' : `seed 003 failed: ${s.error}` }),
+      ratioRow({ section: '5 vs bytea RPC', metric: `${sizeMiB} MiB upload time`, unit: 's', plinth: p.ok ? p.seconds : null, baseline: s.ok ? s.seconds : null, target: '', lowerIsBetter: true, note: s.ok ? 'baseline: bytea RPC via PostgREST' : `bytea RPC failed: ${s.error}` }),
       {
-        section: '5 vs seed 003',
+        section: '5 vs bytea RPC',
         metric: `${sizeMiB} MiB peak RSS growth`,
         unit: 'MiB',
         plinth: p.growthMiB,
@@ -72,7 +72,7 @@ export async function benchSeed003(stack: Stack, direct: DirectPostgrest, token:
 
   // The size ladder: stop at the first failure or when the budget is spent.
   const largest: Record<string, number> = {};
-  for (const [name, run] of [['seed003', seed], ['plinth', plinth]] as const) {
+  for (const [name, run] of [['byteaRpc', rpc], ['plinth', plinth]] as const) {
     const deadline = Date.now() + opts.budgetSeconds * 1000;
     largest[name] = Math.max(0, ...attempts[name].filter((a) => a.ok).map((a) => a.sizeMiB));
     for (const sizeMiB of opts.ladderMiB) {
@@ -91,13 +91,13 @@ export async function benchSeed003(stack: Stack, direct: DirectPostgrest, token:
       .join('; ');
   rows.push(
     ratioRow({
-      section: '5 vs seed 003',
+      section: '5 vs bytea RPC',
       metric: 'largest upload handled',
       unit: 'MiB',
       plinth: largest.plinth,
-      baseline: largest.seed003,
+      baseline: largest.byteaRpc,
       target: '',
-      note: `ladder ${opts.ladderMiB.join('/')} MiB, ${opts.budgetSeconds} s per side. Plinth: ${tried('plinth')}. Seed 003: ${tried('seed003')}`,
+      note: `ladder ${opts.ladderMiB.join('/')} MiB, ${opts.budgetSeconds} s per side. Plinth: ${tried('plinth')}. bytea RPC: ${tried('byteaRpc')}`,
     }),
   );
   return { rows, attempts };
