@@ -76,11 +76,13 @@ describe('the front door: a route registered by a feature is owned, anything els
   // Only what registering the routes and answering the few requests below touches.
   const keys = {
     jwksDocument: { keys: [{ kid: 'test-key' }] },
-    isVerified: () => false,
-    verifiedClaims: () => undefined,
-    verify: async (token: string) => {
-      if (token === 'good') return { role: 'anon', exp: Math.floor(Date.now() / 1000) + 60 };
+    forPostgrest: () => undefined,
+    async verifyForPostgrest(token: string) {
+      if (token === 'good') return { claims: { role: 'anon', exp: Math.floor(Date.now() / 1000) + 60 }, forPostgrest: 'internal' };
       throw unauthorized('JWT invalid: malformed token');
+    },
+    async verify(token: string) {
+      return (await this.verifyForPostgrest(token)).claims;
     },
   } as unknown as KeyRing;
   const plinth: Plinth = {

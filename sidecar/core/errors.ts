@@ -72,7 +72,7 @@ export function fromDatabase(err: unknown, claims: { role: string }): unknown {
       ? new PlinthError(401, e.message, code, null, hint ?? 'Sign in and send the user token as Authorization: Bearer <token>', { 'www-authenticate': 'Bearer' })
       : new PlinthError(403, e.message, code, null, hint);
   }
-  const custom = /^PT([1-5]\d\d)$/.exec(code);
+  const custom = /^PT([45]\d\d)$/.exec(code);
   const status = custom ? Number(custom[1]) : STATUS_BY_SQLSTATE[code];
   return status ? new PlinthError(status, e.message, code, e.detail ?? null, hint) : err;
 }
