@@ -197,6 +197,38 @@ test('clear errors for a bad subscription, and the connection stays usable', asy
   expect(c.changes()).toEqual([]);
 });
 
+test('names every object inherits are not message types, fields or events: each is refused and the connection stays usable', async () => {
+  const alice = await stack.createUser();
+  const c = await open(alice.token);
+  const errors = () => c.messages.filter((m) => m.type === 'error');
+  const refused = async (text: string) => {
+    const before = errors().length;
+    c.ws.send(text);
+    await c.waitUntil(() => errors().length > before, 10_000, 'an error');
+    return errors().at(-1);
+  };
+  expect(await refused('{"type":"constructor"}')).toMatchObject({ code: 'PLINTH400', message: 'Invalid message: "type" must be one of auth, subscribe, unsubscribe, ping' });
+  expect(await refused('{"type":"ping","constructor":1}')).toMatchObject({ code: 'PLINTH400', message: 'Invalid message: unknown field "constructor" in a ping message' });
+  expect(await refused('{"type":"ping","toString":"x"}')).toMatchObject({ code: 'PLINTH400', message: 'Invalid message: unknown field "toString" in a ping message' });
+  expect(await refused('{"type":"ping","__proto__":{"ref":1}}')).toMatchObject({ code: 'PLINTH400', message: 'Invalid message: unknown field "__proto__" in a ping message' });
+  expect(await refused('{"type":"subscribe","id":"s","table":"todos","events":["toString"]}')).toMatchObject({
+    id: 's',
+    code: 'PLINTH400',
+    message: 'Invalid message: "events" must be a non-empty array of "INSERT", "UPDATE", "DELETE"',
+  });
+  expect(c.messages.some((m) => m.type === 'subscribed')).toBe(false);
+  c.send({ type: 'ping', ref: 'still here' });
+  expect(await c.waitFor((m) => m.type === 'pong')).toEqual({ type: 'pong', ref: 'still here' });
+  expect(c.closed).toBeNull();
+});
+
+test('a socket that never authenticates is closed after 10 s with 4001', async () => {
+  const silent = await RealtimeClient.connect(stack.url);
+  clients.push(silent);
+  expect(await silent.waitClosed(15_000)).toEqual({ code: 4001, reason: 'no auth message' });
+  expect(silent.messages).toEqual([]);
+});
+
 test('a token in the first message works; a bad token is refused', async () => {
   const alice = await stack.createUser();
   const c = await RealtimeClient.connect(stack.url);

@@ -73,17 +73,17 @@ describe('OwnedPaths', () => {
 });
 
 describe('the front door: a route registered by a feature is owned, anything else is proxied', () => {
+  const verify = async (token: string) => {
+    if (token === 'good') return { role: 'anon', exp: Math.floor(Date.now() / 1000) + 60 };
+    throw unauthorized('JWT invalid: malformed token');
+  };
   // Only what registering the routes and answering the few requests below touches.
   const keys = {
     jwksDocument: { keys: [{ kid: 'test-key' }] },
     forPostgrest: () => undefined,
-    async verifyForPostgrest(token: string) {
-      if (token === 'good') return { claims: { role: 'anon', exp: Math.floor(Date.now() / 1000) + 60 }, forPostgrest: 'internal' };
-      throw unauthorized('JWT invalid: malformed token');
-    },
-    async verify(token: string) {
-      return (await this.verifyForPostgrest(token)).claims;
-    },
+    verifyForPostgrest: async (token: string) => ({ claims: await verify(token), forPostgrest: 'internal' }),
+    verify,
+    onReload: () => () => {},
   } as unknown as KeyRing;
   const plinth: Plinth = {
     config: loadConfig({ PLINTH_LOG_LEVEL: 'silent' }, os.tmpdir()),

@@ -113,6 +113,9 @@ export class KeyRing {
   private apiKeys!: ApiKeys;
   private postgrestSecret = '';
   private verified = new Map<string, Verified>();
+  private reloadListeners = new Set<() => void>();
+  /** Counts reloads: a verification that spans one is done again against the new keys. */
+  private generation = 0;
 
   private constructor(private readonly sql: Sql) {}
 
@@ -137,18 +140,29 @@ export class KeyRing {
     this.algorithms = [...new Set(rows.map((r) => r.alg))];
     this.apiKeys = { kid: newest.kid, anonKey: newest.anon_key, serviceKey: newest.service_key };
     this.verified.clear();
+    this.generation++;
+    for (const listener of this.reloadListeners) listener();
   }
 
   /**
-   * Reloads whenever any process adds or removes a key, and whenever the LISTEN connection is
-   * re-established (a notification sent while it was down is lost).
+   * Calls `listener` after every reload, so that holders of long-lived credentials (open sockets)
+   * can verify them again once a key is retired. Returns the way to stop listening.
+   */
+  onReload(listener: () => void): () => void {
+    this.reloadListeners.add(listener);
+    return () => this.reloadListeners.delete(listener);
+  }
+
+  /**
+   * Reloads whenever any process adds or removes a key, and whenever the listening connection is
+   * re-established (a retirement announced while it was down would otherwise go unheard).
    */
   async follow(): Promise<{ unlisten: () => Promise<void> }> {
-    let connected = false;
     const reload = () => void this.reload().catch(() => {});
+    let listening = false;
     return this.sql.listen(KEYS_CHANNEL, reload, () => {
-      if (connected) reload();
-      connected = true;
+      if (listening) reload();
+      listening = true;
     });
   }
 
@@ -185,23 +199,29 @@ export class KeyRing {
 
   /** Verifies a bearer token and signs its claims for PostgREST; 401 if it is not one of ours. */
   async verifyForPostgrest(token: string): Promise<Verified> {
-    const cached = this.cached(token);
-    if (cached) return cached;
-    let payload: jose.JWTPayload;
-    try {
-      ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: AUDIENCE, requiredClaims: ['exp'] }));
-    } catch (err) {
-      if (err instanceof jose.errors.JWTExpired) throw unauthorized('JWT expired');
-      throw unauthorized(`JWT invalid: ${describeJoseError(err)}`);
+    for (;;) {
+      const cached = this.cached(token);
+      if (cached) return cached;
+      const generation = this.generation;
+      let payload: jose.JWTPayload;
+      try {
+        ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: AUDIENCE, requiredClaims: ['exp'] }));
+      } catch (err) {
+        if (err instanceof jose.errors.JWTExpired) throw unauthorized('JWT expired');
+        throw unauthorized(`JWT invalid: ${describeJoseError(err)}`);
+      }
+      // The keys changed while this token was being checked: a retired key must neither pass nor
+      // be cached past the reload that removed it, so check again against the keys as they are now.
+      if (generation !== this.generation) continue;
+      if (typeof payload.role !== 'string' || !(API_ROLES as readonly string[]).includes(payload.role)) {
+        throw unauthorized('JWT invalid: the role claim must be anon, authenticated or service_role');
+      }
+      const claims = payload as Claims;
+      const entry = { claims, forPostgrest: signHs256(claims, this.postgrestSecret) };
+      if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.clear();
+      this.verified.set(token, entry);
+      return entry;
     }
-    if (typeof payload.role !== 'string' || !(API_ROLES as readonly string[]).includes(payload.role)) {
-      throw unauthorized('JWT invalid: the role claim must be anon, authenticated or service_role');
-    }
-    const claims = payload as Claims;
-    const entry = { claims, forPostgrest: signHs256(claims, this.postgrestSecret) };
-    if (this.verified.size >= VERIFIED_CACHE_LIMIT) this.verified.clear();
-    this.verified.set(token, entry);
-    return entry;
   }
 }
 

@@ -1,4 +1,6 @@
-// One WebSocket client: who it is (claims), its subscriptions, and a bounded outgoing buffer.
+// One WebSocket client: who it is (its token and that token's claims), its subscriptions, and a
+// bounded outgoing buffer. The token itself is kept so that it can be verified again when the
+// signing keys change.
 // Sends never wait: a client whose unsent bytes pass config.realtime.clientBufferBytes is closed
 // (4008 "client too slow") and gets nothing more, so it can neither grow memory nor hold up others.
 import type { WebSocket } from 'ws';
@@ -30,6 +32,7 @@ export interface Subscription {
 }
 
 export class Client {
+  token: string | null = null;
   claims: Claims | null = null;
   /** Identical claims share visibility queries (see visibility.ts). */
   claimsKey = '';
@@ -43,11 +46,18 @@ export class Client {
     private readonly bufferLimit: number,
   ) {}
 
-  authenticate(claims: Claims, onExpired: () => void): void {
+  authenticate(token: string, claims: Claims, onExpired: () => void): void {
+    this.token = token;
     this.claims = claims;
     this.claimsKey = JSON.stringify(claims);
     clearTimeout(this.expiry);
     if (typeof claims.exp === 'number') this.armExpiry(claims.exp * 1000, onExpired);
+  }
+
+  /** The session the token belongs to (user tokens from a sign-in), if any. */
+  get sessionId(): string | undefined {
+    const id = this.claims?.session_id;
+    return typeof id === 'string' ? id : undefined;
   }
 
   /** setTimeout takes at most 2^31-1 ms (24.8 days); long-lived API keys are re-armed then. */

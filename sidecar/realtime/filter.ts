@@ -21,7 +21,15 @@ export class FilterError extends Error {
   }
 }
 
-const SQL_OPERATORS: Record<Exclude<FilterOperator, 'in' | 'is'>, string> = { eq: '=', neq: '<>', lt: '<', lte: '<=', gt: '>', gte: '>=' };
+// Maps and arrays, never plain objects, are looked up with client text ("constructor" is no operator).
+const SQL_OPERATORS = new Map<FilterOperator, string>([
+  ['eq', '='],
+  ['neq', '<>'],
+  ['lt', '<'],
+  ['lte', '<='],
+  ['gt', '>'],
+  ['gte', '>='],
+]);
 const IS_VALUES = ['null', 'true', 'false', 'unknown'];
 
 export function parseFilter(text: string): Condition[] {
@@ -80,7 +88,7 @@ export function compileFilter(conditions: Condition[], alias: string, columnType
       const col = `${alias}.${quoteIdent(column)}`;
       if (op === 'is') return `(${col} is ${values[0]})`;
       if (op === 'in') return `(${col} in (${values.map((v) => `${param(v)}::${type}`).join(', ')}))`;
-      return `(${col} ${SQL_OPERATORS[op]} ${param(values[0])}::${type})`;
+      return `(${col} ${SQL_OPERATORS.get(op)!} ${param(values[0])}::${type})`;
     })
     .join(' and ');
 }

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { identify } from '../core/caller.js';
+import { identify, type Caller } from '../core/caller.js';
 import type { Claims } from '../core/db.js';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
@@ -23,9 +23,8 @@ const MAX_MESSAGE_BYTES = 64 * 1024;
 const SOCKET_CALLER = { query: ['access_token', 'apikey'], optional: true } as const;
 
 export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }: { plinth: Plinth; realtime: RealtimeService }) {
-  const { hub, tables } = realtime;
+  const { hub, tables, clients } = realtime;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
-  const clients = new Set<Client>();
 
   plinth.health.set('realtime', async () => ({ clients: clients.size, position: hub.position }));
 
@@ -44,13 +43,13 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
     }
     void (async () => {
       // A token in the URL or headers is checked before the upgrade, so a bad one gets a real 401.
-      let claims = null;
+      let caller: Caller | null = null;
       try {
-        claims = (await identify(plinth.keys, req, SOCKET_CALLER))?.claims ?? null;
+        caller = await identify(plinth.keys, req, SOCKET_CALLER);
       } catch (err) {
         return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
       }
-      wss.handleUpgrade(req, socket, head, (ws) => connected(ws, claims));
+      wss.handleUpgrade(req, socket, head, (ws) => connected(ws, caller));
     })().catch((err) => {
       plinth.log.warn(`realtime: upgrade failed: ${(err as Error).message}`);
       socket.destroy();
@@ -58,16 +57,15 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
   };
   app.server.on('upgrade', onUpgrade);
 
-  function connected(ws: WebSocket, claims: Claims | null) {
+  function connected(ws: WebSocket, caller: Caller | null) {
     const client = new Client(ws, plinth.config.realtime.clientBufferBytes);
     clients.add(client);
     const expired = () => client.close(CLOSE_UNAUTHORIZED, 'token expired');
     const welcome = () => client.send({ type: 'ready', role: client.claims!.role, position: hub.position, heartbeat: HEARTBEAT_MS / 1000 });
-    if (claims) {
-      client.authenticate(claims, expired);
-      welcome();
-    }
-    const authDeadline = claims ? undefined : setTimeout(() => client.close(CLOSE_UNAUTHORIZED, 'no auth message'), AUTH_TIMEOUT_MS);
+    // A socket that never authenticates is closed; one with a token in the URL is admitted before
+    // any of its messages is handled (its session may have ended since the token was minted).
+    const authDeadline = caller ? undefined : setTimeout(() => client.close(CLOSE_UNAUTHORIZED, 'no auth message'), AUTH_TIMEOUT_MS);
+    let queue = caller ? clients.admit(client, caller.token, caller.claims, expired).then((ok) => void (ok && welcome())) : Promise.resolve();
 
     // Liveness: a ws ping each interval; no pong since the last one means the peer is gone.
     // The app-level heartbeat message lets browser code (which cannot see pings) notice too.
@@ -80,7 +78,6 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
     ws.on('pong', () => (client.alive = true));
 
     // Messages are handled one at a time, in arrival order.
-    let queue = Promise.resolve();
     ws.on('message', (data, isBinary) => {
       client.alive = true;
       queue = queue
@@ -112,22 +109,24 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
         return;
       }
       if (msg.type === 'auth') {
+        let next: Claims;
         try {
-          const next = await plinth.keys.verify(msg.token);
-          // A refreshed token may not switch identity under live subscriptions.
-          if (client.claims && client.subscriptions.size > 0 && (next.role !== client.claims.role || next.sub !== client.claims.sub)) {
-            return client.error('PLINTH400', 'a new token must be for the same user and role; reconnect to switch users');
-          }
-          const first = !client.claims;
-          client.authenticate(next, expired);
-          clearTimeout(authDeadline);
-          if (first) welcome();
-          else client.send({ type: 'auth', ok: true });
+          next = await plinth.keys.verify(msg.token);
         } catch (err) {
           const e = err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid');
           client.error(e.code, e.message);
           if (!client.claims) client.close(CLOSE_UNAUTHORIZED, 'unauthorized');
+          return;
         }
+        // A refreshed token may not switch identity under live subscriptions.
+        if (client.claims && client.subscriptions.size > 0 && (next.role !== client.claims.role || next.sub !== client.claims.sub)) {
+          return client.error('PLINTH400', 'a new token must be for the same user and role; reconnect to switch users');
+        }
+        const first = !client.claims;
+        if (!(await clients.admit(client, msg.token, next, expired))) return;
+        clearTimeout(authDeadline);
+        if (first) welcome();
+        else client.send({ type: 'auth', ok: true });
         return;
       }
       if (!client.claims) {
@@ -149,11 +148,18 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
       if (client.subscriptions.has(msg.id)) return client.error('PLINTH409', `subscription "${msg.id}" already exists; unsubscribe first or pick another id`, { id: msg.id });
       if (client.subscriptions.size >= MAX_SUBSCRIPTIONS) return client.error('PLINTH429', `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`, { id: msg.id });
       try {
-        const table = await tables.find(msg.table);
-        await tables.assertReadable(table, client.claims!);
+        // One set of claims for every check; if the token changed meanwhile, the checks are made
+        // again for the new one, so a subscription is never admitted on claims the client no longer holds.
+        let claims: Claims;
+        let table, conditions;
         const filter = msg.filter ?? '';
-        const conditions = filter === '' ? [] : await tables.checkFilter(table, filter, client.claims!);
-        if (client.closed) return;
+        do {
+          claims = client.claims!;
+          table = await tables.find(msg.table);
+          await tables.assertReadable(table, claims);
+          conditions = filter === '' ? [] : await tables.checkFilter(table, filter, claims);
+          if (client.closed) return;
+        } while (client.claims !== claims);
         const sub: Subscription = {
           id: msg.id,
           client,

@@ -1,17 +1,35 @@
 // The realtime feature's long-lived work: the change feed (Hub), which follows realtime.changes and
-// hands each subscriber the rows it may see.
+// hands each subscriber the rows it may see, and the set of open sockets, which follows key
+// retirements and ended sessions so that a withdrawn credential stops receiving at once.
 import type { Plinth, Service } from '../core/context.js';
+import { Clients } from './clients.js';
 import { Hub } from './hub.js';
 import { Tables } from './tables.js';
 
 export interface RealtimeService extends Service {
   hub: Hub;
   tables: Tables;
+  clients: Clients;
 }
 
 export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
   const tables = new Tables(plinth.sql);
   const hub = new Hub(plinth.sql, tables, plinth.log, plinth.config.realtime.retention);
-  await hub.start();
-  return { hub, tables, stop: () => hub.stop() };
+  const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
+  await clients.start();
+  try {
+    await hub.start();
+  } catch (err) {
+    await clients.stop();
+    throw err;
+  }
+  return {
+    hub,
+    tables,
+    clients,
+    stop: async () => {
+      await hub.stop();
+      await clients.stop();
+    },
+  };
 }
