@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { PlinthError } from '../core/errors.js';
 import { parseContentType } from './content-types.js';
 import { recoverUtf8 } from './paths.js';
+import { refusedUnread } from './upload.js';
 
 const MAX_FIELD_BYTES = 64 * 1024;
 /** Room for the form's other parts and boundaries next to a file at the size limit. */
@@ -26,8 +27,8 @@ export interface UploadForm {
   end(): Promise<void>;
 }
 
-function invalid(message: string, headers: Record<string, string> = {}): PlinthError {
-  return new PlinthError(400, message, 'PLINTH400', null, null, headers);
+function invalid(message: string): PlinthError {
+  return new PlinthError(400, message);
 }
 
 function jsonField(name: string, value: unknown): unknown {
@@ -90,8 +91,7 @@ export async function readUploadForm(request: FastifyRequest, maxFileSize: numbe
       throw invalid('The form has no "file" part');
     }
     if (part.type === 'file') {
-      // Refused whole: its bytes are never read, and the connection is closed rather than drained.
-      const refuse = (message: string) => invalid(message, { connection: 'close' });
+      const refuse = (message: string) => refusedUnread(invalid(message), part.file, request.raw);
       if (part.fieldname !== 'file') throw refuse(`Unexpected file part "${part.fieldname}"; the file goes in the "file" part`);
       if (!entity) {
         throw refuse('The "file" part came before the "entity" part: send "entity" (and "metadata") first, so your right to update the row is checked before the file is stored');

@@ -55,11 +55,20 @@ export function admitUpload(storage: Storage, address: string): () => void {
   };
 }
 
+/** Bodies up to this size are read and dropped after an early refusal, so the client sees it. */
+const DRAIN_LIMIT = 16 * 1024 * 1024;
+
 /**
- * A refusal before the body was read: the connection is closed after the answer instead of
- * reading (and dropping) a body of up to PLINTH_MAX_FILE_SIZE from a caller who may not store it.
+ * A refusal given before the file's bytes were read. A small body is read and dropped (a client
+ * still sending would otherwise fail with a broken pipe instead of reading our answer); a large
+ * or unsized one is not read at all: the connection is closed after the answer.
  */
-function unread(err: unknown): unknown {
+export function refusedUnread(err: unknown, source: Readable, request: IncomingMessage): unknown {
+  const declared = Number(request.headers['content-length']);
+  if (declared <= DRAIN_LIMIT) {
+    source.resume();
+    return err;
+  }
   if (!(err instanceof PlinthError)) return err;
   return new PlinthError(err.status, err.message, err.code, err.details, err.hint, { ...err.headers, connection: 'close' });
 }
@@ -110,7 +119,7 @@ export async function upload<T>(storage: Storage, claims: Claims, body: UploadBo
   try {
     id = await asCaller(sql, claims, steps.reserve);
   } catch (err) {
-    throw unread(err);
+    throw refusedUnread(err, body.source, body.request);
   }
   const reserved = { id, key: id };
   storage.writing.add(reserved.key);
