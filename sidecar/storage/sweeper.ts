@@ -5,7 +5,7 @@
 //    a sidecar killed mid-stream), except those this process is writing right now;
 //  - entity-linked files whose row is gone or whose field no longer names them.
 // Runs once at start, then every sweep interval; safe with several sidecars (SKIP LOCKED).
-import type { Storage } from './objects.js';
+import type { Storage } from './types.js';
 
 const BATCH = 100;
 

@@ -1,0 +1,191 @@
+// The life of one upload, whatever route it came by (store_file, /storage/upload):
+//   reserve  as the caller, before any byte is written: PostgreSQL refuses callers who may not
+//            store, and records a 'writing' object so bytes of a crashed upload are findable;
+//   write    stream the body to the backend through a meter (size limit, idle timeout, SHA-256);
+//   commit   as the caller, in one transaction: link the object and check the caller's quota;
+//   or discard the bytes and the reservation on any failure; then release the key to the sweeper.
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { asCaller, type Claims, type Tx } from '../core/db.js';
+import { PlinthError } from '../core/errors.js';
+import type { Storage, WrittenObject } from './types.js';
+
+export function fileTooLarge(limit: number): PlinthError {
+  return new PlinthError(413, `The file is larger than the limit of ${limit} bytes (PLINTH_MAX_FILE_SIZE)`, 'PLINTH413');
+}
+
+function overQuota(quota: number): PlinthError {
+  return new PlinthError(413, `The file is larger than your storage quota of ${quota} bytes (PLINTH_USER_QUOTA)`, 'PT413', null,
+    'Delete files you no longer need, or ask the operator to raise PLINTH_USER_QUOTA');
+}
+
+function stalled(seconds: number): PlinthError {
+  return new PlinthError(408, `The upload stalled: no bytes arrived for ${seconds} s (PLINTH_UPLOAD_IDLE_TIMEOUT); nothing was stored`, 'PLINTH408', null, null, {
+    connection: 'close',
+  });
+}
+
+export class UploadAborted extends Error {
+  constructor() {
+    super('the client closed the connection before the upload finished');
+  }
+}
+
+/**
+ * Takes one of the address's upload slots, or refuses with 429 when they are all in use.
+ * Returns the function that gives the slot back.
+ */
+export function admitUpload(storage: Storage, address: string): () => void {
+  const max = storage.plinth.config.storage.maxUploadsPerAddress;
+  if (max === 0) return () => {};
+  const inFlight = storage.uploadsByAddress.get(address) ?? 0;
+  if (inFlight >= max) {
+    throw new PlinthError(429, `Too many uploads in progress from your address (at most ${max} at once, PLINTH_MAX_UPLOADS_PER_ADDRESS); retry when one has finished`,
+      'PLINTH429', null, null, { 'retry-after': '5' });
+  }
+  storage.uploadsByAddress.set(address, inFlight + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const n = (storage.uploadsByAddress.get(address) ?? 1) - 1;
+    if (n <= 0) storage.uploadsByAddress.delete(address);
+    else storage.uploadsByAddress.set(address, n);
+  };
+}
+
+/** Bodies up to this size are read and dropped after an early refusal, so the client sees it. */
+const DRAIN_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * A refusal given before the file's bytes were read. A small body is read and dropped (a client
+ * still sending would otherwise fail with a broken pipe instead of reading our answer); a large
+ * or unsized one is not read at all: the connection is closed after the answer.
+ */
+export function refusedUnread(err: unknown, source: Readable, request: IncomingMessage): unknown {
+  const declared = Number(request.headers['content-length']);
+  if (declared <= DRAIN_LIMIT) {
+    source.resume();
+    return err;
+  }
+  if (!(err instanceof PlinthError)) return err;
+  return new PlinthError(err.status, err.message, err.code, err.details, err.hint, { ...err.headers, connection: 'close' });
+}
+
+/** Counts and hashes the bytes passing through; fails the stream once it exceeds the limit. */
+class Meter extends Transform {
+  // Not called `size`: lib-storage would read it as the body's total length.
+  bytes = 0;
+  private readonly hash = createHash('sha256');
+
+  constructor(private readonly limit: number, private readonly tooLarge: () => PlinthError, private readonly onBytes: () => void) {
+    super({ highWaterMark: 1024 * 1024 });
+  }
+
+  _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+    this.onBytes();
+    this.bytes += chunk.length;
+    if (this.bytes > this.limit) return done(this.tooLarge());
+    this.hash.update(chunk);
+    done(null, chunk);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+export interface UploadBody {
+  /** The file's bytes. */
+  source: Readable;
+  /** The HTTP request carrying them: if the client goes away mid-body, the upload fails at once. */
+  request: IncomingMessage;
+  /** Runs once every byte is stored, before the commit (e.g. the rest of a form must be empty). */
+  finish?: () => Promise<void>;
+}
+
+export interface UploadSteps<T> {
+  /** As the caller, before any byte is written: refuse, or reserve an object and return its id. */
+  reserve(tx: Tx): Promise<string>;
+  /** As the caller, once every byte is stored: make the object the current version. */
+  commit(tx: Tx, written: WrittenObject): Promise<T>;
+}
+
+/** Runs one upload from reservation to commit; on any failure nothing new is left behind. */
+export async function upload<T>(storage: Storage, claims: Claims, body: UploadBody, steps: UploadSteps<T>): Promise<{ result: T; written: WrittenObject }> {
+  const { sql, config } = storage.plinth;
+  let id: string;
+  try {
+    id = await asCaller(sql, claims, steps.reserve);
+  } catch (err) {
+    throw refusedUnread(err, body.source, body.request);
+  }
+  const reserved = { id, key: id };
+  storage.writing.add(reserved.key);
+  try {
+    const written = await write(storage, reserved, body, claims.sub ? config.storage.userQuota : null);
+    await body.finish?.();
+    const result = await asCaller(sql, claims, async (tx) => {
+      const out = await steps.commit(tx, written);
+      if (config.storage.userQuota !== null) await tx`select storage.check_quota(${config.storage.userQuota})`;
+      return out;
+    });
+    return { result, written };
+  } catch (err) {
+    // Not committed: these bytes are nobody's. (A committed version is never removed here.)
+    await discard(storage, reserved);
+    throw err;
+  } finally {
+    // The commit (or its failure) is over: the sweeper may judge this object by its row again.
+    storage.writing.delete(reserved.key);
+  }
+}
+
+/** Streams the body into the reserved object; a failed write leaves what the backend left, for discard(). */
+async function write(storage: Storage, reserved: { id: string; key: string }, body: UploadBody, quota: number | null): Promise<WrittenObject> {
+  const { source, request } = body;
+  const { maxFileSize, uploadIdleTimeout } = storage.plinth.config.storage;
+  const limit = quota === null ? maxFileSize : Math.min(maxFileSize, quota);
+  const tooLarge = () => (limit < maxFileSize ? overQuota(limit) : fileTooLarge(limit));
+  // A body that sends nothing for too long fails. Time spent waiting on a slow backend (the
+  // source paused by backpressure) is ours, not the client's, and does not count.
+  const idle = setTimeout(function check() {
+    if (source.readableFlowing === false) idle.refresh();
+    else meter.destroy(stalled(uploadIdleTimeout));
+  }, uploadIdleTimeout * 1000);
+  const meter = new Meter(limit, tooLarge, () => idle.refresh());
+  const onSourceError = (err: Error) => meter.destroy(err);
+  const onRequestClose = () => {
+    if (!request.complete) meter.destroy(new UploadAborted());
+  };
+  source.on('error', onSourceError);
+  request.on('close', onRequestClose);
+  if (request.destroyed && !request.complete) meter.destroy(new UploadAborted());
+  try {
+    source.pipe(meter);
+    await storage.backend.put(reserved.key, meter);
+    if (meter.errored) throw meter.errored;
+    return { ...reserved, size: meter.bytes, sha256: meter.digest() };
+  } catch (err) {
+    source.unpipe(meter);
+    // Read (and drop) the rest of the body, so the client, still sending, gets to see our answer.
+    if (!request.destroyed) source.resume();
+    throw meter.errored ?? err;
+  } finally {
+    clearTimeout(idle);
+    source.off('error', onSourceError);
+    request.off('close', onRequestClose);
+  }
+}
+
+/** Removes an uncommitted object: its bytes (complete or partial) and its reservation. */
+async function discard(storage: Storage, obj: { id: string; key: string }): Promise<void> {
+  try {
+    await storage.backend.delete(obj.key);
+    await storage.plinth.sql`delete from storage.objects where id = ${obj.id} and state = 'writing'`;
+  } catch (err) {
+    // The sweeper will find the reservation later; the request's own error matters more.
+    storage.plinth.log.warn(`could not discard uploaded object ${obj.key}: ${(err as Error).message}`);
+  }
+}
