@@ -1,9 +1,17 @@
-// The database connection, and the one helper that runs SQL as the caller so that RLS decides.
+// The database connections, and the one helper that runs SQL as the caller so that RLS decides.
+// Two pools: the owner's, for the sidecar's own bookkeeping, and the caller pool, logged in as
+// plinth_caller, the only one SQL runs on as a caller: it holds no rights of its own, so a
+// statement that escapes the caller's role (RESET ROLE) finds nothing there.
+import { createHmac } from 'node:crypto';
 import postgres from 'postgres';
 import { fromDatabase } from './errors.js';
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
+/** A pool logged in as plinth_caller: what asCaller needs, so the types keep the owner pool out of it. */
+export type CallerSql = Sql & { readonly __loggedInAs: 'plinth_caller' };
+
+export const CALLER_LOGIN = 'plinth_caller';
 
 export const API_ROLES = ['anon', 'authenticated', 'service_role'] as const;
 export type ApiRole = (typeof API_ROLES)[number];
@@ -17,12 +25,34 @@ export interface Claims {
   [claim: string]: unknown;
 }
 
-export function connect(url: string, max = 10): Sql {
+export function connect(url: string, max = 10, applicationName = 'plinth'): Sql {
   return postgres(url, {
     max,
     onnotice: () => {},
-    connection: { application_name: 'plinth' },
+    connection: { application_name: applicationName },
   });
+}
+
+/**
+ * plinth_caller's password, derived (HMAC) from the owner's connection string: every sidecar of
+ * one database agrees on it without storing it, and it is set anew at every start.
+ */
+export function callerPassword(ownerUrl: string): string {
+  return createHmac('sha256', ownerUrl).update('plinth caller').digest('base64url');
+}
+
+export function callerUrl(ownerUrl: string): string {
+  const u = new URL(ownerUrl);
+  u.username = CALLER_LOGIN;
+  u.password = callerPassword(ownerUrl);
+  return u.toString();
+}
+
+/** Sets plinth_caller's password (as the owner) and opens the caller pool. */
+export async function connectCaller(owner: Sql, ownerUrl: string, max: number): Promise<CallerSql> {
+  // Base64url: nothing to escape in the literal (ALTER ROLE takes no bind parameters).
+  await owner.unsafe(`alter role ${CALLER_LOGIN} with login password '${callerPassword(ownerUrl)}'`);
+  return connect(callerUrl(ownerUrl), max, 'plinth caller') as CallerSql;
 }
 
 /**
@@ -41,7 +71,7 @@ export function becomeCaller(tx: Tx, claims: Claims) {
  * Runs `fn` in one transaction as the caller, so every policy applies as it would through
  * PostgREST. A refusal by the database comes out as the HTTP error PostgREST would answer.
  */
-export async function asCaller<T>(sql: Sql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export async function asCaller<T>(sql: CallerSql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   try {
     return (await sql.begin(async (tx) => {
       await becomeCaller(tx, claims);

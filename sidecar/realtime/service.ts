@@ -11,7 +11,7 @@ export interface RealtimeService extends Service {
 
 export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
   const tables = new Tables(plinth.sql);
-  const hub = new Hub(plinth.sql, tables, plinth.log, plinth.config.realtime.retention);
+  const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   await hub.start();
   return { hub, tables, stop: () => hub.stop() };
 }

@@ -1,7 +1,7 @@
 // Entity-linked files: the file in column `field` of row `id` of public.`table`.
 // PostgreSQL decides access by running the very statement as the caller: an UPDATE of the row for
-// an upload, a SELECT for a download, a DELETE (rolled back) for a delete. RLS and grants apply
-// as they would through PostgREST; nothing here re-implements them.
+// an upload, a SELECT for a download, a DELETE (rolled back) and an UPDATE clearing the field for a
+// delete. RLS and grants apply as they would through PostgREST; nothing here re-implements them.
 import type { Claims, Tx } from '../core/db.js';
 import { asCaller } from '../core/db.js';
 import { PlinthError } from '../core/errors.js';
@@ -73,7 +73,7 @@ class Rollback extends Error {}
 export async function precheckUpload(storage: Storage, claims: Claims, entity: Entity, idType: string, filename: string): Promise<void> {
   let allowed = false;
   try {
-    await asCaller(storage.plinth.sql, claims, async (tx) => {
+    await asCaller(storage.plinth.callerSql, claims, async (tx) => {
       allowed = await updateField(tx, entity, idType, filename);
       throw new Rollback();
     });
@@ -93,7 +93,7 @@ export async function commitUpload(
   written: WrittenObject,
 ): Promise<void> {
   try {
-    await asCaller(storage.plinth.sql, claims, async (tx) => {
+    await asCaller(storage.plinth.callerSql, claims, async (tx) => {
       if (!(await updateField(tx, entity, idType, file.filename))) throw cannot('update', entity);
       await tx`
         select storage.commit_entity_file(${written.id}, ${entity.table}, ${entity.id}, ${entity.field}, ${file.filename},
@@ -110,7 +110,7 @@ export async function commitUpload(
 
 /** As the caller: the row must be readable and its field must name the file. */
 export async function findEntityFile(storage: Storage, claims: Claims, entity: Entity, idType: string, filename: string): Promise<StoredObject | null> {
-  return asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.callerSql, claims, async (tx) => {
       const [row] = await tx<{ value: string | null }[]>`
         select ${tx(entity.field)}::text as value from public.${tx(entity.table)} where id = ${entity.id}::${tx.unsafe(idType)}`;
       if (!row || row.value !== filename) return null;
@@ -124,7 +124,7 @@ export async function findEntityFile(storage: Storage, claims: Claims, entity: E
  * then forget the file and clear the field. False when there is no such file.
  */
 export async function deleteEntityFile(storage: Storage, claims: Claims, entity: Entity, idType: string, filename: string): Promise<boolean> {
-  return asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.callerSql, claims, async (tx) => {
       let allowed = false;
       try {
         await tx.savepoint(async (sp) => {
@@ -138,8 +138,19 @@ export async function deleteEntityFile(storage: Storage, claims: Claims, entity:
         else if (!(err instanceof Rollback)) throw err;
       }
       if (!allowed) throw cannot('delete', entity);
+      // The field is cleared as the caller: storage.delete_entity_file refuses unless this
+      // transaction's own UPDATE left the row no longer naming the file.
+      await tx`
+        update public.${tx(entity.table)}
+           set ${tx(entity.field)} = case when ${tx(entity.field)} = ${filename} then null else ${tx(entity.field)} end
+         where id = ${entity.id}::${tx.unsafe(idType)}`;
       const [{ deleted }] = await tx<{ deleted: boolean }[]>`
         select storage.delete_entity_file(${entity.table}, ${entity.id}, ${entity.field}, ${filename}) as deleted`;
+      // Nothing was linked: undo the UPDATE above.
+      if (!deleted) throw new Rollback();
       return deleted;
+    }).catch((err) => {
+      if (err instanceof Rollback) return false;
+      throw err;
     });
 }

@@ -16,15 +16,15 @@ export interface StoreFileInput {
 
 /** Streams the request body into a new object version and makes it the caller's file at `path`. */
 export async function storeFile(storage: Storage, claims: Claims, input: StoreFileInput, request: IncomingMessage): Promise<string> {
-  const { sql } = storage.plinth;
+  const { sql, callerSql } = storage.plinth;
   // Refuses callers who are not signed-in users before a single byte is stored.
-  const reserved = await asCaller(sql, claims, async (tx) => {
+  const reserved = await asCaller(callerSql, claims, async (tx) => {
     const [row] = await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`;
     return { id: row.id, key: row.id };
   });
   const written = await writeObject(storage, reserved, request, request);
   try {
-    return await asCaller(sql, claims, async (tx) => {
+    return await asCaller(callerSql, claims, async (tx) => {
       const [row] = await tx<{ id: string }[]>`
         select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
                                    ${written.sha256}, ${input.contentType}) as id`;
@@ -46,6 +46,6 @@ export interface FoundFile extends StoredObject {
 
 /** The caller's own file at `path`, or null (absent, or someone else's: even for an admin). */
 export async function findFile(storage: Storage, claims: Claims, path: string): Promise<FoundFile | null> {
-  const rows = await asCaller(storage.plinth.sql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
+  const rows = await asCaller(storage.plinth.callerSql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
   return rows[0] ?? null;
 }
