@@ -4,15 +4,18 @@
 -- transaction carries its id in xmin: only the caller's own UPDATE (which RLS allowed) puts it there.
 
 -- migrate:up
--- True when row p_row of public.p_table was written by the current transaction and its p_field
--- now holds p_value (null: anything but p_not_value).
+-- True when row p_row of public.p_table was written by the current transaction (or one of its
+-- savepoints) and its p_field now holds p_value (null: anything but p_not_value). A visible row
+-- version whose xmin is still in progress can only be this transaction's own.
 CREATE FUNCTION storage.entity_row_written_now(p_table text, p_row text, p_field text, p_value text, p_not_value text)
 RETURNS boolean
-LANGUAGE plpgsql STABLE SET search_path = ''
+LANGUAGE plpgsql SET search_path = ''
 AS $$
 DECLARE
   v_id_type text;
-  v_ok boolean;
+  v_xmin bigint;
+  v_top bigint := pg_catalog.pg_current_xact_id()::text::bigint;
+  v_full bigint;
 BEGIN
   SELECT format_type(a.atttypid, a.atttypmod) INTO v_id_type
     FROM pg_catalog.pg_attribute a
@@ -21,11 +24,21 @@ BEGIN
     RETURN false;
   END IF;
   EXECUTE format(
-    'SELECT EXISTS (SELECT FROM public.%I WHERE id = $1::%s AND xmin = pg_catalog.pg_current_xact_id()::xid'
-    ' AND ($2::text IS NULL OR %I::text = $2) AND ($3::text IS NULL OR %I::text IS DISTINCT FROM $3))',
+    'SELECT xmin::text::bigint FROM public.%I WHERE id = $1::%s'
+    ' AND ($2::text IS NULL OR %I::text = $2) AND ($3::text IS NULL OR %I::text IS DISTINCT FROM $3)',
     p_table, v_id_type, p_field, p_field)
-    INTO v_ok USING p_row, p_value, p_not_value;
-  RETURN v_ok;
+    INTO v_xmin USING p_row, p_value, p_not_value;
+  IF v_xmin IS NULL THEN
+    RETURN false;
+  END IF;
+  -- xmin is 32 bits: widen it next to this transaction's own id, which is at most its savepoints' ids.
+  v_full := v_top + (v_xmin - v_top % 4294967296 + 4294967296) % 4294967296;
+  BEGIN
+    RETURN pg_catalog.pg_xact_status(v_full::text::xid8) = 'in progress';
+  EXCEPTION WHEN OTHERS THEN
+    -- An id not handed out yet: the row is not this transaction's.
+    RETURN false;
+  END;
 END
 $$;
 REVOKE ALL ON FUNCTION storage.entity_row_written_now(text, text, text, text, text) FROM PUBLIC;
