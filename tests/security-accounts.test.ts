@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { callerUrl, connect, type Sql } from '../sidecar/core/db.ts';
+import { callerPassword, callerUrl, connect, type Sql } from '../sidecar/core/db.ts';
 import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from './harness.ts';
 
 const RESTARTS = 240_000;
@@ -171,8 +171,8 @@ describe('demoted admin', () => {
 
 describe('caller SQL', () => {
   let caller: Sql;
-  beforeAll(() => {
-    caller = connect(callerUrl(stack.databaseUrl), 1, 'security test');
+  beforeAll(async () => {
+    caller = connect(callerUrl(stack.databaseUrl, await callerPassword(stack.sql)), 1, 'security test');
   });
   afterAll(() => caller?.end({ timeout: 5 }));
 

@@ -2,7 +2,6 @@
 // Two pools: the owner's, for the sidecar's own bookkeeping, and the caller pool, logged in as
 // plinth_caller, the only one SQL runs on as a caller: it holds no rights of its own, so a
 // statement that escapes the caller's role (RESET ROLE) finds nothing there.
-import { createHmac } from 'node:crypto';
 import postgres from 'postgres';
 import { fromDatabase } from './errors.js';
 
@@ -34,25 +33,28 @@ export function connect(url: string, max = 10, applicationName = 'plinth'): Sql 
 }
 
 /**
- * plinth_caller's password, derived (HMAC) from the owner's connection string: every sidecar of
- * one database agrees on it without storing it, and it is set anew at every start.
+ * plinth_caller's password: a secret kept in the database (auth.secrets), so every sidecar of
+ * one database agrees on it, however each spells the database's address.
  */
-export function callerPassword(ownerUrl: string): string {
-  return createHmac('sha256', ownerUrl).update('plinth caller').digest('base64url');
+export async function callerPassword(owner: Sql): Promise<string> {
+  const [row] = await owner<{ value: Buffer }[]>`select value from auth.secrets where name = 'plinth_caller_password'`;
+  if (!row) throw new Error('auth.secrets has no plinth_caller_password: are the migrations applied?');
+  return row.value.toString('base64url');
 }
 
-export function callerUrl(ownerUrl: string): string {
+export function callerUrl(ownerUrl: string, password: string): string {
   const u = new URL(ownerUrl);
   u.username = CALLER_LOGIN;
-  u.password = callerPassword(ownerUrl);
+  u.password = password;
   return u.toString();
 }
 
 /** Sets plinth_caller's password (as the owner) and opens the caller pool. */
 export async function connectCaller(owner: Sql, ownerUrl: string, max: number): Promise<CallerSql> {
+  const password = await callerPassword(owner);
   // Base64url: nothing to escape in the literal (ALTER ROLE takes no bind parameters).
-  await owner.unsafe(`alter role ${CALLER_LOGIN} with login password '${callerPassword(ownerUrl)}'`);
-  return connect(callerUrl(ownerUrl), max, 'plinth caller') as CallerSql;
+  await owner.unsafe(`alter role ${CALLER_LOGIN} with login password '${password}'`);
+  return connect(callerUrl(ownerUrl, password), max, 'plinth caller') as CallerSql;
 }
 
 /**

@@ -1,7 +1,7 @@
 -- The sidecar runs SQL "as the caller" over connections of its own login role, plinth_caller, never
 -- over its owner (superuser) connections: like PostgREST's authenticator it can do nothing itself
--- (NOINHERIT, no grants) but switch to one of the API roles, so RESET ROLE leads nowhere. The
--- sidecar sets its password at start. Roles are cluster-wide, so creation is idempotent.
+-- (NOINHERIT, no grants) but switch to one of the API roles, so RESET ROLE leads nowhere. Roles
+-- are cluster-wide, so creation is idempotent.
 
 -- migrate:up
 DO $$
@@ -13,7 +13,20 @@ END
 $$;
 GRANT anon, authenticated, service_role TO plinth_caller;
 
+-- Server-side secrets; only the owner connection reads them. plinth_caller's password is one: the
+-- sidecar sets it at start, and every sidecar of the database reads the same value here, however
+-- each spells the database's address.
+CREATE TABLE auth.secrets (
+  name text PRIMARY KEY,
+  value bytea NOT NULL CHECK (length(value) >= 32)
+);
+REVOKE ALL ON auth.secrets FROM PUBLIC;
+-- gen_random_uuid() draws from the server's strong random source: 244 random bits here.
+INSERT INTO auth.secrets (name, value)
+VALUES ('plinth_caller_password', sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())));
+
 -- migrate:down
+DROP TABLE auth.secrets;
 REVOKE anon, authenticated, service_role FROM plinth_caller;
 DROP OWNED BY plinth_caller;
 DROP ROLE plinth_caller;

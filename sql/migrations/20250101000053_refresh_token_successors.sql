@@ -3,15 +3,8 @@
 -- refreshes share one line of tokens instead of forking the session into two that live on.
 
 -- migrate:up
--- Server-side secrets of the accounts feature; only the owner connection reads them.
-CREATE TABLE auth.secrets (
-  name text PRIMARY KEY,
-  value bytea NOT NULL CHECK (length(value) >= 32)
-);
-REVOKE ALL ON auth.secrets FROM PUBLIC;
--- gen_random_uuid() draws from the server's strong random source: 244 random bits here.
 INSERT INTO auth.secrets (name, value)
 VALUES ('refresh_token_successor', sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())));
 
 -- migrate:down
-DROP TABLE auth.secrets;
+DELETE FROM auth.secrets WHERE name = 'refresh_token_successor';
