@@ -102,7 +102,8 @@ describe('sessions', () => {
     const late = await refresh(session.refresh_token);
     expect(late.status).toBe(200);
     const pairs = [await a.json(), await b.json(), await late.json()];
-    expect(new Set(pairs.map((p) => p.refresh_token)).size).toBe(3);
+    // The same successor every time: concurrent refreshes never fork the session.
+    expect(new Set(pairs.map((p) => p.refresh_token)).size).toBe(1);
     for (const p of pairs) expect((await stack.fetch('/auth/user', { token: p.token })).status).toBe(200);
     // One tab goes on with its pair; once a successor has been used, the old token is reuse.
     const r = await refresh(pairs[0].refresh_token);
@@ -272,7 +273,7 @@ describe('app roles', () => {
     expect(app_role).toBe('editor');
   });
 
-  test('the service key sets an app role; the next refresh carries it; admins list users', async () => {
+  test('the service key sets an app role, which ends the user\'s sessions; the next sign-in carries it; admins list users', async () => {
     const s = await signup();
     const editor = await signup();
     const anonList = await stack.fetch('/auth/admin/users', { apikey: stack.anonKey });
@@ -284,7 +285,9 @@ describe('app roles', () => {
     const promoted = await stack.fetch(`/auth/admin/users/${s.user.id}`, { method: 'PATCH', apikey: stack.serviceKey, json: { app_role: 'admin' } });
     expect(promoted.status).toBe(200);
     expect(await promoted.json()).toMatchObject({ id: s.user.id, app_role: 'admin' });
-    const admin = await (await refresh(s.refresh_token)).json();
+    // The change ended the user's sessions; the next sign-in carries the new role.
+    expect((await refresh(s.refresh_token)).status).toBe(401);
+    const admin = await login(s.user.email);
     expect(claimsOf(admin.token).app_role).toBe('admin');
 
     const list = await stack.fetch('/auth/admin/users?limit=1000', { token: admin.token });

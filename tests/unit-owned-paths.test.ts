@@ -90,6 +90,9 @@ describe('the front door: a route registered by a feature is owned, anything els
     sql: (() => {
       throw new Error('no database in this test');
     }) as unknown as Plinth['sql'],
+    callerSql: (() => {
+      throw new Error('no database in this test');
+    }) as unknown as Plinth['callerSql'],
     keys,
     // Port 9 (discard): nothing listens, so a proxied request meets a refused connection.
     postgrest: { origin: 'http://127.0.0.1:9' },

@@ -8,7 +8,7 @@ import { consoleRoutes } from '../console/routes.js';
 import { startConsoleBuild } from '../console/service.js';
 import type { Config } from '../core/config.js';
 import type { Plinth } from '../core/context.js';
-import { connect } from '../core/db.js';
+import { connect, connectCaller } from '../core/db.js';
 import { addSigningKey, KeyRing } from '../core/keys.js';
 import type { Logger } from '../core/log.js';
 import { MigrationError, migrateUpLocked } from '../core/migrations.js';
@@ -60,6 +60,10 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const applied = await migrateUpLocked(sql, databaseUrl, config.migrations.appDir);
     for (const file of applied) log.info(`migration applied: ${file}`);
 
+    // Caller SQL never runs on the owner's (superuser) connections: see core/db.ts.
+    const callerSql = await connectCaller(sql, databaseUrl, config.database.poolSize);
+    lifecycle.onStop('caller database connections', () => callerSql.end({ timeout: 5 }));
+
     const password = authenticatorPassword(databaseUrl, config.postgrest.authenticatorPassword);
     if (!config.postgrest.url || config.postgrest.authenticatorPassword) await setAuthenticatorPassword(sql, password);
 
@@ -79,7 +83,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
       postgrest = running;
     }
 
-    const plinth: Plinth = { config, sql, keys, postgrest, log, health: new Map() };
+    const plinth: Plinth = { config, sql, callerSql, keys, postgrest, log, health: new Map() };
     const accounts = await lifecycle.start('accounts', () => startAccounts(plinth));
     const storage = await lifecycle.start('storage', () => startStorage(plinth));
     const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));

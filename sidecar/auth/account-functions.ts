@@ -8,21 +8,21 @@ import type { UserProfile } from './users.js';
 
 /** The caller's own account; 401 once their session has ended or the account is gone. */
 export async function callerProfile(plinth: Plinth, claims: Claims): Promise<UserProfile> {
-  const [me] = await asCaller(plinth.sql, claims, (tx) => tx<UserProfile[]>`select * from auth.me()`);
+  const [me] = await asCaller(plinth.callerSql, claims, (tx) => tx<UserProfile[]>`select * from auth.me()`);
   if (!me) throw unauthorized('This session has ended or its account no longer exists; sign in again');
   return me;
 }
 
 export async function endSession(plinth: Plinth, claims: Claims, everywhere: boolean): Promise<number> {
-  const [{ ended }] = await asCaller(plinth.sql, claims, (tx) => tx<{ ended: number }[]>`select auth.end_session(${everywhere}) as ended`);
+  const [{ ended }] = await asCaller(plinth.callerSql, claims, (tx) => tx<{ ended: number }[]>`select auth.end_session(${everywhere}) as ended`);
   return ended;
 }
 
 export function listUsers(plinth: Plinth, claims: Claims, limit: number, offset: number): Promise<UserProfile[]> {
-  return asCaller(plinth.sql, claims, (tx) => tx<UserProfile[]>`select * from auth.list_users(${limit}, ${offset})`);
+  return asCaller(plinth.callerSql, claims, (tx) => tx<UserProfile[]>`select * from auth.list_users(${limit}, ${offset})`);
 }
 
 export async function setAppRole(plinth: Plinth, claims: Claims, userId: string, appRole: string): Promise<UserProfile> {
-  const [user] = await asCaller(plinth.sql, claims, (tx) => tx<UserProfile[]>`select * from auth.set_app_role(${userId}, ${appRole})`);
+  const [user] = await asCaller(plinth.callerSql, claims, (tx) => tx<UserProfile[]>`select * from auth.set_app_role(${userId}, ${appRole})`);
   return user;
 }

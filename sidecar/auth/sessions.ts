@@ -2,7 +2,9 @@
 // that rotates on every use. All refresh tokens of one sign-in share the session row (the family);
 // presenting a token that was already exchanged revokes the whole family (reuse detection), save
 // a token one rotation behind coming back within seconds (see refreshSession).
+import { createHmac } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
+import type { Tx } from '../core/db.js';
 import { unauthorized } from '../core/errors.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { PROFILE_COLUMNS, type UserProfile } from './users.js';
@@ -45,18 +47,28 @@ export async function startSession(plinth: Plinth, user: UserProfile, method: Si
 const REFRESH_REFUSED = 'Invalid refresh token: it is unknown, expired, already used or its session has ended; sign in again';
 
 /**
+ * The token a refresh token is exchanged for: an HMAC of it under a secret that never leaves the
+ * database and the sidecar, so it is unguessable, and the same however often it is computed.
+ */
+async function successorOf(tx: Tx, refreshToken: string): Promise<{ token: string; hash: Buffer }> {
+  const [{ value }] = await tx<{ value: Buffer }[]>`select value from auth.secrets where name = 'refresh_token_successor'`;
+  const token = createHmac('sha256', value).update(refreshToken, 'utf8').digest('base64url');
+  return { token, hash: hashOpaqueToken(token) };
+}
+
+/**
  * Exchanges a refresh token for a new pair. The user row is read again, so a new app role applies.
  *
  * A token already exchanged is reuse, and revokes the whole family, except within the reuse
  * interval (PLINTH_REFRESH_TOKEN_REUSE_INTERVAL) while its successor is still unused: a browser
  * with two tabs may send the same token twice within moments (one tab has not yet seen the other
  * tab's new session: localStorage reaches other tabs asynchronously), and that must not sign the
- * user out. Such a late exchange gets a new token of the same family. A token whose successor
- * has been used, or that comes back later, is still reuse.
+ * user out. Such a late exchange gets the very same successor again, never a second one: a copy
+ * spent within the interval cannot fork the session into a branch of its own. A token whose
+ * successor has been used, or that comes back later, is still reuse.
  */
 export async function refreshSession(plinth: Plinth, refreshToken: string): Promise<Session> {
   const presented = hashOpaqueToken(refreshToken);
-  const next = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
   const grace = plinth.config.auth.refreshTokenReuseInterval;
   const outcome = await plinth.sql.begin(async (tx) => {
@@ -87,12 +99,15 @@ export async function refreshSession(plinth: Plinth, refreshToken: string): Prom
       }
       claimed = seen;
     }
+    const next = await successorOf(tx, refreshToken);
+    // Within the grace the successor exists already: the same row, handed out again.
     await tx`
       insert into auth.refresh_tokens (token_hash, session_id, expires_at, parent_hash)
-      values (${next.hash}, ${claimed.session_id}, now() + make_interval(secs => ${ttl}), ${presented})`;
+      values (${next.hash}, ${claimed.session_id}, now() + make_interval(secs => ${ttl}), ${presented})
+      on conflict (token_hash) do nothing`;
     await tx`update auth.sessions set refreshed_at = now() where id = ${claimed.session_id}`;
     const [user] = await tx<UserProfile[]>`select ${tx(PROFILE_COLUMNS)} from auth.users where id = ${claimed.user_id}`;
-    return { sessionId: claimed.session_id, user };
+    return { sessionId: claimed.session_id, user, next: next.token };
   });
   if ('reused' in outcome) {
     // Never log the token itself: the session id is enough to investigate.
@@ -102,7 +117,7 @@ export async function refreshSession(plinth: Plinth, refreshToken: string): Prom
   if ('refused' in outcome) throw unauthorized(REFRESH_REFUSED);
   return {
     token: await mintAccessToken(plinth, outcome.user, outcome.sessionId),
-    refresh_token: next.token,
+    refresh_token: outcome.next,
     expires_in: plinth.config.auth.accessTokenTtl,
     user: outcome.user,
   };

@@ -2,6 +2,7 @@
 // Emails are stored lower-cased and trimmed; the unique index on lower(email) guards duplicates.
 import type { Plinth } from '../core/context.js';
 import type { Sql } from '../core/db.js';
+import { ConfigError } from '../core/config.js';
 import { PlinthError } from '../core/errors.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 
@@ -54,21 +55,35 @@ export async function recordSignIn(sql: Sql, userId: string, confirmsEmail: bool
  * PLINTH_ADMIN_EMAIL / PLINTH_ADMIN_PASSWORD: the account is created on first start, and on later
  * starts made an admin again and given the configured password if it changed. Never duplicated:
  * the upsert rides on the unique index, so concurrent sidecars agree.
+ *
+ * Signing up proves nothing about an address, so an account with that address that Plinth did not
+ * create as the admin, and that is not an admin, may be anyone's: it is promoted only with
+ * PLINTH_ADMIN_ADOPT=true. Either change ends the account's sessions (a trigger on auth.users).
  */
 export async function bootstrapAdmin(plinth: Plinth): Promise<void> {
-  const { adminEmail, adminPassword } = plinth.config.auth;
+  const { adminEmail, adminPassword, adminAdopt } = plinth.config.auth;
   if (!adminEmail || !adminPassword) return;
   try {
     assertAcceptablePassword(adminPassword);
   } catch (err) {
-    throw new Error(`PLINTH_ADMIN_PASSWORD is not acceptable: ${(err as Error).message}`);
+    throw new ConfigError(`PLINTH_ADMIN_PASSWORD is not acceptable: ${(err as Error).message}`);
   }
-  const existing = await findUserByEmail(plinth.sql, adminEmail);
+  const email = normalizeEmail(adminEmail);
+  const existing = await findUserByEmail(plinth.sql, email);
   if (existing && existing.app_role === 'admin' && (await verifyPassword(existing.password_hash, adminPassword))) return;
   const passwordHash = await hashPassword(adminPassword);
-  await plinth.sql`
-    insert into auth.users (email, password_hash, app_role, email_confirmed_at)
-    values (${normalizeEmail(adminEmail)}, ${passwordHash}, 'admin', now())
-    on conflict ((lower(email))) do update set password_hash = excluded.password_hash, app_role = 'admin'`;
-  plinth.log.info(`admin account ${normalizeEmail(adminEmail)} ${existing ? 'updated' : 'created'} from PLINTH_ADMIN_EMAIL`);
+  const [row] = await plinth.sql<{ created: boolean }[]>`
+    insert into auth.users (email, password_hash, app_role, email_confirmed_at, created_as_env_admin)
+    values (${email}, ${passwordHash}, 'admin', now(), true)
+    on conflict ((lower(email))) do update
+      set password_hash = excluded.password_hash, app_role = 'admin',
+          email_confirmed_at = coalesce(auth.users.email_confirmed_at, now())
+      where auth.users.app_role = 'admin' or auth.users.created_as_env_admin or ${adminAdopt}
+    returning xmax = 0 as created`;
+  if (!row) {
+    throw new ConfigError(
+      `an account with PLINTH_ADMIN_EMAIL ${email} already exists and is not an admin; anyone may have signed up with that address, so it is not promoted: set PLINTH_ADMIN_ADOPT=true to make it the admin anyway (its password is replaced and its sessions end)`,
+    );
+  }
+  plinth.log.info(`admin account ${email} ${row.created ? 'created' : 'updated'} from PLINTH_ADMIN_EMAIL`);
 }

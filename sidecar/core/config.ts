@@ -128,6 +128,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       magicLinkTtl: int(env, 'PLINTH_MAGIC_LINK_TTL', 900, 1, 86400),
       adminEmail,
       adminPassword,
+      /** Make an existing non-admin account with PLINTH_ADMIN_EMAIL the admin (it may belong to anyone who signed up). */
+      adminAdopt: bool(env, 'PLINTH_ADMIN_ADOPT', false),
       smtpUrl,
       mailFrom: str(env, 'PLINTH_MAIL_FROM', 'Plinth <no-reply@localhost>'),
       rateLimitWindow: int(env, 'PLINTH_RATE_LIMIT_WINDOW', 900, 1, 86400),

@@ -1,6 +1,6 @@
 // What every feature of the sidecar is handed: configuration, the database, the keys, PostgREST.
 import type { Config } from './config.js';
-import type { Sql } from './db.js';
+import type { CallerSql, Sql } from './db.js';
 import type { KeyRing } from './keys.js';
 import type { Logger } from './log.js';
 
@@ -17,7 +17,10 @@ export interface PostgrestTarget {
 
 export interface Plinth {
   config: Config;
+  /** The owner's pool: migrations, bookkeeping, the auth tables. Never used to act as a caller. */
   sql: Sql;
+  /** The caller pool (plinth_caller): the only pool asCaller and becomeCaller run on. */
+  callerSql: CallerSql;
   keys: KeyRing;
   postgrest: PostgrestTarget;
   log: Logger;

@@ -1,9 +1,16 @@
-// The database connection, and the one helper that runs SQL as the caller so that RLS decides.
+// The database connections, and the one helper that runs SQL as the caller so that RLS decides.
+// Two pools: the owner's, for the sidecar's own bookkeeping, and the caller pool, logged in as
+// plinth_caller, the only one SQL runs on as a caller: it holds no rights of its own, so a
+// statement that escapes the caller's role (RESET ROLE) finds nothing there.
 import postgres from 'postgres';
 import { fromDatabase } from './errors.js';
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
+/** A pool logged in as plinth_caller: what asCaller needs, so the types keep the owner pool out of it. */
+export type CallerSql = Sql & { readonly __loggedInAs: 'plinth_caller' };
+
+export const CALLER_LOGIN = 'plinth_caller';
 
 export const API_ROLES = ['anon', 'authenticated', 'service_role'] as const;
 export type ApiRole = (typeof API_ROLES)[number];
@@ -17,12 +24,37 @@ export interface Claims {
   [claim: string]: unknown;
 }
 
-export function connect(url: string, max = 10): Sql {
+export function connect(url: string, max = 10, applicationName = 'plinth'): Sql {
   return postgres(url, {
     max,
     onnotice: () => {},
-    connection: { application_name: 'plinth' },
+    connection: { application_name: applicationName },
   });
+}
+
+/**
+ * plinth_caller's password: a secret kept in the database (auth.secrets), so every sidecar of
+ * one database agrees on it, however each spells the database's address.
+ */
+export async function callerPassword(owner: Sql): Promise<string> {
+  const [row] = await owner<{ value: Buffer }[]>`select value from auth.secrets where name = 'plinth_caller_password'`;
+  if (!row) throw new Error('auth.secrets has no plinth_caller_password: are the migrations applied?');
+  return row.value.toString('base64url');
+}
+
+export function callerUrl(ownerUrl: string, password: string): string {
+  const u = new URL(ownerUrl);
+  u.username = CALLER_LOGIN;
+  u.password = password;
+  return u.toString();
+}
+
+/** Sets plinth_caller's password (as the owner) and opens the caller pool. */
+export async function connectCaller(owner: Sql, ownerUrl: string, max: number): Promise<CallerSql> {
+  const password = await callerPassword(owner);
+  // Base64url: nothing to escape in the literal (ALTER ROLE takes no bind parameters).
+  await owner.unsafe(`alter role ${CALLER_LOGIN} with login password '${password}'`);
+  return connect(callerUrl(ownerUrl, password), max, 'plinth caller') as CallerSql;
 }
 
 /**
@@ -41,7 +73,7 @@ export function becomeCaller(tx: Tx, claims: Claims) {
  * Runs `fn` in one transaction as the caller, so every policy applies as it would through
  * PostgREST. A refusal by the database comes out as the HTTP error PostgREST would answer.
  */
-export async function asCaller<T>(sql: Sql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export async function asCaller<T>(sql: CallerSql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   try {
     return (await sql.begin(async (tx) => {
       await becomeCaller(tx, claims);

@@ -5,7 +5,7 @@
 // while the listening connection reconnects). Every sidecar on the database does the same for its
 // own clients. One loop does all the work in order, so a subscription's catch-up and the live
 // stream never overlap or reorder.
-import type { Sql } from '../core/db.js';
+import type { CallerSql, Sql } from '../core/db.js';
 import type { Logger } from '../core/log.js';
 import type { Subscription } from './client.js';
 import type { Tables } from './tables.js';
@@ -57,6 +57,8 @@ export class Hub {
 
   constructor(
     private readonly sql: Sql,
+    /** Where subscribers' visibility is judged, as each of them. */
+    private readonly callerSql: CallerSql,
     private readonly tables: Tables,
     private readonly log: Logger,
     private readonly retentionSeconds: number,
@@ -272,7 +274,7 @@ export class Hub {
         return { group, filterIndex, filters };
       });
       const results = await judgeGroups(
-        this.sql,
+        this.callerSql,
         this.tables,
         table,
         plans.map((p) => ({ claims: p.group[0].client.claims!, filters: p.filters })),

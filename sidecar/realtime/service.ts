@@ -14,7 +14,7 @@ export interface RealtimeService extends Service {
 
 export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
   const tables = new Tables(plinth.sql);
-  const hub = new Hub(plinth.sql, tables, plinth.log, plinth.config.realtime.retention);
+  const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
   await clients.start();
   try {

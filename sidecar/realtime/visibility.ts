@@ -11,7 +11,7 @@
 //   for that role (realtime.visibility_predicate: the policy expressions themselves, combined as
 //   PostgreSQL combines them), evaluated by PostgreSQL as the subscriber over
 //   jsonb_populate_record(null::<table>, old_row). Only the primary key is ever sent.
-import { asCaller, becomeCaller, type Claims, type Sql } from '../core/db.js';
+import { asCaller, becomeCaller, type CallerSql, type Claims } from '../core/db.js';
 import { compileFilter, quoteIdent, type Condition } from './filter.js';
 import type { PublishedTable, Tables } from './tables.js';
 
@@ -97,7 +97,7 @@ function collect(results: Array<{ query: Query; rows: Record<string, unknown>[] 
  * For each change (same table), the verdict for subscribers with these claims and these filters,
  * run through asCaller. A change missing from the result is visible to none of them.
  */
-export async function judge(sql: Sql, tables: Tables, table: PublishedTable, group: Group, changes: Change[]): Promise<Map<number, Verdict>> {
+export async function judge(sql: CallerSql, tables: Tables, table: PublishedTable, group: Group, changes: Change[]): Promise<Map<number, Verdict>> {
   const hasDeletes = changes.some((c) => c.event === 'DELETE');
   const predicate = hasDeletes ? await tables.predicate(table, group.claims.role) : null;
   const queries = queriesFor(table, changes, group.filters, predicate);
@@ -116,7 +116,7 @@ export async function judge(sql: Sql, tables: Tables, table: PublishedTable, gro
  * each query sees only its own group's role and claims. If anything fails, each group is judged
  * again on its own, so one bad group cannot hide the others' changes.
  */
-export async function judgeGroups(sql: Sql, tables: Tables, table: PublishedTable, groups: Group[], changes: Change[]): Promise<Array<Map<number, Verdict> | Error>> {
+export async function judgeGroups(sql: CallerSql, tables: Tables, table: PublishedTable, groups: Group[], changes: Change[]): Promise<Array<Map<number, Verdict> | Error>> {
   const hasDeletes = changes.some((c) => c.event === 'DELETE');
   const plans: Array<{ group: Group; queries: Query[] }> = [];
   for (const group of groups) {

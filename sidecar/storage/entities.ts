@@ -1,7 +1,7 @@
 // Entity-linked files: the file in column `field` of row `id` of public.`table`.
 // PostgreSQL decides access by running the very statement as the caller: an UPDATE of the row for
-// an upload, a SELECT for a download, a DELETE (rolled back) for a delete. RLS and grants apply
-// as they would through PostgREST; nothing here re-implements them. Even the catalog is read as
+// an upload, a SELECT for a download, a DELETE (rolled back) and an UPDATE clearing the field for
+// a delete. RLS and grants apply as they would through PostgREST; nothing here re-implements them. Even the catalog is read as
 // the caller, so a table or column the caller has no privilege on looks exactly like one that
 // does not exist.
 import type { IncomingMessage } from 'node:http';
@@ -148,7 +148,7 @@ export async function uploadEntityFile(storage: Storage, claims: Claims, form: U
 export async function findEntityFile(storage: Storage, claims: Claims, entity: Entity, filename: string): Promise<StoredObject | null> {
   checkEntity(entity);
   const name = checkFilename(filename);
-  return asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.callerSql, claims, async (tx) => {
     const { idType } = await describeEntity(tx, entity);
     const [row] = await tx<{ value: string | null }[]>`
       select ${tx(entity.field)}::text as value from public.${tx(entity.table)} where id = ${entity.id}::${tx.unsafe(idType)}`;
@@ -165,7 +165,7 @@ export async function findEntityFile(storage: Storage, claims: Claims, entity: E
 export async function deleteEntityFile(storage: Storage, claims: Claims, entity: Entity, filename: string): Promise<boolean> {
   checkEntity(entity);
   const name = checkFilename(filename);
-  return asCaller(storage.plinth.sql, claims, async (tx) => {
+  return asCaller(storage.plinth.callerSql, claims, async (tx) => {
     const { idType } = await describeEntity(tx, entity);
     let allowed: boolean;
     try {
@@ -179,8 +179,19 @@ export async function deleteEntityFile(storage: Storage, claims: Claims, entity:
       allowed = true;
     }
     if (!allowed) throw cannot('delete', entity);
+    // The field is cleared as the caller: storage.delete_entity_file refuses unless this
+    // transaction's own UPDATE left the row no longer naming the file.
+    await tx`
+      update public.${tx(entity.table)}
+         set ${tx(entity.field)} = case when ${tx(entity.field)} = ${name} then null else ${tx(entity.field)} end
+       where id = ${entity.id}::${tx.unsafe(idType)}`;
     const [{ deleted }] = await tx<{ deleted: boolean }[]>`
       select storage.delete_entity_file(${entity.table}, ${entity.id}, ${entity.field}, ${name}) as deleted`;
+    // Nothing was linked: undo the UPDATE above.
+    if (!deleted) throw new Rollback();
     return deleted;
+  }).catch((err) => {
+    if (err instanceof Rollback) return false;
+    throw err;
   });
 }

@@ -35,6 +35,6 @@ export interface FoundFile extends StoredObject {
 
 /** The caller's own file at `path`, or null (absent, or someone else's: even for an admin). */
 export async function findFile(storage: Storage, claims: Claims, path: string): Promise<FoundFile | null> {
-  const rows = await asCaller(storage.plinth.sql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
+  const rows = await asCaller(storage.plinth.callerSql, claims, (tx) => tx<FoundFile[]>`select * from storage.find_file(${path})`);
   return rows[0] ?? null;
 }

@@ -114,10 +114,10 @@ export interface UploadSteps<T> {
 
 /** Runs one upload from reservation to commit; on any failure nothing new is left behind. */
 export async function upload<T>(storage: Storage, claims: Claims, body: UploadBody, steps: UploadSteps<T>): Promise<{ result: T; written: WrittenObject }> {
-  const { sql, config } = storage.plinth;
+  const { callerSql, config } = storage.plinth;
   let id: string;
   try {
-    id = await asCaller(sql, claims, steps.reserve);
+    id = await asCaller(callerSql, claims, steps.reserve);
   } catch (err) {
     throw refusedUnread(err, body.source, body.request);
   }
@@ -126,7 +126,7 @@ export async function upload<T>(storage: Storage, claims: Claims, body: UploadBo
   try {
     const written = await write(storage, reserved, body, claims.sub ? config.storage.userQuota : null);
     await body.finish?.();
-    const result = await asCaller(sql, claims, async (tx) => {
+    const result = await asCaller(callerSql, claims, async (tx) => {
       const out = await steps.commit(tx, written);
       if (config.storage.userQuota !== null) await tx`select storage.check_quota(${config.storage.userQuota})`;
       return out;
