@@ -50,9 +50,25 @@ function bodyTooLarge(limit: number): PlinthError {
     'PLINTH413',
     null,
     'Send files to /rpc/store_file or /storage/upload; split large batches; or raise PLINTH_MAX_REST_BODY',
-    // The rest of the body is not wanted: close rather than read it to keep the connection.
-    { connection: 'close' },
   );
+}
+
+/** How long the rest of a refused body is read and dropped before its connection is closed. */
+const LINGER_MS = 5000;
+
+/**
+ * Answers a request whose body will not be forwarded. Closing a socket with unread bytes resets
+ * the connection, and the client would lose the answer while still sending; so the rest of the
+ * body is read and dropped for a moment (memory stays flat), then the connection is closed if the
+ * client has not stopped.
+ */
+function refuseBody(req: IncomingMessage, res: ServerResponse, err: PlinthError): void {
+  req.resume();
+  sendError(res, err);
+  if (req.complete) return;
+  setTimeout(() => {
+    if (!req.complete) req.socket.destroy();
+  }, LINGER_MS).unref();
 }
 
 function unavailable(err: { code?: unknown; message?: unknown } | undefined): PlinthError {
@@ -114,7 +130,9 @@ class Exchange {
   onError(err: Error) {
     this.done = true;
     if (this.res.headersSent) this.res.destroy();
-    else if (!this.res.destroyed) sendError(this.res, this.refusal ?? unavailable(err as never));
+    else if (this.res.destroyed) return;
+    else if (this.refusal) refuseBody(this.res.req, this.res, this.refusal);
+    else sendError(this.res, unavailable(err as never));
   }
 }
 
@@ -179,7 +197,7 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       // PostgREST reads a whole body into memory before it checks any grant, so size is checked
       // first, for every caller, before a byte of it is read.
       const declared = req.headers['content-length'];
-      if (declared !== undefined && Number(declared) > maxBody) return sendError(res, bodyTooLarge(maxBody));
+      if (declared !== undefined && Number(declared) > maxBody) return refuseBody(req, res, bodyTooLarge(maxBody));
       // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are forwarded.
       let token: string;
       try {
