@@ -16,7 +16,7 @@ import type { KeyRing } from '../core/keys.js';
 
 // Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`.
 const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'apikey', 'authorization']);
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'trailer', 'upgrade']);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
 
 /**
  * The header names a Connection header declares hop-by-hop (besides the options that name no
