@@ -194,8 +194,8 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
 
   return {
     handle(req, res) {
-      // PostgREST reads a whole body into memory before it checks any grant, so size is checked
-      // first, for every caller, before a byte of it is read.
+      // PostgREST reads a whole body into memory before it checks any grant, so a declared size
+      // is checked first, for every caller, before any of the body is forwarded.
       const declared = req.headers['content-length'];
       if (declared !== undefined && Number(declared) > maxBody) return refuseBody(req, res, bodyTooLarge(maxBody));
       // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are forwarded.
