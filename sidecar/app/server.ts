@@ -23,7 +23,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
   const owned = new OwnedPaths();
   // One trust rule for every reader of the client's address: request.ip here, the connection caps below.
   const trust = proxyTrust(plinth.config.trustProxy);
-  const limits = { ...frontDoor, maxPerAddress: frontDoor.maxConnectionsPerAddress, trust };
+  const limits = { maxPerAddress: frontDoor.maxConnectionsPerAddress, headersTimeoutMs: frontDoor.headersTimeoutMs, idleTimeoutMs: frontDoor.idleTimeoutMs, trust };
   const app = Fastify({
     bodyLimit: 64 * 1024,
     forceCloseConnections: 'idle',
