@@ -7,7 +7,8 @@
 // No Readable body, no stream.pipeline, no AbortSignal per request (profiled: those were a
 // third of the proxy's CPU).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Pool } from 'undici';
+import type { Readable } from 'node:stream';
+import { Pool, type Dispatcher } from 'undici';
 import { presentedToken } from '../core/caller.js';
 import type { PostgrestTarget } from '../core/context.js';
 import { PlinthError, sendError } from '../core/errors.js';
@@ -15,11 +16,59 @@ import type { KeyRing } from '../core/keys.js';
 
 // Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`.
 const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'apikey', 'authorization']);
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'trailer', 'upgrade']);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
+
+/**
+ * The header names a Connection header declares hop-by-hop (besides the options that name no
+ * header), lowercased; null for the usual bare `keep-alive` or `close`, so most requests allocate nothing.
+ */
+export function connectionListed(value: string | undefined): string[] | null {
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive' || value === 'Close') return null;
+  let names: string[] | null = null;
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase();
+    if (name === '' || name === 'close' || name === 'keep-alive') continue;
+    (names ??= []).push(name);
+  }
+  return names;
+}
+
+export interface ProxyLimits {
+  /** Largest request body forwarded, in bytes. */
+  maxBody: number;
+}
 
 export interface Proxy {
   handle(req: IncomingMessage, res: ServerResponse): void;
   close(): Promise<void>;
+}
+
+function bodyTooLarge(limit: number): PlinthError {
+  return new PlinthError(
+    413,
+    `Request body is larger than the REST API accepts (${limit} bytes)`,
+    'PLINTH413',
+    null,
+    'Send files to /rpc/store_file or /storage/upload; split large batches; or raise PLINTH_MAX_REST_BODY',
+  );
+}
+
+/** How long the rest of a refused body is read and dropped before its connection is closed. */
+const LINGER_MS = 5000;
+
+/**
+ * Answers a request whose body will not be forwarded. Closing a socket with unread bytes resets
+ * the connection, and the client would lose the answer while still sending; so the rest of the
+ * body is read and dropped for a moment (memory stays flat), then the connection is closed if the
+ * client has not stopped.
+ */
+function refuseBody(req: IncomingMessage, res: ServerResponse, err: PlinthError): void {
+  req.resume();
+  sendError(res, err);
+  if (req.complete) return;
+  setTimeout(() => {
+    if (!req.complete) req.socket.destroy();
+  }, LINGER_MS).unref();
 }
 
 function unavailable(err: { code?: unknown; message?: unknown } | undefined): PlinthError {
@@ -32,6 +81,8 @@ const uncork = (res: ServerResponse) => res.uncork();
 class Exchange {
   private abort: ((err?: Error) => void) | null = null;
   private done = false;
+  /** Set when the sidecar itself ended the upstream request (a body over the limit): what the client is told. */
+  refusal: PlinthError | null = null;
 
   constructor(private readonly res: ServerResponse) {
     // The client went away before the response ended: stop PostgREST's side too.
@@ -46,12 +97,17 @@ class Exchange {
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    const out: string[] = [];
+    let out: string[] = [];
+    let listed: string[] | null = null;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       // latin1 both ways: header bytes pass through unchanged, as Node writes headers in latin1.
       const name = rawHeaders[i].toString('latin1');
-      if (!DROP_RESPONSE.has(name.toLowerCase())) out.push(name, rawHeaders[i + 1].toString('latin1'));
+      const lower = name.toLowerCase();
+      if (lower === 'connection') listed = connectionListed(rawHeaders[i + 1].toString('latin1'));
+      else if (!DROP_RESPONSE.has(lower)) out.push(name, rawHeaders[i + 1].toString('latin1'));
     }
+    // Headers named in Connection are for this hop only, wherever they appear in the list.
+    if (listed !== null) out = withoutListed(out, listed);
     this.res.writeHead(statusCode, out);
     this.res.on('drain', resume);
     // Headers, the chunks that came with them and (for small responses) the end go out in one
@@ -74,11 +130,38 @@ class Exchange {
   onError(err: Error) {
     this.done = true;
     if (this.res.headersSent) this.res.destroy();
-    else if (!this.res.destroyed) sendError(this.res, unavailable(err as never));
+    else if (this.res.destroyed) return;
+    else if (this.refusal) refuseBody(this.res.req, this.res, this.refusal);
+    else sendError(this.res, unavailable(err as never));
   }
 }
 
-export function createProxy(target: PostgrestTarget, keys: KeyRing, connections: number): Proxy {
+function withoutListed(flat: string[], listed: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < flat.length; i += 2) if (!listed.includes(flat[i].toLowerCase())) kept.push(flat[i], flat[i + 1]);
+  return kept;
+}
+
+/**
+ * A chunked request body, passed on until it exceeds `limit`: the chunk that would cross it is
+ * never sent; the upstream request is aborted instead (PostgREST sees a truncated body and runs
+ * nothing) and the client is told 413. The request stream is not destroyed, so the 413 can still
+ * be written on its connection.
+ */
+async function* capped(req: IncomingMessage, limit: number, exchange: Exchange): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    seen += chunk.length;
+    if (seen > limit) {
+      exchange.refusal = bodyTooLarge(limit);
+      throw exchange.refusal;
+    }
+    yield chunk;
+  }
+}
+
+export function createProxy(target: PostgrestTarget, keys: KeyRing, connections: number, limits: ProxyLimits): Proxy {
+  const { maxBody } = limits;
   const pool = new Pool(target.origin, {
     connections,
     socketPath: target.socketPath,
@@ -90,19 +173,31 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
   function forward(req: IncomingMessage, res: ServerResponse, token: string) {
     const headers: string[] = [];
     const incoming = req.headers;
+    const listed = connectionListed(incoming.connection);
     for (const name in incoming) {
-      if (DROP_REQUEST.has(name)) continue;
+      if (DROP_REQUEST.has(name) || (listed !== null && listed.includes(name))) continue;
       const value = incoming[name]!;
       if (typeof value === 'string') headers.push(name, value);
       else for (const v of value) headers.push(name, v);
     }
     headers.push('authorization', `Bearer ${token}`);
-    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    pool.dispatch({ method: req.method as 'GET', path: req.url!, headers, body: hasBody ? req : null }, new Exchange(res));
+    const exchange = new Exchange(res);
+    let body: Dispatcher.DispatchOptions['body'] = null;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      // A declared length was checked in handle(), and Node delivers no more than it declares;
+      // only a chunked body needs counting on the way.
+      // (undici sends any async iterable as a chunked body; its types list only streams.)
+      body = incoming['content-length'] === undefined && incoming['transfer-encoding'] !== undefined ? (capped(req, maxBody, exchange) as unknown as Readable) : req;
+    }
+    pool.dispatch({ method: req.method as 'GET', path: req.url!, headers, body }, exchange);
   }
 
   return {
     handle(req, res) {
+      // PostgREST reads a whole body into memory before it checks any grant, so a declared size
+      // is checked first, for every caller, before any of the body is forwarded.
+      const declared = req.headers['content-length'];
+      if (declared !== undefined && Number(declared) > maxBody) return refuseBody(req, res, bodyTooLarge(maxBody));
       // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are
       // forwarded, as the same claims signed with the secret PostgREST trusts.
       let token: string;

@@ -2,12 +2,14 @@
 // goes straight to the PostgREST proxy, without fastify's per-request work on the hot path.
 // Which paths are owned is learned from the routes as the features register them.
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import http from 'node:http';
 import { callerPlugin } from '../core/caller.js';
+import { proxyTrust } from '../core/client-address.js';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
+import { createGuardedServer } from './connections.js';
 import { OwnedPaths } from './owned-paths.js';
 import { createProxy } from './proxy.js';
+import { toOriginForm } from './request-target.js';
 
 export interface Server {
   app: FastifyInstance;
@@ -16,17 +18,24 @@ export interface Server {
 
 /** The fastify app with Plinth's error shape and caller plugin; features register their routes on it. */
 export async function createServer(plinth: Plinth): Promise<Server> {
-  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize);
+  const { frontDoor } = plinth.config;
+  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, { maxBody: frontDoor.maxRestBody });
   const owned = new OwnedPaths();
+  // One trust rule for every reader of the client's address: request.ip here, the connection caps below.
+  const trust = proxyTrust(plinth.config.trustProxy);
+  const limits = { maxPerAddress: frontDoor.maxConnectionsPerAddress, headersTimeoutMs: frontDoor.headersTimeoutMs, idleTimeoutMs: frontDoor.idleTimeoutMs, trust };
   const app = Fastify({
     bodyLimit: 64 * 1024,
     forceCloseConnections: 'idle',
-    trustProxy: plinth.config.trustProxy,
+    trustProxy: trust,
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>
-      // requestTimeout 0: a multi-GiB upload over a slow link may take longer than Node's default 300 s;
-      // headersTimeout still bounds clients that never finish their headers.
-      http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => (owned.owns(req.url!) ? handler(req, res) : proxy.handle(req, res))),
+      createGuardedServer(limits, (req, res) => {
+        // Anything but a plain path is rewritten (or answered) before the owner is chosen.
+        if (req.url!.charCodeAt(0) !== 47 /* / */ && !toOriginForm(req, res)) return;
+        if (owned.owns(req.url!)) handler(req, res);
+        else proxy.handle(req, res);
+      }),
   });
   app.addHook('onRoute', (route) => owned.add(route.url));
 

@@ -1,5 +1,6 @@
 // The one place that reads process.env. Every variable is documented in README.md ("Configuration").
 import path from 'node:path';
+import { parseProxyEntry, type TrustProxy } from './client-address.js';
 
 export class ConfigError extends Error {}
 
@@ -74,6 +75,38 @@ function origin(env: Env, name: string): string | undefined {
   return u.origin;
 }
 
+/**
+ * Which proxies in front of Plinth may tell the client's address (X-Forwarded-For): none (`false`),
+ * a hop count, or their addresses/CIDR blocks. `true` is refused: trusting every hop lets a client
+ * behind an appending proxy choose its own address.
+ */
+function trustedProxies(env: Env, name: string): TrustProxy {
+  const raw = optional(env, name)?.trim();
+  if (raw === undefined || /^(0|false|no|off)$/i.test(raw)) return false;
+  if (/^(true|yes|on)$/i.test(raw)) {
+    throw new ConfigError(
+      `${name}=${raw} would believe every X-Forwarded-For entry, so clients could pick their own address: ` +
+        `set the number of proxies in front of Plinth (e.g. ${name}=1) or their addresses (e.g. ${name}=10.0.0.0/8,192.168.1.7)`,
+    );
+  }
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    if (hops > 10) throw new ConfigError(`${name} must be a hop count between 0 and 10 or a list of proxy addresses, got ${JSON.stringify(raw)}`);
+    return hops;
+  }
+  const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const bad = entries.find((e) => !parseProxyEntry(e));
+  if (bad !== undefined || entries.length === 0) {
+    throw new ConfigError(`${name} must be false, a hop count (e.g. 1) or a comma-separated list of proxy addresses or CIDR blocks, got ${JSON.stringify(bad ?? raw)}`);
+  }
+  return entries;
+}
+
+/** Seconds, as milliseconds. */
+function seconds(env: Env, name: string, fallback: number, min: number, max: number): number {
+  return int(env, name, fallback, min, max) * 1000;
+}
+
 export const JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
@@ -93,8 +126,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
   return {
     port,
     host: str(env, 'PLINTH_HOST', '127.0.0.1'),
-    /** Believe X-Forwarded-For (client addresses for rate limits) only behind a proxy you run. */
-    trustProxy: bool(env, 'PLINTH_TRUST_PROXY', false),
+    /** Believe X-Forwarded-For (client addresses for rate limits and caps) only from proxies you run. */
+    trustProxy: trustedProxies(env, 'PLINTH_TRUST_PROXY'),
     publicUrl: str(env, 'PLINTH_PUBLIC_URL', `http://localhost:${port}`).replace(/\/+$/, ''),
     dataDir,
     logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
@@ -106,6 +139,17 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       poolSize: int(env, 'PLINTH_DB_POOL_SIZE', 10, 1, 1000),
       /** Seconds to keep retrying an external database that is not reachable yet. */
       waitSeconds: int(env, 'PLINTH_DB_WAIT', 10, 0, 3600),
+    },
+
+    frontDoor: {
+      /** Largest request body forwarded to PostgREST, which buffers bodies whole before checking grants. */
+      maxRestBody: bytes(env, 'PLINTH_MAX_REST_BODY', 10 * 1024 ** 2),
+      /** Open connections per client address (WebSockets included); 0: no cap. */
+      maxConnectionsPerAddress: int(env, 'PLINTH_MAX_CONNECTIONS_PER_ADDRESS', 128, 0, 1_000_000),
+      /** Milliseconds a client has to send a request's headers. */
+      headersTimeoutMs: seconds(env, 'PLINTH_HEADERS_TIMEOUT', 20, 1, 3600),
+      /** Milliseconds without a byte either way before an HTTP connection is closed (WebSockets are exempt). */
+      idleTimeoutMs: seconds(env, 'PLINTH_IDLE_TIMEOUT', 60, 1, 86400),
     },
 
     postgrest: {
