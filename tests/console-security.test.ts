@@ -136,6 +136,7 @@ describe.sequential('attacks on a console user', { timeout: 180_000 }, () => {
     const [plainBody] = await plain.json();
     expect(Object.keys(plainBody)).toEqual(['token', 'refresh_token', 'expires_in', 'user']);
 
+    expect((await stack.fetch('/rpc/login', { method: 'POST', headers: { 'x-plinth-session': 'yes' }, json: who })).status).toBe(400);
     const login = await stack.fetch('/rpc/login', { method: 'POST', headers: { 'x-plinth-session': 'cookie' }, json: who });
     expect(login.status).toBe(200);
     const [loginBody] = await login.json();

@@ -3,20 +3,11 @@
 // another file on the API's origin might smuggle in), sent only to /auth. The access token lives in
 // this page's memory alone; localStorage only says who is signed in (no token), so a reload or
 // another tab knows to ask /auth/refresh for an access token of its own.
+import { isUser, sessionFrom, type Session, type User } from './session-body';
 
-export interface User {
-  id: string;
-  email: string;
-  app_role: string;
-}
+type Raw = Record<string, unknown>;
 
-export interface Session {
-  token: string;
-  /** Epoch milliseconds when the access token was issued and when it stops being accepted. */
-  issuedAt: number;
-  expiresAt: number;
-  user: User;
-}
+export { sessionFrom, sessionFromLogin, type Session, type User } from './session-body';
 
 /** Asks the accounts routes to keep the refresh token in the cookie rather than in the JSON. */
 export const COOKIE_SESSION = { 'x-plinth-session': 'cookie' } as const;
@@ -64,47 +55,6 @@ export function setSession(s: Session | null): void {
   schedule();
   // Listeners re-render on sign-in and sign-out; a refreshed token for the same user changes nothing visible.
   if (wasUser !== s?.user.id) for (const fn of listeners) fn(s);
-}
-
-/** The payload of a JWT, without verifying it (the server verifies; the page only reads iat and exp). */
-export function jwtClaims(token: string): Record<string, unknown> {
-  try {
-    const part = token.split('.')[1] ?? '';
-    const binary = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
-    const json = new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
-    return JSON.parse(json) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
-}
-
-type Raw = Record<string, unknown>;
-
-function isUser(u: unknown): u is User {
-  const o = u as Raw | null;
-  return !!o && typeof o === 'object' && typeof o.id === 'string' && typeof o.email === 'string' && typeof o.app_role === 'string';
-}
-
-/**
- * The session in an answer of POST /rpc/signup, /auth/verify or /auth/refresh in cookie mode:
- * `{token, expires_in, user}`. Anything else is not Plinth answering, and signs nobody in.
- */
-export function sessionFrom(body: unknown): Session | null {
-  const o = body as Raw | null;
-  if (!o || typeof o !== 'object' || Array.isArray(o)) return null;
-  if (typeof o.token !== 'string' || typeof o.expires_in !== 'number' || !isUser(o.user)) return null;
-  const claims = jwtClaims(o.token);
-  const now = Date.now();
-  // The token's own iat/exp when it has them; the page's clock and expires_in otherwise.
-  const issuedAt = typeof claims.iat === 'number' ? claims.iat * 1000 : now;
-  const expiresAt = typeof claims.exp === 'number' ? claims.exp * 1000 : now + o.expires_in * 1000;
-  const { id, email, app_role } = o.user;
-  return { token: o.token, issuedAt, expiresAt, user: { id, email, app_role } };
-}
-
-/** The session in an answer of POST /rpc/login: the same object, alone in an array. */
-export function sessionFromLogin(body: unknown): Session | null {
-  return Array.isArray(body) && body.length === 1 ? sessionFrom(body[0]) : null;
 }
 
 /**

@@ -53,8 +53,10 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
   const noStore = { 'cache-control': 'no-store' };
   // A sign-in answer: refresh_token in the JSON, or in an HttpOnly cookie for X-Plinth-Session: cookie.
   const deliver = (req: FastifyRequest, reply: FastifyReply, session: Session) => deliverSession(req, reply, plinth.config, session);
+  // A refused X-Plinth-Session is refused before any work, so it never leaves a session behind.
+  const checkSessionMode = async (req: FastifyRequest) => void wantsCookieSession(req);
 
-  app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema }, async (req, reply) => {
+  app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
     const { email, password } = req.body;
     await enforceRateLimit(plinth, 'signup', req.ip, email);
     assertAcceptablePassword(password);
@@ -63,7 +65,7 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     return reply.code(201).headers(noStore).send(deliver(req, reply, session));
   });
 
-  app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema }, async (req, reply) => {
+  app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
     const { email, password } = req.body;
     await enforceRateLimit(plinth, 'login', req.ip, email);
     const user = await findUserByEmail(plinth.sql, email);
@@ -115,7 +117,7 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     if (!token) throw new PlinthError(400, 'Send the sign-in token as ?token=… or as {"token": "…"}');
     return followMagicLink(plinth, token);
   };
-  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) => {
+  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema, preHandler: checkSessionMode }, async (req, reply) => {
     // A click in a mail client is a browser navigation: hand the link to the console, which spends
     // it and keeps the session. Link scanners that only fetch pages leave the token unspent.
     if (/^text\/html/.test(req.headers.accept ?? '') && req.query.token) {
@@ -125,7 +127,7 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
   });
   app.post<{ Querystring: { token?: string }; Body: { token?: string } }>(
     '/auth/verify',
-    { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject },
+    { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject, preHandler: checkSessionMode },
     async (req, reply) => reply.headers(noStore).send(deliver(req, reply, await verify(req.body.token ?? req.query.token))),
   );
   // Whose link is this, without spending it: the console asks before a link switches accounts.
