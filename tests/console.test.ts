@@ -56,7 +56,18 @@ async function newPage(viewport = DESKTOP, colorScheme: 'light' | 'dark' = 'ligh
   page.on('pageerror', (err) => {
     throw err;
   });
+  page.on('request', (r) => {
+    const auth = r.headers().authorization;
+    if (auth?.startsWith('Bearer ')) bearers.set(page, auth.slice('Bearer '.length));
+  });
   return page;
+}
+
+/** The access token each page last sent: the console keeps it in the page's memory only. */
+const bearers = new WeakMap<Page, string>();
+async function accessToken(page: Page): Promise<string> {
+  await eventually(() => bearers.has(page)).toBe(true);
+  return bearers.get(page)!;
 }
 
 /** Waits for what the page shows; the machine is shared, so allow seconds rather than expect.poll's default second. */
@@ -163,9 +174,8 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
     expect(got.name).toBe('holiday photo.bin');
     expect(got.bytes.equals(photo)).toBe(true);
 
-    // The same bytes through the API, with the token the page keeps in localStorage.
-    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    const api = await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent('notes.txt')}`, { token: saved.token });
+    // The same bytes through the API, with the page's access token.
+    const api = await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent('notes.txt')}`, { token: await accessToken(page) });
     expect(Buffer.from(await api.arrayBuffer()).equals(notes)).toBe(true);
 
     // A reload stays signed in.
@@ -256,8 +266,7 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
     expect(await page.getByRole('status').first().textContent()).toBe('Deleted notes.txt.');
     expect(await page.locator('.count').textContent()).toBe('1 file');
     // Gone for the API too.
-    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    const r = await stack.fetch(`/rpc/retrieve_file?p_file_path=notes.txt`, { token: saved.token });
+    const r = await stack.fetch(`/rpc/retrieve_file?p_file_path=notes.txt`, { token: await accessToken(page) });
     expect(r.status).toBe(400);
   });
 
@@ -265,7 +274,7 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
     // Alice has a todo; Bob must not see it in the file manager or the table browser.
     const page = await newPage();
     await signIn(page, alice.email, alice.password);
-    const token = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token;
+    const token = await accessToken(page);
     for (let i = 1; i <= 30; i++) {
       const r = await stack.fetch('/todos', { method: 'POST', token, json: { title: `alice todo ${String(i).padStart(2, '0')}`, priority: i % 3 } });
       expect(r.status).toBe(201);
@@ -365,7 +374,7 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
     await shot(page, 'admin-desktop');
 
     // The rule holds on the server too: the admin's token cannot fetch Bob's bytes.
-    const token = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!).token;
+    const token = await accessToken(page);
     expect((await stack.fetch('/rpc/retrieve_file?p_file_path=bob.txt', { token })).status).toBe(400);
 
     const phone = await newPage(PHONE);
@@ -378,33 +387,43 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
 
   test('tokens are refreshed before they expire, in two tabs at once, and sign-out forgets the session', async () => {
     const page = await newPage();
+    // Every refresh either tab makes, and its answer: a refresh token spent twice would end the session.
+    const refreshes: Array<{ tab: string; status: number }> = [];
+    const watch = (p: Page, tab: string) =>
+      p.on('response', (r) => {
+        if (new URL(r.url()).pathname === '/auth/refresh') refreshes.push({ tab, status: r.status() });
+      });
+    watch(page, 'first');
     await signIn(page, alice.email, alice.password);
-    // A second tab of the same browser shares the session (one refresh token: they must take turns).
+    // A second tab of the same browser shares the session (one refresh cookie: they must take turns).
     const tab = await page.context().newPage();
+    watch(tab, 'second');
     await tab.goto(`${stack.url}/console/tables`);
     await eventually(() => tab.locator('header .email').textContent()).toBe(alice.email);
-    const stored = async () => JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    const first = await stored();
-    // Access tokens live 30 s here; the console swaps them at half-life, well before expiry. Two
-    // rounds of refreshes in two tabs: a refresh token spent twice would end the session.
-    const seen = new Set([first.token]);
-    await expect.poll(async () => (seen.add((await stored()).token), seen.size), { timeout: 60_000, interval: 500 }).toBeGreaterThanOrEqual(3);
-    const latest = await stored();
-    expect(latest.refreshToken).not.toBe(first.refreshToken);
-    expect(latest.expiresAt).toBeGreaterThan(first.expiresAt);
+    const refreshCookie = async () => (await page.context().cookies()).find((c) => c.name === 'plinth_refresh');
+    const first = (await refreshCookie())!;
+    // Access tokens live 30 s here; each tab swaps its own at half-life, well before expiry: two
+    // rounds of refreshes in each tab.
+    const count = (t: string) => refreshes.filter((r) => r.tab === t).length;
+    await expect.poll(() => Math.min(count('first'), count('second')), { timeout: 60_000, interval: 500 }).toBeGreaterThanOrEqual(2);
+    expect(refreshes.map((r) => r.status)).toEqual(refreshes.map(() => 200));
+    const latest = (await refreshCookie())!;
+    expect(latest.value).not.toBe(first.value);
     // Both tabs are still signed in and work.
     await page.getByRole('link', { name: 'Files' }).click();
     await eventually(() => row(page, 'pictures/holiday photo.bin').count()).toBe(1);
     await tab.getByRole('link', { name: 'files', exact: true }).click();
     await eventually(() => tab.locator('.pager .status').textContent()).toBe('Rows 1–1 of 1');
 
-    // Signing out in one tab signs out the other.
+    // Signing out in one tab signs out the other, and the browser forgets the refresh cookie.
+    const before = (await refreshCookie())!;
     await page.getByRole('button', { name: 'Sign out' }).click();
     await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
     await eventually(() => tab.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
-    expect(await page.evaluate(() => localStorage.getItem('plinth.console.session'))).toBeNull();
+    expect(await refreshCookie()).toBeUndefined();
+    expect(await page.evaluate(() => localStorage.length)).toBe(0);
     // The server ended the session: its refresh token no longer works.
-    const afterSignOut = await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: latest.refreshToken } });
+    const afterSignOut = await stack.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: before.value } });
     expect(afterSignOut.status).toBe(401);
     await page.reload();
     await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
@@ -469,17 +488,11 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
 
     // The server ends every session of this user (sign-out everywhere): the console's refresh is
     // refused, and it signs out saying why.
-    const saved = JSON.parse((await page.evaluate(() => localStorage.getItem('plinth.console.session')))!);
-    expect((await stack.fetch('/auth/logout', { method: 'POST', token: saved.token, json: { scope: 'global' } })).status).toBe(204);
-    await page.evaluate(() => {
-      // As if the access token had expired meanwhile: the next request must refresh first.
-      const s = JSON.parse(localStorage.getItem('plinth.console.session')!);
-      s.expiresAt = Date.now() - 1000;
-      localStorage.setItem('plinth.console.session', JSON.stringify(s));
-    });
+    expect((await stack.fetch('/auth/logout', { method: 'POST', token: await accessToken(page), json: { scope: 'global' } })).status).toBe(204);
+    // The next page load asks for an access token with the refresh cookie, and is refused.
     await page.reload();
     await eventually(() => page.getByRole('alert').textContent()).toBe('Your session ended (signed out elsewhere, or it expired): sign in again.');
-    expect(await page.evaluate(() => localStorage.getItem('plinth.console.session'))).toBeNull();
+    expect(await page.evaluate(() => localStorage.getItem('plinth.console.account'))).toBeNull();
     await shot(page, 'session-ended-desktop');
   });
 

@@ -1,6 +1,6 @@
 // Every call the console makes goes through here: same origin only, the bearer token attached,
 // one retry after a refresh when the token was refused, and failures turned into sentences.
-import { endSession, freshToken, refresh, session } from './session';
+import { freshToken, refresh, session } from './session';
 
 export class ApiError extends Error {
   constructor(
@@ -31,18 +31,14 @@ export function failureMessage(status: number, serverMessage?: string): string {
   }
 }
 
-/** The `message` of a PostgREST-shaped error body, if the response has one. */
+/** The `message` of an error body: Plinth and PostgREST both answer `{code, details, hint, message}`. */
 export async function serverMessage(res: Response): Promise<string | undefined> {
   try {
-    const text = await res.text();
-    try {
-      const body = JSON.parse(text) as { message?: unknown; msg?: unknown; error?: unknown; hint?: unknown };
-      const m = body.message ?? body.msg ?? body.error;
-      return typeof m === 'string' && m ? m : undefined;
-    } catch {
-      return text && text.length < 200 && !text.trimStart().startsWith('<') ? text.trim() : undefined;
-    }
+    const body = (await res.json()) as { message?: unknown } | null;
+    const m = body?.message;
+    return typeof m === 'string' && m ? m : undefined;
   } catch {
+    // Not JSON (a proxy in front of Plinth, say): the status alone tells what happened.
     return undefined;
   }
 }
@@ -74,14 +70,14 @@ export async function call(path: string, opts: CallOptions = {}): Promise<Respon
   };
 
   let res = await send(useAuth ? await freshToken() : null);
-  if (res.status === 401 && useAuth && session()?.refreshToken) {
+  // A token refused mid-session (e.g. keys rotated): refresh once and try again. A refused
+  // refresh signs the console out by itself.
+  if (res.status === 401 && useAuth && session()) {
     const next = await refresh().catch(() => null);
     if (next) res = await send(next.token);
   }
   if (res.ok) return res;
-  const message = failureMessage(res.status, await serverMessage(res));
-  if (res.status === 401 && useAuth && session() && !session()?.refreshToken) endSession('Your session ended: sign in again.');
-  throw new ApiError(res.status, message);
+  throw new ApiError(res.status, failureMessage(res.status, await serverMessage(res)));
 }
 
 export async function callJson<T>(path: string, opts: CallOptions = {}): Promise<T> {

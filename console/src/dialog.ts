@@ -5,12 +5,14 @@ export interface ConfirmOptions {
   title: string;
   body: string | Node;
   confirmLabel: string;
+  /** The safe answer, which has the focus; "Cancel" unless the question needs words. */
+  cancelLabel?: string;
   danger?: boolean;
 }
 
 export function confirmDialog(opts: ConfirmOptions): Promise<boolean> {
   return new Promise((resolve) => {
-    const cancel = h('button', { type: 'button', class: 'secondary', value: 'cancel' }, 'Cancel');
+    const cancel = h('button', { type: 'button', class: 'secondary', value: 'cancel' }, opts.cancelLabel ?? 'Cancel');
     const ok = h('button', { type: 'button', class: opts.danger ? 'danger' : 'primary', value: 'ok' }, opts.confirmLabel);
     const dialog = h(
       'dialog',

@@ -13,22 +13,26 @@ export interface FileRow {
   ownerId: string;
 }
 
-type Raw = Record<string, unknown>;
+/** A row of GET /files, as the `files` table defines it. */
+interface FilesRow {
+  id: string;
+  owner_id: string;
+  path: string;
+  description: string | null;
+  size: number;
+  content_type: string;
+  updated_at: string;
+}
 
-const pick = (o: Raw, ...names: string[]) => names.map((n) => o[n]).find((v) => v !== undefined && v !== null);
-
-export function fileRow(o: Raw): FileRow {
+export function fileRow(o: FilesRow): FileRow {
   return {
-    id: String(pick(o, 'id') ?? ''),
-    path: String(pick(o, 'path', 'file_path', 'name') ?? ''),
-    description: String(pick(o, 'description') ?? ''),
-    size: (() => {
-      const v = pick(o, 'size', 'size_bytes', 'bytes', 'byte_size');
-      return v === undefined ? null : Number(v);
-    })(),
-    contentType: String(pick(o, 'content_type', 'mime_type', 'type') ?? ''),
-    changedAt: String(pick(o, 'updated_at', 'modified_at', 'created_at') ?? ''),
-    ownerId: String(pick(o, 'owner_id', 'user_id', 'owner') ?? ''),
+    id: o.id,
+    path: o.path,
+    description: o.description ?? '',
+    size: o.size,
+    contentType: o.content_type,
+    changedAt: o.updated_at,
+    ownerId: o.owner_id,
   };
 }
 
@@ -38,13 +42,13 @@ const eq = (v: string) => `eq.${encodeURIComponent(v)}`;
 /** File metadata, newest first; `ownerId` narrows an admin's view (who sees every row) to their own. */
 export async function listFiles(ownerId?: string): Promise<FileRow[]> {
   const filter = ownerId ? `&owner_id=${eq(ownerId)}` : '';
-  const rows = await callJson<Raw[]>(`/files?order=path.asc&limit=5000${filter}`);
+  const rows = await callJson<FilesRow[]>(`/files?order=path.asc&limit=5000${filter}`);
   return rows.map(fileRow);
 }
 
 /** Deletes one of the caller's files; refused (no row removed) when RLS does not allow it. */
 export async function deleteFile(file: FileRow): Promise<void> {
-  const rows = await callJson<Raw[]>(`/files?id=${eq(file.id)}`, { method: 'DELETE', headers: { prefer: 'return=representation' } });
+  const rows = await callJson<FilesRow[]>(`/files?id=${eq(file.id)}`, { method: 'DELETE', headers: { prefer: 'return=representation' } });
   if (!rows || rows.length === 0) throw new ApiError(403, 'Not deleted: the file is gone, or your account may not delete it.');
 }
 
@@ -80,7 +84,7 @@ export async function uploadFile(file: File, path: string, description: string, 
     return await sendFile(await freshToken(), file, path, description, onProgress);
   } catch (err) {
     // A token refused mid-session (e.g. keys rotated): refresh once and send the file again.
-    if (!(err instanceof ApiError && err.status === 401 && session()?.refreshToken)) throw err;
+    if (!(err instanceof ApiError && err.status === 401 && session())) throw err;
     const next = await refresh().catch(() => null);
     if (!next) throw err;
     return sendFile(next.token, file, path, description, onProgress);
@@ -100,13 +104,12 @@ function sendFile(token: string | null, file: File, path: string, description: s
     xhr.addEventListener('load', () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress(file.size, file.size);
-        let id = xhr.responseText;
+        // The new file's id, as a JSON string.
         try {
-          id = JSON.parse(xhr.responseText) as string;
+          resolve(String(JSON.parse(xhr.responseText)));
         } catch {
-          /* a bare id */
+          reject(new ApiError(502, 'The server answered the upload with something that is not a file id.'));
         }
-        resolve(String(id));
         return;
       }
       let message: string | undefined;

@@ -2,11 +2,12 @@
 // behind the sign-in screen. History-API URLs; the sidecar answers every /console/* with index.html.
 import './styles.css';
 import { call } from './api';
+import { confirmDialog } from './dialog';
 import { h, replace } from './dom';
-import { onSessionChange, session, setSession } from './session';
+import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } from './session';
 import { adminView } from './views/admin';
 import { filesView } from './views/files';
-import { signInView, signInWithLinkToken } from './views/signin';
+import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
 import { tablesView } from './views/tables';
 
 const BASE = '/console/';
@@ -22,8 +23,8 @@ function route(): { view: 'files' | 'tables' | 'admin'; rest: string[] } {
 
 async function signOut(): Promise<void> {
   const s = session();
-  // The server forgets the refresh token; the page forgets everything whether or not that worked.
-  if (s) await call('/auth/logout', { method: 'POST', json: {} }).catch(() => {});
+  // The server ends the session and clears the refresh cookie; the page forgets everything whether or not that worked.
+  if (s) await call('/auth/logout', { method: 'POST', headers: COOKIE_SESSION, json: {} }).catch(() => {});
   setSession(null);
   history.replaceState(null, '', BASE);
 }
@@ -91,22 +92,54 @@ document.addEventListener('click', (ev) => {
 window.addEventListener('popstate', render);
 onSessionChange(() => render());
 
-/** /console/verify?token=… (a sign-in link pointed at the console) signs in, then shows the files. */
-async function takeSessionFromVerifyLink(): Promise<string> {
-  const token = location.pathname === `${BASE}verify` ? new URLSearchParams(location.search).get('token') : null;
-  if (!token) return '';
-  history.replaceState(null, '', BASE);
+/**
+ * /console/verify?token=… (a sign-in link pointed at the console) signs in, then shows the files.
+ * A browser already signed in asks first, naming both accounts: anyone can mail someone their own
+ * link, and a user switched silently would go on working, and uploading, in the sender's account.
+ * Staying leaves the link unspent.
+ */
+async function followVerifyLink(token: string): Promise<string> {
+  const signedIn = session();
   try {
+    if (!signedIn) {
+      await signInWithLinkToken(token);
+      return '';
+    }
+    const linkEmail = await linkAccountEmail(token);
+    const current = signedIn.user.email;
+    if (linkEmail === current) return `You are already signed in as ${current}; the sign-in link was not used.`;
+    const switchAccounts = await confirmDialog({
+      title: 'Switch to another account?',
+      body: h(
+        'div',
+        {},
+        h('p', {}, 'You are signed in as ', h('strong', { class: 'current-account' }, current), '.'),
+        h('p', {}, 'This sign-in link is for ', h('strong', { class: 'link-account' }, linkEmail), '.'),
+        h('p', {}, 'Switch only if you asked for this link: a link someone else sent you would have you work in their account.'),
+      ),
+      cancelLabel: `Stay signed in as ${current}`,
+      confirmLabel: `Switch to ${linkEmail}`,
+    });
+    if (!switchAccounts) return '';
     await signInWithLinkToken(token);
+    // The new session's cookie replaced the old one; end the old session on the server too (without
+    // X-Plinth-Session, so the new cookie stays).
+    void fetch('/auth/logout', { method: 'POST', headers: { authorization: `Bearer ${signedIn.token}`, 'content-type': 'application/json' }, body: '{}' }).catch(() => {});
     return '';
   } catch (err) {
     return err instanceof Error ? err.message : String(err);
   }
 }
 
-const s = session();
-if (s && !s.refreshToken && s.expiresAt < Date.now()) setSession(null);
-void takeSessionFromVerifyLink().then((problem) => {
-  if (problem && !session()) signInView(main, problem);
-  else render();
-});
+void (async () => {
+  await restoreSession();
+  const token = location.pathname === `${BASE}verify` ? new URLSearchParams(location.search).get('token') : null;
+  if (!token) return render();
+  history.replaceState(null, '', BASE);
+  // The console the user already has shows behind the question.
+  if (session()) render();
+  const problem = await followVerifyLink(token);
+  if (problem && !session()) return signInView(main, problem);
+  if (!session()) return render();
+  if (problem) main.prepend(h('p', { class: 'alert', role: 'alert' }, problem));
+})();

@@ -7,6 +7,8 @@ import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { startSession, type Session } from './sessions.js';
 import { findUserByEmail, recordSignIn } from './users.js';
 
+const LINK_REFUSED = 'This sign-in link is invalid, already used or expired; ask for a new one';
+
 export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
   const user = await findUserByEmail(plinth.sql, email);
   if (!user) return;
@@ -25,13 +27,26 @@ export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: strin
   });
 }
 
+/**
+ * The email of the account a still-usable link signs into, without spending it: a browser that is
+ * already signed in asks its user before switching to another account (someone may have sent
+ * them their own link). Holding the link already grants the account, so this reveals nothing more.
+ */
+export async function magicLinkAccount(plinth: Plinth, token: string): Promise<{ email: string }> {
+  const [found] = await plinth.sql<{ email: string }[]>`
+    select u.email from auth.one_time_tokens t join auth.users u on u.id = t.user_id
+     where t.token_hash = ${hashOpaqueToken(token)} and t.purpose = 'magic_link' and t.used_at is null and t.expires_at > now()`;
+  if (!found) throw unauthorized(LINK_REFUSED);
+  return found;
+}
+
 /** Spends the token (once, before it expires) and signs its user in; the email counts as confirmed. */
 export async function followMagicLink(plinth: Plinth, token: string): Promise<Session> {
   const [spent] = await plinth.sql<{ user_id: string }[]>`
     update auth.one_time_tokens set used_at = now()
      where token_hash = ${hashOpaqueToken(token)} and purpose = 'magic_link' and used_at is null and expires_at > now()
     returning user_id`;
-  if (!spent) throw unauthorized('This sign-in link is invalid, already used or expired; ask for a new one');
+  if (!spent) throw unauthorized(LINK_REFUSED);
   const user = await recordSignIn(plinth.sql, spent.user_id, true);
   return startSession(plinth, user, 'magic_link');
 }

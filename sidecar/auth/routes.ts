@@ -4,9 +4,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
-import { PlinthError } from '../core/errors.js';
+import { PlinthError, unauthorized } from '../core/errors.js';
 import { callerProfile, endSession, listUsers, setAppRole } from './account-functions.js';
-import { followMagicLink, sendMagicLink } from './magic-link.js';
+import { followMagicLink, magicLinkAccount, sendMagicLink } from './magic-link.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 import { enforceRateLimit } from './rate-limit.js';
 import {
@@ -19,11 +19,13 @@ import {
   noInputSchema,
   refreshSchema,
   setAppRoleSchema,
+  tokenBodySchema,
   verifyGetSchema,
   verifyPostSchema,
 } from './schemas.js';
 import type { AccountsService } from './service.js';
-import { refreshSession, startSession } from './sessions.js';
+import { clearedRefreshCookie, deliverSession, refreshTokenFromCookie, wantsCookieSession } from './session-cookie.js';
+import { refreshSession, startSession, type Session } from './sessions.js';
 import { createUser, findUserByEmail, recordSignIn } from './users.js';
 
 // This body is a fixed contract, byte for byte; it is the same for an unknown email and a wrong password.
@@ -49,17 +51,21 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
   });
   const { mailer } = accounts;
   const noStore = { 'cache-control': 'no-store' };
+  // A sign-in answer: refresh_token in the JSON, or in an HttpOnly cookie for X-Plinth-Session: cookie.
+  const deliver = (req: FastifyRequest, reply: FastifyReply, session: Session) => deliverSession(req, reply, plinth.config, session);
+  // A refused X-Plinth-Session is refused before any work, so it never leaves a session behind.
+  const checkSessionMode = async (req: FastifyRequest) => void wantsCookieSession(req);
 
-  app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema }, async (req, reply) => {
+  app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
     const { email, password } = req.body;
     await enforceRateLimit(plinth, 'signup', req.ip, email);
     assertAcceptablePassword(password);
     const user = await createUser(plinth.sql, email, await hashPassword(password));
     const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');
-    return reply.code(201).headers(noStore).send(session);
+    return reply.code(201).headers(noStore).send(deliver(req, reply, session));
   });
 
-  app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema }, async (req, reply) => {
+  app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
     const { email, password } = req.body;
     await enforceRateLimit(plinth, 'login', req.ip, email);
     const user = await findUserByEmail(plinth.sql, email);
@@ -67,15 +73,31 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     const valid = await verifyPassword(user?.password_hash, password);
     if (!user || !valid) return reply.code(400).send(INVALID_CREDENTIALS);
     const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
-    return reply.headers(noStore).send([session]);
+    return reply.headers(noStore).send([deliver(req, reply, session)]);
   });
 
-  app.post<{ Body: { refresh_token: string } }>('/auth/refresh', { schema: refreshSchema }, async (req, reply) => {
-    return reply.headers(noStore).send(await refreshSession(plinth, req.body.refresh_token));
+  app.post<{ Body: { refresh_token?: string } }>('/auth/refresh', { schema: refreshSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
+    // The cookie is read only when the request asks for cookie mode (a header no other site can send).
+    const fromCookie = wantsCookieSession(req);
+    const token = req.body.refresh_token ?? (fromCookie ? refreshTokenFromCookie(req) : undefined);
+    if (!token) {
+      if (fromCookie) throw unauthorized('No refresh token: this browser is not signed in; sign in again');
+      throw new PlinthError(400, 'Invalid request: body is missing the field "refresh_token"');
+    }
+    try {
+      return reply.headers(noStore).send(deliver(req, reply, await refreshSession(plinth, token)));
+    } catch (err) {
+      // A refused token is dead for good: the browser stops sending it.
+      if (fromCookie && err instanceof PlinthError) {
+        throw new PlinthError(err.status, err.message, err.code, err.details, err.hint, { ...err.headers, 'set-cookie': clearedRefreshCookie(req, plinth.config) });
+      }
+      throw err;
+    }
   });
 
   app.post<{ Body: { scope?: 'local' | 'global' } }>('/auth/logout', { config: withCaller, schema: logoutSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
     await endSession(plinth, callerOf(req).claims, req.body.scope === 'global');
+    if (wantsCookieSession(req)) reply.header('set-cookie', clearedRefreshCookie(req, plinth.config));
     return reply.code(204).send();
   });
 
@@ -95,18 +117,22 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     if (!token) throw new PlinthError(400, 'Send the sign-in token as ?token=… or as {"token": "…"}');
     return followMagicLink(plinth, token);
   };
-  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema }, async (req, reply) => {
+  app.get<{ Querystring: { token: string } }>('/auth/verify', { schema: verifyGetSchema, preHandler: checkSessionMode }, async (req, reply) => {
     // A click in a mail client is a browser navigation: hand the link to the console, which spends
     // it and keeps the session. Link scanners that only fetch pages leave the token unspent.
     if (/^text\/html/.test(req.headers.accept ?? '') && req.query.token) {
       return reply.headers(noStore).redirect(`/console/verify?token=${encodeURIComponent(req.query.token)}`, 303);
     }
-    return reply.headers(noStore).send(await verify(req.query.token));
+    return reply.headers(noStore).send(deliver(req, reply, await verify(req.query.token)));
   });
   app.post<{ Querystring: { token?: string }; Body: { token?: string } }>(
     '/auth/verify',
-    { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject },
-    async (req, reply) => reply.headers(noStore).send(await verify(req.body.token ?? req.query.token)),
+    { schema: verifyPostSchema, preValidation: emptyBodyIsEmptyObject, preHandler: checkSessionMode },
+    async (req, reply) => reply.headers(noStore).send(deliver(req, reply, await verify(req.body.token ?? req.query.token))),
+  );
+  // Whose link is this, without spending it: the console asks before a link switches accounts.
+  app.post<{ Body: { token: string } }>('/auth/magic-link/account', { schema: tokenBodySchema }, async (req, reply) =>
+    reply.headers(noStore).send(await magicLinkAccount(plinth, req.body.token)),
   );
 
   const jwks = async (_req: FastifyRequest, reply: FastifyReply) =>

@@ -17,9 +17,11 @@ function closed(properties: Record<string, unknown>, required: string[]) {
 }
 
 export const credentialsSchema = { body: closed({ email, password }, ['email', 'password']) };
-export const refreshSchema = { body: closed({ refresh_token: opaqueToken }, ['refresh_token']) };
+// refresh_token may be left out only in cookie mode (X-Plinth-Session: cookie); the handler says so.
+export const refreshSchema = { body: closed({ refresh_token: opaqueToken }, []) };
 export const logoutSchema = { body: closed({ scope: { type: 'string', enum: ['local', 'global'] } }, []) };
 export const magicLinkSchema = { body: closed({ email }, ['email']) };
+export const tokenBodySchema = { body: closed({ token: opaqueToken }, ['token']) };
 export const verifyGetSchema = { querystring: closed({ token: opaqueToken }, ['token']) };
 export const verifyPostSchema = {
   querystring: closed({ token: opaqueToken }, []),

@@ -17,11 +17,9 @@ interface UserRow {
 
 const errorText = (err: unknown) => (err instanceof ApiError ? err.message : String(err));
 
-/** The accounts API's user list, whatever envelope it uses (`[...]` or `{users: [...]}`). */
-async function listUsers(): Promise<UserRow[]> {
-  const body = await callJson<unknown>('/auth/admin/users?limit=1000');
-  const list = Array.isArray(body) ? body : ((body as { users?: unknown[] } | null)?.users ?? []);
-  return list as UserRow[];
+/** GET /auth/admin/users: an array of profiles. */
+function listUsers(): Promise<UserRow[]> {
+  return callJson<UserRow[]>('/auth/admin/users?limit=1000');
 }
 
 export function adminView(root: HTMLElement): void {

@@ -1,7 +1,7 @@
 // Sign in, create an account, or ask for a sign-in link by email: three small forms, one screen.
 import { ApiError, callJson } from '../api';
 import { h, replace, uid } from '../dom';
-import { sessionFrom, setSession, takeNotice } from '../session';
+import { COOKIE_SESSION, sessionFrom, sessionFromLogin, setSession, takeNotice } from '../session';
 
 type Mode = 'signin' | 'signup' | 'magic';
 
@@ -64,14 +64,12 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
         const body = await callJson<unknown>(mode === 'signup' ? '/rpc/signup' : '/rpc/login', {
           method: 'POST',
           auth: false,
+          headers: COOKIE_SESSION,
           json: { email: email.value.trim(), password: password!.value },
         });
-        let s = sessionFrom(body);
-        // A sign-up that answers without a session (e.g. email confirmation first) is followed by a sign-in.
-        if (!s && mode === 'signup') {
-          s = sessionFrom(await callJson('/rpc/login', { method: 'POST', auth: false, json: { email: email.value.trim(), password: password!.value } }));
-        }
-        if (!s) throw new ApiError(500, 'The server answered without a session token.');
+        // Sign-up answers the session itself, login inside an array.
+        const s = mode === 'signup' ? sessionFrom(body) : sessionFromLogin(body);
+        if (!s) throw new ApiError(502, 'The server answered without a session.');
         status.textContent = '';
         setSession(s);
       } catch (err) {
@@ -145,7 +143,14 @@ export function tokenFromLink(text: string): string {
 
 /** Spends a magic-link token (POST /auth/verify) and signs this browser in. */
 export async function signInWithLinkToken(token: string): Promise<void> {
-  const s = sessionFrom(await callJson('/auth/verify', { method: 'POST', auth: false, json: { token } }));
-  if (!s) throw new ApiError(500, 'The server answered without a session token.');
+  const s = sessionFrom(await callJson('/auth/verify', { method: 'POST', auth: false, headers: COOKIE_SESSION, json: { token } }));
+  if (!s) throw new ApiError(502, 'The server answered without a session.');
   setSession(s);
+}
+
+/** The email of the account a sign-in link is for, without spending the link. */
+export async function linkAccountEmail(token: string): Promise<string> {
+  const body = await callJson<{ email?: unknown }>('/auth/magic-link/account', { method: 'POST', auth: false, json: { token } });
+  if (typeof body?.email !== 'string') throw new ApiError(502, 'The server did not say whose link this is.');
+  return body.email;
 }
