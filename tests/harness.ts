@@ -25,6 +25,8 @@ export interface StackOptions {
   appMigrations?: string | string[];
   /** Resolve once the process exits instead of waiting for health (start-failure tests). */
   expectFailure?: boolean;
+  /** Run `plinth start` as the leader of its own process group, as a terminal would (Ctrl-C tests). */
+  processGroup?: boolean;
 }
 
 export interface TestUser {
@@ -50,6 +52,7 @@ export class Stack {
     readonly pgPort: number,
     readonly env: Record<string, string>,
     private readonly ownsDataDir: boolean,
+    readonly processGroup = false,
   ) {}
 
   get url(): string {
@@ -68,6 +71,7 @@ export class Stack {
       cwd: REPO_ROOT,
       env: { ...process.env, ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: this.processGroup,
     });
     this.proc.stdout!.on('data', (d) => (this.output += d));
     this.proc.stderr!.on('data', (d) => (this.output += d));
@@ -192,7 +196,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     PLINTH_LOG_LEVEL: 'warn',
     ...opts.env,
   };
-  const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir);
+  const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir, opts.processGroup);
   await stack.launch(opts.expectFailure);
   return stack;
 }

@@ -181,8 +181,8 @@ describe('caller SQL', () => {
     const user = await signup();
     await stack.sql`insert into public.probes (id, user_id) values (1, ${user.user.id})`;
     const form = new FormData();
-    form.append('file', new Blob(['probe']), 'probe.txt');
     form.append('entity', JSON.stringify({ table: 'probes', id: '1', field: 'attachment' }));
+    form.append('file', new Blob(['probe']), 'probe.txt');
     expect((await stack.fetch('/storage/upload', { method: 'POST', token: user.token, body: form })).status).toBe(200);
     const [probe] = await stack.sql`select written_by from public.probes where id = 1`;
     expect(probe.written_by).toBe('plinth_caller');
@@ -200,8 +200,8 @@ describe('caller SQL', () => {
     const [alice, mallory] = [await signup(), await signup()];
     const todo = (await (await stack.fetch('/todos', { method: 'POST', token: alice.token, json: { title: 'hers' }, headers: { prefer: 'return=representation' } })).json())[0];
     const form = new FormData();
-    form.append('file', new Blob(['alice bytes']), 'plan.txt');
     form.append('entity', JSON.stringify({ table: 'todos', id: String(todo.id), field: 'attachment' }));
+    form.append('file', new Blob(['alice bytes']), 'plan.txt');
     expect((await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: form })).status).toBe(200);
     const [spare] = await stack.sql<{ id: string }[]>`insert into storage.objects (backend, key) values ('disk', ${randomUUID()}) returning id`;
 

@@ -5,7 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { callerPlugin } from '../core/caller.js';
 import { proxyTrust } from '../core/client-address.js';
 import type { Plinth } from '../core/context.js';
-import { PlinthError } from '../core/errors.js';
+import { databaseUnavailable, PlinthError } from '../core/errors.js';
 import { createGuardedServer } from './connections.js';
 import { OwnedPaths } from './owned-paths.js';
 import { createProxy } from './proxy.js';
@@ -39,7 +39,9 @@ export async function createServer(plinth: Plinth): Promise<Server> {
   });
   app.addHook('onRoute', (route) => owned.add(route.url));
 
-  app.setErrorHandler((err: FastifyError | PlinthError, req, reply) => {
+  app.setErrorHandler((thrown: FastifyError | PlinthError, req, reply) => {
+    // Work outside asCaller (the sidecar's own bookkeeping) can meet a lost database too.
+    const err = databaseUnavailable(thrown) ?? thrown;
     if (err instanceof PlinthError) return reply.code(err.status).headers(err.headers).send(err.body());
     if (err.validation) {
       return reply.code(400).send({ code: 'PLINTH400', details: null, hint: null, message: `Invalid request: ${err.message}` });

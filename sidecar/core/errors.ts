@@ -54,15 +54,37 @@ interface DatabaseError {
   hint?: string;
 }
 
+/** Errors that mean the database cannot be reached right now, not that the request was wrong. */
+const UNREACHABLE = new Set(['CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED', 'CONNECT_TIMEOUT']);
+/** Socket errors: the database's, or the file store's when it is S3. */
+const SOCKET_FAILURES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+
+/**
+ * 503 with Retry-After for an error that says the database is unreachable (a lost connection, a
+ * server shutting down or starting: SQLSTATE classes 08 and 57P); undefined for anything else.
+ */
+export function databaseUnavailable(err: unknown): PlinthError | undefined {
+  const code = (err as DatabaseError | undefined)?.code;
+  if (typeof code !== 'string') return undefined;
+  const retry = { 'retry-after': '1' };
+  if (UNREACHABLE.has(code) || code.startsWith('08') || code.startsWith('57P')) {
+    return new PlinthError(503, 'The database is unavailable; try again shortly', 'PLINTH503', code, null, retry);
+  }
+  if (SOCKET_FAILURES.has(code)) return new PlinthError(503, 'The database or the file store did not answer; try again shortly', 'PLINTH503', code, null, retry);
+  return undefined;
+}
+
 /**
  * A database error met while running SQL as `claims`, as HTTP. Insufficient privilege is 401 for
  * the anonymous role (signing in may help) and 403 for anyone else; a function may pick its own
- * status with SQLSTATE PTnnn. Anything unknown is returned as it is (a 500 for the error handler).
- * Only the role is read, typed structurally so that errors.ts needs nothing from db.ts (which
- * imports it).
+ * 4xx/5xx status with SQLSTATE PTnnn; an unreachable database is 503. Anything unknown is returned
+ * as it is (a 500 for the error handler). Only the role is read, typed structurally so that
+ * errors.ts needs nothing from db.ts (which imports it).
  */
 export function fromDatabase(err: unknown, claims: { role: string }): unknown {
   if (err instanceof PlinthError) return err;
+  const unavailable = databaseUnavailable(err);
+  if (unavailable) return unavailable;
   const e = err as DatabaseError;
   const code = typeof e?.code === 'string' ? e.code : undefined;
   if (!code || typeof e.message !== 'string') return err;

@@ -92,7 +92,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   });
   let stopping = false;
   const exited = new Promise<string>((resolve) =>
-    child.once('exit', (code, signal) => resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `: ${recent.at(-1)}` : ''}`)),
+    child.once('exit', (code, signal) => resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `; last output: ${recent.at(-1)}` : ''}`)),
   );
   const outcome = await Promise.race([isReady.then(() => null), exited, new Promise<string>((r) => setTimeout(() => r('not ready after 60 s'), 60_000).unref())]);
   if (outcome !== null) {

@@ -138,7 +138,7 @@ async function launch(env: Record<string, string>, adminUrl: string, log: (line:
   const exited = new Promise<string>((resolve) =>
     child.once('exit', (code, signal) => {
       done = true;
-      resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `: ${recent.at(-1)}` : ''}`);
+      resolve(`${signal ? `signal ${signal}` : `code ${code}`}${recent.length ? `; last output: ${recent.at(-1)}` : ''}`);
     }),
   );
   const stop = async () => {
