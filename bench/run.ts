@@ -8,7 +8,7 @@ import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.
 import { benchByteaRpc } from './bytea-rpc.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
-import { benchFrontDoor, seedTodos } from './front-door.ts';
+import { benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
 import { benchLogin } from './login.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
 import { benchS3 } from './s3.ts';
@@ -84,19 +84,33 @@ async function main() {
     env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0' },
   });
   let direct: DirectPostgrest | undefined;
+  let directInternal: DirectPostgrest | undefined;
   // Ctrl-C stops the stack too: no orphaned PostgreSQL or PostgREST after an interrupted run.
   const interrupted = async () => {
     await direct?.stop();
+    await directInternal?.stop();
     await stack.destroy();
     process.exit(130);
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    direct = await startDirectPostgrest(stack);
+    direct = await startDirectPostgrest(stack, 'signing-keys');
+    directInternal = await startDirectPostgrest(stack, 'internal-secret');
     const token = await seedTodos(stack);
 
-    await section(rows, timings, 'frontdoor', '1 front door', () => benchFrontDoor(stack, direct!, token, { connections: 32, seconds: 3, rounds: 5 }));
+    await section(rows, timings, 'frontdoor', '1 front door', async () => {
+      const internalToken = await internalTokenFor(stack, token);
+      return benchFrontDoor(
+        stack,
+        [
+          { label: 'PostgREST verifying ES256', direct: direct!, token, target: '≥ 2.0×', minRatio: 2.0 },
+          { label: 'PostgREST with HS256', direct: directInternal!, token: internalToken, target: '≥ 0.85×', minRatio: 0.85 },
+        ],
+        token,
+        { connections: 32, seconds: 3, rounds: 5 },
+      );
+    });
     await section(rows, timings, 'small', '4 small files', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       return benchSmallFiles(stack, token, { connections: 32, seconds: 3, rounds: 3, directUrl: direct!.url });
@@ -119,6 +133,7 @@ async function main() {
     await section(rows, timings, 'realtime', '8 realtime', () => realtimeRows(stack));
   } finally {
     await direct?.stop();
+    await directInternal?.stop();
     await stack.destroy();
   }
   await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));

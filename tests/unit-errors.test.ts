@@ -46,11 +46,26 @@ describe('fromDatabase', () => {
     ['a code that is not a string', Object.assign(new Error('x'), { code: 42501 })],
     ['no code (a bug in the sidecar)', new TypeError('cannot read properties of undefined')],
     ['a code without a message', { code: '42501' }],
-    ['a network error', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })],
     ['null', null],
     ['a string', 'boom'],
   ])('passes %s through unchanged', (_name, err) => {
     expect(fromDatabase(err, user)).toBe(err);
+  });
+
+  it.each([
+    ['a lost connection', Object.assign(new Error('write CONNECTION_CLOSED'), { code: 'CONNECTION_CLOSED' }), 'The database is unavailable; try again shortly'],
+    ['an administrator shutdown', { code: '57P01', message: 'terminating connection due to administrator command' }, 'The database is unavailable; try again shortly'],
+    ['a connection failure', { code: '08006', message: 'connection failure' }, 'The database is unavailable; try again shortly'],
+    ['a refused socket', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'The database or the file store did not answer; try again shortly'],
+    ['a reset socket', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'The database or the file store did not answer; try again shortly'],
+  ])('%s → 503 with Retry-After, whatever the role', (_name, err, message) => {
+    for (const who of [anon, user]) {
+      const mapped = fromDatabase(err, who) as PlinthError;
+      expect(mapped).toBeInstanceOf(PlinthError);
+      expect(mapped.status).toBe(503);
+      expect(mapped.message).toBe(message);
+      expect(mapped.headers).toEqual({ 'retry-after': '1' });
+    }
   });
 
   it('passes a PlinthError through unchanged, whatever the role', () => {
