@@ -1,6 +1,7 @@
 // 1. Front door: the same PostgREST queries through the sidecar (auth + proxy over a unix
 // socket) and straight to a PostgREST on loopback TCP, same load generator and concurrency.
 import * as jose from 'jose';
+import { addSigningKey, KeyRing } from '../sidecar/core/keys.ts';
 import type { Stack } from '../tests/harness.ts';
 import type { DirectPostgrest } from './direct-postgrest.ts';
 import { load, type LoadResult } from './load.ts';
@@ -104,4 +105,33 @@ async function againstBaseline(stack: Stack, { label, direct, token: directToken
     process.stderr.write(`  ${name}: Plinth ${plinth.map((r) => Math.round(r.rps)).join('/')} vs ${label} ${base.map((r) => Math.round(r.rps)).join('/')} req/s\n`);
   }
   return rows;
+}
+
+/**
+ * Right after `plinth keys rotate`, users' tokens come from the new key while the old one still
+ * verifies. The front door picks the key by `kid` and PostgREST checks only the internal HS256
+ * token, so a rotation must not slow requests down. Same user, same query: rounds with the old
+ * key's token before the rotation, then rounds with the new key's token after it.
+ */
+export async function benchAfterRotation(stack: Stack, token: string, opts: FrontDoorOptions): Promise<Row[]> {
+  const path = QUERIES['GET /todos?limit=10'];
+  const measure = async (t: string) => {
+    const target = { url: stack.url + path, headers: { authorization: `Bearer ${t}` } };
+    await load(target, opts.connections, 1);
+    const runs: LoadResult[] = [];
+    for (let i = 0; i < opts.rounds; i++) runs.push(await load(target, opts.connections, opts.seconds));
+    return median(runs.map((r) => r.rps));
+  };
+  const before = await measure(token);
+  await addSigningKey(stack.sql, 'ES256');
+  // A token of the same user from the new key, once every part has seen the rotation.
+  const ring = await KeyRing.load(stack.sql);
+  const { sub, email, app_role } = jose.decodeJwt(token) as { sub: string; email: string; app_role: string };
+  const rotated = await ring.mint({ sub, email, app_role, role: 'authenticated' }, 3600);
+  for (let i = 0; i < 50 && (await fetch(stack.url + path, { headers: { authorization: `Bearer ${rotated}` } })).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+  const after = await measure(rotated);
+  process.stderr.write(`  after keys rotate: ${Math.round(after)} vs before ${Math.round(before)} req/s\n`);
+  return [
+    ratioRow({ section: SECTION, metric: 'GET /todos?limit=10 req/s right after keys rotate', unit: 'req/s', plinth: after, baseline: before, target: '≥ 0.95×', minRatio: 0.95, note: `baseline: the same before the rotation; c=${opts.connections}, ${opts.rounds}×${opts.seconds}s each` }),
+  ];
 }

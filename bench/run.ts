@@ -8,7 +8,7 @@ import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.
 import { benchByteaRpc } from './bytea-rpc.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
-import { benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
+import { benchAfterRotation, benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
 import { benchLogin } from './login.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
 import { benchS3 } from './s3.ts';
@@ -18,7 +18,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime'];
+const SECTIONS = ['frontdoor', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -111,6 +111,8 @@ async function main() {
         { connections: 32, seconds: 3, rounds: 5 },
       );
     });
+    // Rotates the stack's signing key; the old key's tokens stay valid for the sections after it.
+    await section(rows, timings, 'rotation', '1 front door after keys rotate', () => benchAfterRotation(stack, token, { connections: 32, seconds: 3, rounds: 3 }));
     await section(rows, timings, 'small', '4 small files', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       return benchSmallFiles(stack, token, { connections: 32, seconds: 3, rounds: 3, directUrl: direct!.url });
