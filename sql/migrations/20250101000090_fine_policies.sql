@@ -118,13 +118,17 @@ BEGIN
     FOREACH v_role IN ARRAY p.roles LOOP
       IF NOT has_table_privilege(v_role, v_table, v_privilege) THEN
         EXECUTE format('GRANT %s ON TABLE %s TO %I', v_privilege, v_table, v_role);
-        INSERT INTO fine_private.granted VALUES (p.table_name, v_privilege, v_role, v_table::text, 'TABLE', v_privilege)
+        INSERT INTO fine_private.granted VALUES (p.table_name, v_privilege, v_role, format('public.%I', p.table_name), 'TABLE', v_privilege)
           ON CONFLICT DO NOTHING;
       END IF;
       -- Inserts into a serial column draw from its sequence, which needs USAGE.
       IF v_privilege = 'INSERT' THEN
         FOR v_sequence IN
-          SELECT d.objid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+          -- Schema-qualified: release_grants finds it again under another search_path.
+          SELECT format('%I.%I', sn.nspname, s.relname)
+          FROM pg_depend d
+          JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+          JOIN pg_namespace sn ON sn.oid = s.relnamespace
           WHERE d.classid = 'pg_class'::regclass AND d.refobjid = v_table AND d.deptype = 'a'
         LOOP
           IF NOT has_sequence_privilege(v_role, v_sequence, 'USAGE') THEN
