@@ -207,6 +207,18 @@ describe('_policies rows are real policies, per user', () => {
   });
 });
 
+describe('what the console shows', () => {
+  test('each _policies row beside the policy it became: for admins and the service role, nobody else', async () => {
+    const admin = await stack.createUser({ app_role: 'admin' });
+    const asAdmin = await (await stack.fetch('/rpc/fine_policies_in_force', { token: admin.token })).json();
+    const todos = asAdmin.filter((r: { table_name: string }) => r.table_name === 'todos');
+    expect(todos[0]).toMatchObject({ action: 'select', using_clause: 'user_id = $$CURRENT_USER$$', policy_name: `_policies_${todos[0].id}`, policy_command: 'SELECT', policy_using: '(user_id = (auth.uid())::text)' });
+    expect(await (await stack.fetch('/rpc/fine_policies_in_force', { token: stack.serviceKey })).json()).toEqual(asAdmin);
+    expect(await (await stack.fetch('/rpc/fine_policies_in_force', { token: alice.token })).json()).toEqual([]);
+    expect((await stack.fetch('/rpc/fine_policies_in_force', { apikey: stack.anonKey })).status).toBe(403);
+  });
+});
+
 describe('rows that cannot become a policy are refused with PostgreSQL\'s error, and nothing changes', () => {
   const state = async () => {
     const [row] = await stack.sql`select (select count(*)::int from _policies) as rows, (select count(*)::int from pg_policies where schemaname = 'public') as policies`;

@@ -208,6 +208,7 @@ CREATE TRIGGER _policies_no_truncate BEFORE TRUNCATE ON public._policies
   FOR EACH STATEMENT EXECUTE FUNCTION fine_private.refuse_truncate();
 
 -- What the console shows: each _policies row beside the policy it became, as PostgreSQL holds it.
+-- For the service role and for admins (the account still an admin); everyone else gets no rows.
 CREATE FUNCTION public.fine_policies_in_force()
 RETURNS TABLE (id bigint, table_name text, action text, roles text[], using_clause text, withcheck_clause text,
                policy_name text, policy_command text, policy_roles text[], policy_using text, policy_withcheck text)
@@ -218,11 +219,11 @@ AS $fn$
          k.policyname::text, k.cmd, k.roles::text[], k.qual, k.with_check
   FROM public._policies AS p
   LEFT JOIN pg_policies AS k ON k.schemaname = 'public' AND k.tablename = p.table_name AND k.policyname = '_policies_' || p.id
-  WHERE current_setting('role') = 'service_role'
+  WHERE current_setting('role') = 'service_role' OR auth.is_admin()
   ORDER BY p.table_name, p.id
 $fn$;
 REVOKE ALL ON FUNCTION public.fine_policies_in_force() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION public.fine_policies_in_force() TO service_role;
+GRANT EXECUTE ON FUNCTION public.fine_policies_in_force() TO authenticated, service_role;
 
 -- migrate:down
 DROP FUNCTION public.fine_policies_in_force();
