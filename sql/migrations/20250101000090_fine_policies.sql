@@ -244,5 +244,5 @@ BEGIN
   END LOOP;
 END
 $down$;
-DROP TABLE public._policies;
 DROP SCHEMA fine_private CASCADE;
+DROP TABLE public._policies;
