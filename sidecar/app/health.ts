@@ -1,6 +1,17 @@
 // GET /health: the database, PostgREST and storage, each reported; 503 when any is down.
+// GET /version: Plinth's version and the versions of the APIs it serves.
+import fs from 'node:fs';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Plinth } from '../core/context.js';
+import { REPO_ROOT } from '../core/paths.js';
+
+/** The API dialects served, each with the version of the contract Plinth keeps. */
+const API_VERSIONS = { rest: 'PostgREST 12', auth: 'plinth 1', storage: 'plinth 1', db_tables: 'fine 0.0.10' } as const;
+
+function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
   plinth.health.set('database', async () => {
@@ -20,6 +31,9 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     if (!r.ok) throw new Error(`answered ${r.status}`);
     return {};
   });
+
+  const version = { name: 'plinth', version: packageVersion(), apis: API_VERSIONS };
+  app.get('/version', async () => version);
 
   app.get('/health', async (_req, reply) => {
     const report: Record<string, Record<string, unknown>> = {};

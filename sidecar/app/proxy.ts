@@ -202,7 +202,7 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       // forwarded, as the same claims signed with the secret PostgREST trusts.
       let token: string;
       try {
-        token = presentedToken(req);
+        token = presentedToken(req, keys.fallbackToken);
       } catch (err) {
         return sendError(res, err as PlinthError);
       }

@@ -12,6 +12,8 @@ import { connect, connectCaller } from '../core/db.js';
 import { addSigningKey, KeyRing } from '../core/keys.js';
 import type { Logger } from '../core/log.js';
 import { MigrationError, migrateUpLocked } from '../core/migrations.js';
+import { fineRoutes } from '../fine/routes.js';
+import { startFine } from '../fine/service.js';
 import { realtimeRoutes } from '../realtime/routes.js';
 import { startRealtime } from '../realtime/service.js';
 import { waitForDatabase } from '../start/database.js';
@@ -88,6 +90,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const storage = await lifecycle.start('storage', () => startStorage(plinth));
     const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
     const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
+    const fine = await lifecycle.start('fine', () => startFine(plinth));
 
     const { app } = await createServer(plinth);
     await app.register(healthRoutes, { plinth });
@@ -95,6 +98,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     await app.register(realtimeRoutes, { plinth, realtime });
     await app.register(consoleRoutes, { consoleBuild });
     await app.register(accountRoutes, { plinth, accounts });
+    await app.register(fineRoutes, { plinth, fine });
     lifecycle.onStop('HTTP server', async () => {
       // In-flight requests get a few seconds to finish; idle keep-alive connections close now.
       const force = setTimeout(() => app.server.closeAllConnections(), 5000);

@@ -59,16 +59,20 @@ export function readToken(req: IncomingMessage, query: readonly string[] = []): 
   return null;
 }
 
-/** The token a request presents, or 401: every request to the REST API must carry one. */
-export function presentedToken(req: IncomingMessage): string {
+/**
+ * The token a request presents, else `fallback` (the development user's under BYPASS_AUTH), or
+ * 401: every request to the REST API must carry one.
+ */
+export function presentedToken(req: IncomingMessage, fallback?: string): string {
   const found = readToken(req);
-  if (!found) throw unauthorized(NO_KEY);
-  return found.token;
+  if (found) return found.token;
+  if (fallback !== undefined) return fallback;
+  throw unauthorized(NO_KEY);
 }
 
 /** Reads and verifies the caller under `rule`; null only when the rule allows no token. */
 export async function identify(keys: KeyRing, req: IncomingMessage, rule: CallerRule = {}): Promise<Caller | null> {
-  const found = readToken(req, rule.query);
+  const found = readToken(req, rule.query) ?? (keys.fallbackToken === undefined ? null : { token: keys.fallbackToken, fromQuery: false });
   if (!found) {
     if (rule.optional) return null;
     throw unauthorized(NO_KEY);

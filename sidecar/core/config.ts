@@ -107,6 +107,10 @@ function seconds(env: Env, name: string, fallback: number, min: number, max: num
   return int(env, name, fallback, min, max) * 1000;
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 export const JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
@@ -123,9 +127,17 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
     throw new ConfigError('PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD must be set together');
   }
 
+  const host = str(env, 'PLINTH_HOST', '127.0.0.1');
+  const bypassAuth = bool(env, 'BYPASS_AUTH', false);
+  const devUser = optional(env, 'PLINTH_DEV_USER');
+  if (bypassAuth && !devUser) throw new ConfigError('BYPASS_AUTH=true needs PLINTH_DEV_USER: the email of an existing account that requests without a token act as');
+  if (bypassAuth && !isLoopback(host)) {
+    throw new ConfigError(`BYPASS_AUTH=true lets anyone who can reach Plinth act as ${devUser}: it is refused unless PLINTH_HOST is a loopback address (127.0.0.1, ::1 or localhost), got ${host}`);
+  }
+
   return {
     port,
-    host: str(env, 'PLINTH_HOST', '127.0.0.1'),
+    host,
     /** Believe X-Forwarded-For (client addresses for rate limits and caps) only from proxies you run. */
     trustProxy: trustedProxies(env, 'PLINTH_TRUST_PROXY'),
     publicUrl: str(env, 'PLINTH_PUBLIC_URL', `http://localhost:${port}`).replace(/\/+$/, ''),
@@ -203,6 +215,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
         forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', false),
       },
     },
+
+    /** Development only: requests without a token act as this account (never as the service role). */
+    devUser: bypassAuth ? devUser : undefined,
 
     realtime: {
       retention: int(env, 'PLINTH_REALTIME_RETENTION', 3600, 0, 86400 * 30),

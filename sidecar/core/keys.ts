@@ -116,6 +116,11 @@ export class KeyRing {
   private reloadListeners = new Set<() => void>();
   /** Counts reloads: a verification that spans one is done again against the new keys. */
   private generation = 0;
+  /**
+   * The token a request that presents none acts with: the development user's, minted once at
+   * start when BYPASS_AUTH is on; undefined otherwise (no token → 401).
+   */
+  fallbackToken: string | undefined;
 
   private constructor(private readonly sql: Sql) {}
 

@@ -102,7 +102,70 @@ export function tablesView(root: HTMLElement, selected: string | undefined): voi
     }
     const columns = Object.keys(doc.definitions?.[selected]?.properties ?? {});
     rowsBrowser(content, selected, columns);
+    content.append(policiesPanel(selected));
   })();
+}
+
+interface PolicyInForce {
+  id: number;
+  action: string;
+  roles: string[];
+  using_clause: string | null;
+  withcheck_clause: string | null;
+  policy_name: string | null;
+  policy_command: string | null;
+  policy_using: string | null;
+  policy_withcheck: string | null;
+}
+
+/**
+ * The table's _policies rows beside the PostgreSQL policies they became (admins only: the
+ * function returns no rows to anyone else, and the panel then stays hidden).
+ */
+function policiesPanel(table: string): HTMLElement {
+  const panel = h('section', { class: 'card', 'aria-labelledby': 'policies-title', hidden: true });
+  void (async () => {
+    let rows: PolicyInForce[];
+    try {
+      rows = (await callJson<Array<PolicyInForce & { table_name: string }>>('/rpc/fine_policies_in_force')).filter((r) => r.table_name === table);
+    } catch {
+      return;
+    }
+    if (rows.length === 0) return;
+    const clause = (rule: string | null, real: string | null) => h('td', {}, rule === null ? '—' : h('code', {}, rule), real === null ? null : h('div', { class: 'muted' }, '→ ', h('code', {}, real)));
+    replace(
+      panel,
+      h('h2', { id: 'policies-title' }, '_policies'),
+      h('p', { class: 'muted' }, 'Each row of _policies and the PostgreSQL policy it became.'),
+      h(
+        'div',
+        { class: 'table-wrap' },
+        h(
+          'table',
+          { class: 'rows' },
+          h('thead', {}, h('tr', {}, ['id', 'action', 'roles', 'using', 'with check', 'policy'].map((c) => h('th', { scope: 'col' }, c)))),
+          h(
+            'tbody',
+            {},
+            rows.map((r) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, String(r.id)),
+                h('td', {}, r.action),
+                h('td', {}, r.roles.join(', ')),
+                clause(r.using_clause, r.policy_using),
+                clause(r.withcheck_clause, r.policy_withcheck),
+                h('td', {}, r.policy_name === null ? 'not in force' : `${r.policy_name} (${r.policy_command})`),
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
+    panel.hidden = false;
+  })();
+  return panel;
 }
 
 function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void {
