@@ -295,6 +295,27 @@ describe('a page on another origin, in chromium', () => {
     await context.close();
   });
 
+  test('a request with credentials (cookies) from another origin is never readable', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(siteUrl);
+    const outcomes = await page.evaluate(async ({ api }) => {
+      const attempt = async (path: string, init: RequestInit) => {
+        try {
+          return `read ${(await fetch(`${api}${path}`, { ...init, credentials: 'include' })).status}`;
+        } catch (err) {
+          return `refused: ${(err as Error).name}`;
+        }
+      };
+      return [
+        await attempt('/health', {}),
+        await attempt('/auth/refresh', { method: 'POST', headers: { 'x-plinth-session': 'cookie', 'content-type': 'application/json' }, body: '{}' }),
+      ];
+    }, { api: open.url });
+    expect(outcomes).toEqual(['refused: TypeError', 'refused: TypeError']);
+    await context.close();
+  });
+
   test('a page on an origin not listed cannot read the API', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
