@@ -13,9 +13,11 @@ import { presentedToken } from '../core/caller.js';
 import type { PostgrestTarget } from '../core/context.js';
 import { PlinthError, sendError } from '../core/errors.js';
 import type { KeyRing } from '../core/keys.js';
+import type { FlatHeaders } from './cors.js';
 
-// Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`.
-const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'apikey', 'authorization']);
+// Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`. `origin`
+// too: the sidecar answers CORS itself, and PostgREST would otherwise add its own second set.
+const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'apikey', 'authorization', 'origin']);
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'trailer', 'upgrade']);
 
 /**
@@ -33,14 +35,51 @@ export function connectionListed(value: string | undefined): string[] | null {
   return names;
 }
 
+/** Where the OpenAPI document says the API is: Swagger 2.0's `schemes`, `host` and `basePath`. */
+export interface OpenApiServer {
+  scheme: string;
+  host: string;
+  basePath: string;
+}
+
 export interface ProxyLimits {
   /** Largest request body forwarded, in bytes. */
   maxBody: number;
+  /**
+   * For `GET /` (the OpenAPI document): where the API is, written into the document in place of
+   * the address PostgREST knows; undefined leaves the document as PostgREST wrote it.
+   */
+  openApiServer?: (req: IncomingMessage) => OpenApiServer;
 }
 
 export interface Proxy {
-  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** Forwards one request; `cors` are the CORS headers its answer carries, whatever the status. */
+  handle(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null): void;
   close(): Promise<void>;
+}
+
+/**
+ * The request line and headers PostgREST's HTTP server (warp) accepts: about 50 KiB in all, past
+ * which it answers a bare 400. The forwarded head is measured and refused here instead, truthfully.
+ */
+export const POSTGREST_MAX_HEAD = 50 * 1024 - 512;
+/** URLs shorter than this cannot reach POSTGREST_MAX_HEAD with ordinary headers: not measured. */
+const MEASURE_HEAD_FROM = 16 * 1024;
+/**
+ * Response headers accepted from PostgREST. Content-Location repeats the whole URL, so the
+ * default 16 KiB would fail long but valid requests; this leaves room for any URL that passes.
+ */
+export const POSTGREST_MAX_RESPONSE_HEAD = 256 * 1024;
+
+function headTooLarge(size: number, urlLength: number): PlinthError {
+  const url = urlLength * 2 > size;
+  return new PlinthError(
+    url ? 414 : 431,
+    `The request's ${url ? 'URL' : 'headers'} are too long for the REST API: ${size} bytes of request line and headers, where PostgREST accepts at most ${POSTGREST_MAX_HEAD}`,
+    url ? 'PLINTH414' : 'PLINTH431',
+    null,
+    url ? 'Send long lists of values in the body of a POST to an /rpc function, or split the request into several' : 'Send fewer or shorter headers',
+  );
 }
 
 function bodyTooLarge(limit: number): PlinthError {
@@ -77,6 +116,13 @@ function unavailable(err: { code?: unknown; message?: unknown } | undefined): Pl
 
 const uncork = (res: ServerResponse) => res.uncork();
 
+/** Answers with the sidecar's own error, carrying the request's CORS headers so a page can read it. */
+function fail(res: ServerResponse, cors: FlatHeaders | null, err: PlinthError, refuse = false): void {
+  if (cors !== null) for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i], cors[i + 1]);
+  if (refuse) refuseBody(res.req, res, err);
+  else sendError(res, err);
+}
+
 /** One proxied exchange, as an undici dispatch handler: PostgREST's response is written to `res` as it arrives. */
 class Exchange {
   private abort: ((err?: Error) => void) | null = null;
@@ -84,7 +130,10 @@ class Exchange {
   /** Set when the sidecar itself ended the upstream request (a body over the limit): what the client is told. */
   refusal: PlinthError | null = null;
 
-  constructor(private readonly res: ServerResponse) {
+  constructor(
+    protected readonly res: ServerResponse,
+    private readonly cors: FlatHeaders | null,
+  ) {
     // The client went away before the response ended: stop PostgREST's side too.
     res.once('close', () => {
       if (!this.done) this.abort?.(new Error('client closed the connection'));
@@ -108,6 +157,7 @@ class Exchange {
     }
     // Headers named in Connection are for this hop only, wherever they appear in the list.
     if (listed !== null) out = withoutListed(out, listed);
+    if (this.cors !== null) for (let i = 0; i < this.cors.length; i++) out.push(this.cors[i]);
     this.res.writeHead(statusCode, out);
     this.res.on('drain', resume);
     // Headers, the chunks that came with them and (for small responses) the end go out in one
@@ -131,9 +181,72 @@ class Exchange {
     this.done = true;
     if (this.res.headersSent) this.res.destroy();
     else if (this.res.destroyed) return;
-    else if (this.refusal) refuseBody(this.res.req, this.res, this.refusal);
-    else sendError(this.res, unavailable(err as never));
+    else if (this.refusal) fail(this.res, this.cors, this.refusal, true);
+    else fail(this.res, this.cors, unavailable(err as never));
   }
+}
+
+/**
+ * The exchange for the OpenAPI document: PostgREST writes the address it listens on (a unix
+ * socket's placeholder 127.0.0.1:3000), so a 200 JSON answer is read whole and its `host`,
+ * `basePath` and `schemes` replaced with where clients reach the API. Anything else streams as usual.
+ */
+class OpenApiExchange extends Exchange {
+  private held: { status: number; headers: Buffer[]; chunks: Buffer[] } | null = null;
+
+  constructor(
+    res: ServerResponse,
+    cors: FlatHeaders | null,
+    private readonly server: OpenApiServer,
+  ) {
+    super(res, cors);
+  }
+
+  override onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    let json = false;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      if (rawHeaders[i].toString('latin1').toLowerCase() === 'content-type') json = /json/i.test(rawHeaders[i + 1].toString('latin1'));
+    }
+    if (statusCode !== 200 || !json || this.res.req.method !== 'GET') return super.onHeaders(statusCode, rawHeaders, resume);
+    this.held = { status: statusCode, headers: rawHeaders, chunks: [] };
+    return true;
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.held === null) return super.onData(chunk);
+    this.held.chunks.push(chunk);
+    return true;
+  }
+
+  override onComplete() {
+    if (this.held !== null) {
+      const { status, headers, chunks } = this.held;
+      const body = Buffer.from(withServer(Buffer.concat(chunks).toString('utf8'), this.server));
+      const kept: Buffer[] = [];
+      for (let i = 0; i < headers.length; i += 2) {
+        if (headers[i].toString('latin1').toLowerCase() !== 'content-length') kept.push(headers[i], headers[i + 1]);
+      }
+      kept.push(Buffer.from('content-length'), Buffer.from(String(body.length)));
+      super.onHeaders(status, kept, () => {});
+      super.onData(body);
+    }
+    super.onComplete();
+  }
+}
+
+/** A Swagger document with the given address; anything that is not one is returned unchanged. */
+export function withServer(document: string, server: OpenApiServer): string {
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(document);
+  } catch {
+    return document;
+  }
+  if (doc === null || typeof doc !== 'object' || doc.swagger === undefined) return document;
+  doc.host = server.host;
+  doc.basePath = server.basePath;
+  doc.schemes = [server.scheme];
+  return JSON.stringify(doc);
 }
 
 function withoutListed(flat: string[], listed: string[]): string[] {
@@ -161,16 +274,17 @@ async function* capped(req: IncomingMessage, limit: number, exchange: Exchange):
 }
 
 export function createProxy(target: PostgrestTarget, keys: KeyRing, connections: number, limits: ProxyLimits): Proxy {
-  const { maxBody } = limits;
+  const { maxBody, openApiServer } = limits;
   const pool = new Pool(target.origin, {
     connections,
     socketPath: target.socketPath,
+    maxHeaderSize: POSTGREST_MAX_RESPONSE_HEAD,
     keepAliveTimeout: 30_000,
     headersTimeout: 0,
     bodyTimeout: 0,
   });
 
-  function forward(req: IncomingMessage, res: ServerResponse, token: string) {
+  function forward(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null, token: string) {
     const headers: string[] = [];
     const incoming = req.headers;
     const listed = connectionListed(incoming.connection);
@@ -181,7 +295,15 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       else for (const v of value) headers.push(name, v);
     }
     headers.push('authorization', `Bearer ${token}`);
-    const exchange = new Exchange(res);
+    const url = req.url!;
+    if (url.length > MEASURE_HEAD_FROM) {
+      // As PostgREST will receive it: request line, these headers and undici's host line.
+      let size = req.method!.length + url.length + 32;
+      for (let i = 0; i < headers.length; i++) size += headers[i].length + 2;
+      if (size > POSTGREST_MAX_HEAD) return fail(res, cors, headTooLarge(size, url.length), true);
+    }
+    const exchange =
+      openApiServer !== undefined && (url === '/' || url.startsWith('/?')) ? new OpenApiExchange(res, cors, openApiServer(req)) : new Exchange(res, cors);
     let body: Dispatcher.DispatchOptions['body'] = null;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       // A declared length was checked in handle(), and Node delivers no more than it declares;
@@ -193,24 +315,24 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
   }
 
   return {
-    handle(req, res) {
+    handle(req, res, cors) {
       // PostgREST reads a whole body into memory before it checks any grant, so a declared size
       // is checked first, for every caller, before any of the body is forwarded.
       const declared = req.headers['content-length'];
-      if (declared !== undefined && Number(declared) > maxBody) return refuseBody(req, res, bodyTooLarge(maxBody));
+      if (declared !== undefined && Number(declared) > maxBody) return fail(res, cors, bodyTooLarge(maxBody), true);
       // 401 before PostgREST: only tokens the sidecar verified (or verified recently) are
       // forwarded, as the same claims signed with the secret PostgREST trusts.
       let token: string;
       try {
         token = presentedToken(req, keys.fallbackToken);
       } catch (err) {
-        return sendError(res, err as PlinthError);
+        return fail(res, cors, err as PlinthError);
       }
       const verified = keys.forPostgrest(token);
-      if (verified) return forward(req, res, verified);
+      if (verified) return forward(req, res, cors, verified);
       keys.verifyForPostgrest(token).then(
-        (v) => forward(req, res, v.forPostgrest),
-        (err) => sendError(res, err instanceof PlinthError ? err : unavailable(err)),
+        (v) => forward(req, res, cors, v.forPostgrest),
+        (err) => fail(res, cors, err instanceof PlinthError ? err : unavailable(err)),
       );
     },
     close: () => pool.close(),

