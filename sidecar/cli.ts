@@ -102,7 +102,8 @@ async function main(argv: string[]): Promise<number> {
       const why = await Promise.race([
         stopSignal.then((signal) => ({ signal })),
         running.failed.then((reason) => ({ reason })),
-        crashed.then((err) => ({ reason: `crashed: ${err.stack ?? err.message}` })),
+        // A database error names its statement, so a crash from an unawaited query can be traced.
+        crashed.then((err) => ({ reason: `crashed: ${err.stack ?? err.message}${(err as { query?: string }).query ? `\nquery: ${(err as { query?: string }).query}` : ''}` })),
       ]);
       if ('signal' in why) log.info(`${why.signal}: stopping`);
       else log.error(`${why.reason}\nstopping everything`);
