@@ -5,7 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { callerPlugin } from '../core/caller.js';
 import { proxyTrust } from '../core/client-address.js';
 import type { Plinth } from '../core/context.js';
-import { databaseUnavailable, PlinthError } from '../core/errors.js';
+import { databaseUnavailable, PlinthError, resourceExhausted } from '../core/errors.js';
 import { createGuardedServer } from './connections.js';
 import { OwnedPaths } from './owned-paths.js';
 import { createProxy } from './proxy.js';
@@ -19,7 +19,7 @@ export interface Server {
 /** The fastify app with Plinth's error shape and caller plugin; features register their routes on it. */
 export async function createServer(plinth: Plinth): Promise<Server> {
   const { frontDoor } = plinth.config;
-  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, { maxBody: frontDoor.maxRestBody });
+  const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, { maxBody: frontDoor.maxRestBody, queueTimeoutMs: plinth.config.postgrest.queueTimeoutMs });
   const owned = new OwnedPaths();
   // One trust rule for every reader of the client's address: request.ip here, the connection caps below.
   const trust = proxyTrust(plinth.config.trustProxy);
@@ -40,8 +40,9 @@ export async function createServer(plinth: Plinth): Promise<Server> {
   app.addHook('onRoute', (route) => owned.add(route.url));
 
   app.setErrorHandler((thrown: FastifyError | PlinthError, req, reply) => {
-    // Work outside asCaller (the sidecar's own bookkeeping) can meet a lost database too.
-    const err = databaseUnavailable(thrown) ?? thrown;
+    // Work outside asCaller (the sidecar's own bookkeeping) can meet a lost database too, and any
+    // route a full disk or a lack of file descriptors.
+    const err = databaseUnavailable(thrown) ?? resourceExhausted(thrown) ?? thrown;
     if (err instanceof PlinthError) return reply.code(err.status).headers(err.headers).send(err.body());
     if (err.validation) {
       return reply.code(400).send({ code: 'PLINTH400', details: null, hint: null, message: `Invalid request: ${err.message}` });
