@@ -110,6 +110,10 @@ export function fromDatabase(err: unknown, claims: { role: string }): unknown {
       ? new PlinthError(401, e.message, code, null, hint ?? 'Sign in and send the user token as Authorization: Bearer <token>', { 'www-authenticate': 'Bearer' })
       : new PlinthError(403, e.message, code, null, hint);
   }
+  if (code === '57014' && /statement timeout/.test(e.message)) {
+    // PostgREST answers 500 with the database's message: so does the sidecar, with the cause.
+    return new PlinthError(500, e.message, code, null, 'The statement ran longer than PLINTH_STATEMENT_TIMEOUT allows: make it cheaper (an index, a narrower filter) or ask the operator to raise the limit');
+  }
   const custom = /^PT([45]\d\d)$/.exec(code);
   const status = custom ? Number(custom[1]) : STATUS_BY_SQLSTATE[code];
   return status ? new PlinthError(status, e.message, code, e.detail ?? null, hint) : err;
