@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Plinth } from '../core/context.js';
+import type { HealthCheck, Plinth } from '../core/context.js';
 import { REPO_ROOT } from '../core/paths.js';
 
 /** The API dialects served, each with the version of the contract Plinth keeps. */
@@ -11,6 +11,18 @@ const API_VERSIONS = { rest: 'PostgREST 12', auth: 'plinth 1', storage: 'plinth 
 
 function packageVersion(): string {
   return (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** How long one check may take before it is reported down: a hung part must not hang /health. */
+const CHECK_TIMEOUT_MS = 2000;
+
+/** Runs a check, failing it with "timed out" if it has not answered within CHECK_TIMEOUT_MS. */
+function bounded(check: HealthCheck): Promise<Record<string, unknown>> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${CHECK_TIMEOUT_MS / 1000} s`)), CHECK_TIMEOUT_MS);
+  });
+  return Promise.race([check(), timeout]).finally(() => clearTimeout(timer));
 }
 
 export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
@@ -22,11 +34,11 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     const { adminUrl, origin } = plinth.postgrest;
     // Our own PostgREST has an admin server; an external one is asked for its root with the anon key.
     const r = adminUrl
-      ? await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(2000) })
+      ? await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(CHECK_TIMEOUT_MS) })
       : await fetch(`${origin}/`, {
           method: 'HEAD',
           headers: { authorization: `Bearer ${(await plinth.keys.verifyForPostgrest(plinth.keys.keys.anonKey)).forPostgrest}` },
-          signal: AbortSignal.timeout(2000),
+          signal: AbortSignal.timeout(CHECK_TIMEOUT_MS),
         });
     if (!r.ok) throw new Error(`answered ${r.status}`);
     return {};
@@ -41,7 +53,7 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
       [...plinth.health].map(async ([name, check]) => {
         const started = performance.now();
         try {
-          const details = await check();
+          const details = await bounded(check);
           report[name] = { status: 'ok', ms: Math.round(performance.now() - started), ...details };
         } catch (err) {
           report[name] = { status: 'down', error: (err as Error).message };

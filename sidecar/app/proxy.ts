@@ -50,6 +50,8 @@ export interface ProxyLimits {
    * the address PostgREST knows; undefined leaves the document as PostgREST wrote it.
    */
   openApiServer?: (req: IncomingMessage) => OpenApiServer;
+  /** Milliseconds a request may wait for a free PostgREST connection before it is answered 503. */
+  queueTimeoutMs: number;
 }
 
 export interface Proxy {
@@ -110,8 +112,27 @@ function refuseBody(req: IncomingMessage, res: ServerResponse, err: PlinthError)
   }, LINGER_MS).unref();
 }
 
+const RETRY = { 'retry-after': '1' };
+
+/** PostgREST could not be reached: the request was not sent, so it is safe to send again. */
 function unavailable(err: { code?: unknown; message?: unknown } | undefined): PlinthError {
-  return new PlinthError(503, 'The REST API (PostgREST) is unavailable; try again shortly', 'PLINTH503', String(err?.code ?? err?.message ?? err));
+  return new PlinthError(503, 'The REST API (PostgREST) is unavailable; the request was not sent. Try again shortly', 'PLINTH503', String(err?.code ?? err?.message ?? err), null, RETRY);
+}
+
+/** The connection to PostgREST broke after the request went out: it may have run, and committed. */
+function brokenUpstream(err: { code?: unknown; message?: unknown } | undefined): PlinthError {
+  return new PlinthError(
+    502,
+    'The REST API (PostgREST) stopped answering after the request was sent: it may or may not have been carried out (and committed)',
+    'PLINTH502',
+    String(err?.code ?? err?.message ?? err),
+    'Read the data again before repeating a request that is not idempotent',
+  );
+}
+
+function queueTimedOut(ms: number): PlinthError {
+  return new PlinthError(503, `The REST API is busy: no connection to PostgREST came free within ${ms / 1000} s; the request was not sent. Try again shortly`, 'PLINTH503', null,
+    'Slow queries hold the connections; PLINTH_POSTGREST_POOL_SIZE and PLINTH_PROXY_QUEUE_TIMEOUT set how many run at once and how long others wait', RETRY);
 }
 
 const uncork = (res: ServerResponse) => res.uncork();
@@ -133,6 +154,8 @@ class Exchange {
   constructor(
     protected readonly res: ServerResponse,
     private readonly cors: FlatHeaders | null,
+    /** Called once when the exchange ends, which frees its PostgREST connection. */
+    private readonly onDone: () => void,
   ) {
     // The client went away before the response ended: stop PostgREST's side too.
     res.once('close', () => {
@@ -174,15 +197,20 @@ class Exchange {
 
   onComplete() {
     this.done = true;
+    this.onDone();
     this.res.end();
   }
 
   onError(err: Error) {
+    if (this.done) return;
     this.done = true;
+    this.onDone();
     if (this.res.headersSent) this.res.destroy();
     else if (this.res.destroyed) return;
     else if (this.refusal) fail(this.res, this.cors, this.refusal, true);
-    else fail(this.res, this.cors, unavailable(err as never));
+    // undici hands a request to a connected socket (onConnect) just before writing it: an error
+    // before that means nothing was sent; after it, PostgREST may have run the request.
+    else fail(this.res, this.cors, this.abort === null ? unavailable(err as never) : brokenUpstream(err as never));
   }
 }
 
@@ -197,9 +225,10 @@ class OpenApiExchange extends Exchange {
   constructor(
     res: ServerResponse,
     cors: FlatHeaders | null,
+    onDone: () => void,
     private readonly server: OpenApiServer,
   ) {
-    super(res, cors);
+    super(res, cors, onDone);
   }
 
   override onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -273,8 +302,17 @@ async function* capped(req: IncomingMessage, limit: number, exchange: Exchange):
   }
 }
 
+/** A request waiting for a PostgREST connection, with when it started waiting. */
+interface Waiting {
+  since: number;
+  req: IncomingMessage;
+  res: ServerResponse;
+  cors: FlatHeaders | null;
+  token: string;
+}
+
 export function createProxy(target: PostgrestTarget, keys: KeyRing, connections: number, limits: ProxyLimits): Proxy {
-  const { maxBody, openApiServer } = limits;
+  const { maxBody, openApiServer, queueTimeoutMs } = limits;
   const pool = new Pool(target.origin, {
     connections,
     socketPath: target.socketPath,
@@ -284,7 +322,61 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
     bodyTimeout: 0,
   });
 
+  // At most `connections` exchanges run at once; the rest wait here, in arrival order, instead of
+  // in undici's queue, so that one waiting too long can be answered 503 without ever being sent.
+  // One interval, running only while something waits, sweeps the expired from the front.
+  let running = 0;
+  let waiting: (Waiting | undefined)[] = [];
+  let head = 0;
+  let sweeper: NodeJS.Timeout | null = null;
+  const sweepEvery = Math.max(100, Math.min(1000, queueTimeoutMs / 10));
+
   function forward(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null, token: string) {
+    if (running < connections) return dispatch(req, res, cors, token);
+    waiting.push({ since: Date.now(), req, res, cors, token });
+    if (sweeper === null) {
+      sweeper = setInterval(sweep, sweepEvery);
+      sweeper.unref();
+    }
+  }
+
+  /** The next waiting request whose client is still there, taken off the queue. */
+  function nextWaiting(): Waiting | undefined {
+    while (head < waiting.length) {
+      const w = waiting[head]!;
+      waiting[head++] = undefined;
+      if (!w.res.destroyed) return w;
+    }
+    return undefined;
+  }
+
+  function emptied() {
+    if (head < waiting.length) return;
+    waiting = [];
+    head = 0;
+    if (sweeper !== null) clearInterval(sweeper);
+    sweeper = null;
+  }
+
+  function finished() {
+    running--;
+    const next = nextWaiting();
+    if (next) dispatch(next.req, next.res, next.cors, next.token);
+    emptied();
+  }
+
+  function sweep() {
+    const expired = Date.now() - queueTimeoutMs;
+    while (head < waiting.length && (waiting[head]!.since <= expired || waiting[head]!.res.destroyed)) {
+      const w = waiting[head]!;
+      waiting[head++] = undefined;
+      if (!w.res.destroyed) fail(w.res, w.cors, queueTimedOut(queueTimeoutMs), true);
+    }
+    emptied();
+  }
+
+  function dispatch(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null, token: string) {
+    running++;
     const headers: string[] = [];
     const incoming = req.headers;
     const listed = connectionListed(incoming.connection);
@@ -300,10 +392,13 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       // As PostgREST will receive it: request line, these headers and undici's host line.
       let size = req.method!.length + url.length + 32;
       for (let i = 0; i < headers.length; i++) size += headers[i].length + 2;
-      if (size > POSTGREST_MAX_HEAD) return fail(res, cors, headTooLarge(size, url.length), true);
+      if (size > POSTGREST_MAX_HEAD) {
+        finished();
+        return fail(res, cors, headTooLarge(size, url.length), true);
+      }
     }
     const exchange =
-      openApiServer !== undefined && (url === '/' || url.startsWith('/?')) ? new OpenApiExchange(res, cors, openApiServer(req)) : new Exchange(res, cors);
+      openApiServer !== undefined && (url === '/' || url.startsWith('/?')) ? new OpenApiExchange(res, cors, finished, openApiServer(req)) : new Exchange(res, cors, finished);
     let body: Dispatcher.DispatchOptions['body'] = null;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       // A declared length was checked in handle(), and Node delivers no more than it declares;
@@ -335,6 +430,9 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
         (err) => fail(res, cors, err instanceof PlinthError ? err : unavailable(err)),
       );
     },
-    close: () => pool.close(),
+    close: () => {
+      if (sweeper !== null) clearInterval(sweeper);
+      return pool.close();
+    },
   };
 }

@@ -6,7 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { callerPlugin } from '../core/caller.js';
 import { proxyTrust } from '../core/client-address.js';
 import type { Plinth } from '../core/context.js';
-import { databaseUnavailable, PlinthError } from '../core/errors.js';
+import { databaseUnavailable, PlinthError, resourceExhausted } from '../core/errors.js';
 import { createGuardedServer } from './connections.js';
 import { createCors, isPreflight, type FlatHeaders } from './cors.js';
 import { OwnedPaths } from './owned-paths.js';
@@ -26,6 +26,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
   const cors = createCors(frontDoor.corsOrigins);
   const proxy = createProxy(plinth.postgrest, plinth.keys, plinth.config.postgrest.poolSize, {
     maxBody: frontDoor.maxRestBody,
+    queueTimeoutMs: plinth.config.postgrest.queueTimeoutMs,
     // The PostgREST Plinth runs is told PLINTH_PUBLIC_URL itself; otherwise the sidecar rewrites the document.
     openApiServer: plinth.config.publicUrlSet && !plinth.config.postgrest.url ? undefined : openApiServer(plinth.config, trust),
   });
@@ -73,8 +74,9 @@ export async function createServer(plinth: Plinth): Promise<Server> {
   app.addHook('onRoute', (route) => owned.add(route.url));
 
   app.setErrorHandler((thrown: FastifyError | PlinthError, req, reply) => {
-    // Work outside asCaller (the sidecar's own bookkeeping) can meet a lost database too.
-    const err = databaseUnavailable(thrown) ?? thrown;
+    // Work outside asCaller (the sidecar's own bookkeeping) can meet a lost database too, and any
+    // route a full disk or a lack of file descriptors.
+    const err = databaseUnavailable(thrown) ?? resourceExhausted(thrown) ?? thrown;
     if (err instanceof PlinthError) return reply.code(err.status).headers(err.headers).send(err.body());
     if (err.validation) {
       return reply.code(400).send({ code: 'PLINTH400', details: null, hint: null, message: `Invalid request: ${err.message}` });

@@ -8,7 +8,7 @@ import { consoleRoutes } from '../console/routes.js';
 import { startConsoleBuild } from '../console/service.js';
 import type { Config } from '../core/config.js';
 import type { Plinth } from '../core/context.js';
-import { connect, connectCaller } from '../core/db.js';
+import { connect, connectCaller, setStatementTimeout } from '../core/db.js';
 import { addSigningKey, KeyRing } from '../core/keys.js';
 import type { Logger } from '../core/log.js';
 import { MigrationError, migrateUpLocked } from '../core/migrations.js';
@@ -63,7 +63,9 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     for (const file of applied) log.info(`migration applied: ${file}`);
 
     // Caller SQL never runs on the owner's (superuser) connections: see core/db.ts.
-    const callerSql = await connectCaller(sql, databaseUrl, config.database.poolSize);
+    const callerSql = await connectCaller(sql, databaseUrl, config.database.poolSize, config.database.statementTimeoutMs);
+    // Before PostgREST starts (or is told to reload its configuration below), which reads it then.
+    await setStatementTimeout(sql, config.database.statementTimeoutMs);
     lifecycle.onStop('caller database connections', () => callerSql.end({ timeout: 5 }));
 
     const password = authenticatorPassword(databaseUrl, config.postgrest.authenticatorPassword);

@@ -200,6 +200,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       waitSeconds: int(env, 'PLINTH_DB_WAIT', 10, 0, 3600),
       /** Schemas the REST API serves; never one of PRIVATE_SCHEMAS. */
       schemas: exposedSchemas(env, 'PLINTH_DB_SCHEMAS'),
+      /** Milliseconds one statement of an anon or authenticated caller may run (PostgREST and the sidecar); 0: no limit. */
+      statementTimeoutMs: seconds(env, 'PLINTH_STATEMENT_TIMEOUT', 30, 0, 86400),
     },
 
     frontDoor: {
@@ -220,6 +222,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       url: url(env, 'PLINTH_POSTGREST_URL'),
       authenticatorPassword: optional(env, 'PLINTH_AUTHENTICATOR_PASSWORD'),
       poolSize: int(env, 'PLINTH_POSTGREST_POOL_SIZE', 64, 1, 10000),
+      /** Milliseconds a proxied request may wait for a free PostgREST connection before it gets 503. */
+      queueTimeoutMs: seconds(env, 'PLINTH_PROXY_QUEUE_TIMEOUT', 10, 1, 3600),
     },
 
     migrations: {
@@ -273,6 +277,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
     realtime: {
       retention: int(env, 'PLINTH_REALTIME_RETENTION', 3600, 0, 86400 * 30),
       clientBufferBytes: bytes(env, 'PLINTH_REALTIME_CLIENT_BUFFER', 4 * 1024 ** 2),
+      /** Open realtime sockets per sidecar (each may hold up to clientBufferBytes unsent); 0: no cap. */
+      maxClients: int(env, 'PLINTH_REALTIME_MAX_CLIENTS', 1000, 0, 1_000_000),
     },
   };
 }

@@ -7,8 +7,11 @@ import { fromDatabase } from './errors.js';
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
-/** A pool logged in as plinth_caller: what asCaller needs, so the types keep the owner pool out of it. */
-export type CallerSql = Sql & { readonly __loggedInAs: 'plinth_caller' };
+/**
+ * A pool logged in as plinth_caller: what asCaller needs, so the types keep the owner pool out of
+ * it. It carries the statement timeout of anon and authenticated callers ('' for none).
+ */
+export type CallerSql = Sql & { readonly __loggedInAs: 'plinth_caller'; readonly statementTimeout: string };
 
 export const CALLER_LOGIN = 'plinth_caller';
 
@@ -29,6 +32,10 @@ export function connect(url: string, max = 10, applicationName = 'plinth'): Sql 
     max,
     onnotice: () => {},
     connection: { application_name: applicationName },
+    // During an outage requests wait on reconnection, so both are kept short: a connection attempt
+    // gives up after 5 s, and retries come 0.1 s to 1 s apart (jittered) instead of backing off to 20 s.
+    connect_timeout: 5,
+    backoff: (attempts: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** attempts, 1),
   });
 }
 
@@ -50,21 +57,40 @@ export function callerUrl(ownerUrl: string, password: string): string {
 }
 
 /** Sets plinth_caller's password (as the owner) and opens the caller pool. */
-export async function connectCaller(owner: Sql, ownerUrl: string, max: number): Promise<CallerSql> {
+export async function connectCaller(owner: Sql, ownerUrl: string, max: number, statementTimeoutMs = 0): Promise<CallerSql> {
   const password = await callerPassword(owner);
   // Base64url: nothing to escape in the literal (ALTER ROLE takes no bind parameters).
   await owner.unsafe(`alter role ${CALLER_LOGIN} with login password '${password}'`);
-  return connect(callerUrl(ownerUrl, password), max, 'plinth caller') as CallerSql;
+  const sql = connect(callerUrl(ownerUrl, password), max, 'plinth caller');
+  return Object.assign(sql, { statementTimeout: statementTimeoutMs > 0 ? `${statementTimeoutMs}ms` : '' }) as CallerSql;
+}
+
+/** The roles whose statements are bounded by PLINTH_STATEMENT_TIMEOUT (service_role is the operator's). */
+const TIMED_ROLES = ['anon', 'authenticated'] as const;
+
+/**
+ * Gives anon and authenticated their statement timeout as role settings, which PostgREST applies
+ * to each request it impersonates them for (it reads them when it loads its configuration); 0
+ * removes it. SET ROLE alone does not apply role settings, so asCaller sets the same value itself.
+ */
+export async function setStatementTimeout(owner: Sql, ms: number): Promise<void> {
+  for (const role of TIMED_ROLES) {
+    await owner.unsafe(ms > 0 ? `alter role ${role} set statement_timeout = '${Math.floor(ms)}ms'` : `alter role ${role} reset statement_timeout`);
+  }
 }
 
 /**
  * Switches an open transaction to the caller's role and claims (SET LOCAL ROLE +
- * request.jwt.claims), exactly as PostgREST does, until the transaction ends or the next switch.
+ * request.jwt.claims), exactly as PostgREST does, until the transaction ends or the next switch;
+ * for anon and authenticated, also the statement timeout PostgREST would apply.
  * Returns the query unawaited, so callers may pipeline it with the statements that follow.
  */
-export function becomeCaller(tx: Tx, claims: Claims) {
+export function becomeCaller(tx: Tx, claims: Claims, statementTimeout = '') {
   if (!(API_ROLES as readonly string[]).includes(claims.role)) {
     throw new Error(`refusing to run SQL as unknown role ${JSON.stringify(claims.role)}`);
+  }
+  if (statementTimeout !== '' && (TIMED_ROLES as readonly string[]).includes(claims.role)) {
+    return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true), set_config('statement_timeout', ${statementTimeout}, true)`;
   }
   return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
 }
@@ -76,7 +102,7 @@ export function becomeCaller(tx: Tx, claims: Claims) {
 export async function asCaller<T>(sql: CallerSql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   try {
     return (await sql.begin(async (tx) => {
-      await becomeCaller(tx, claims);
+      await becomeCaller(tx, claims, sql.statementTimeout);
       return fn(tx);
     })) as T;
   } catch (err) {

@@ -75,6 +75,22 @@ export function databaseUnavailable(err: unknown): PlinthError | undefined {
 }
 
 /**
+ * The truthful HTTP answer for a resource of the server running out, from a system error code;
+ * undefined for anything else. A full disk is 507 (nothing was stored, and retrying will not help
+ * until space is freed); too many open files is 503 with Retry-After (it passes as requests end).
+ */
+export function resourceExhausted(err: unknown): PlinthError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new PlinthError(507, 'Storage is full: the server has no disk space left, so nothing was stored', 'PLINTH507', code, 'The operator must free space or enlarge the disk; GET /health shows the free bytes');
+  }
+  if (code === 'EMFILE' || code === 'ENFILE') {
+    return new PlinthError(503, 'The server has too many open files at the moment; try again shortly', 'PLINTH503', code, null, { 'retry-after': '1' });
+  }
+  return undefined;
+}
+
+/**
  * A database error met while running SQL as `claims`, as HTTP. Insufficient privilege is 401 for
  * the anonymous role (signing in may help) and 403 for anyone else; a function may pick its own
  * 4xx/5xx status with SQLSTATE PTnnn; an unreachable database is 503. Anything unknown is returned
@@ -93,6 +109,10 @@ export function fromDatabase(err: unknown, claims: { role: string }): unknown {
     return claims.role === 'anon'
       ? new PlinthError(401, e.message, code, null, hint ?? 'Sign in and send the user token as Authorization: Bearer <token>', { 'www-authenticate': 'Bearer' })
       : new PlinthError(403, e.message, code, null, hint);
+  }
+  if (code === '57014' && /statement timeout/.test(e.message)) {
+    // PostgREST answers 500 with the database's message: so does the sidecar, with the cause.
+    return new PlinthError(500, e.message, code, null, 'The statement ran longer than PLINTH_STATEMENT_TIMEOUT allows: make it cheaper (an index, a narrower filter) or ask the operator to raise the limit');
   }
   const custom = /^PT([45]\d\d)$/.exec(code);
   const status = custom ? Number(custom[1]) : STATUS_BY_SQLSTATE[code];

@@ -1,7 +1,7 @@
 // GET /realtime: the WebSocket endpoint (protocol in the README, "Realtime"). The upgrade arrives
 // on the http server's 'upgrade' event; a plain GET gets 426 with an explanation.
 import type { FastifyInstance } from 'fastify';
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { identify, type Caller } from '../core/caller.js';
@@ -48,6 +48,12 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
         caller = await identify(plinth.keys, req, SOCKET_CALLER);
       } catch (err) {
         return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
+      }
+      // Every socket may hold up to PLINTH_REALTIME_CLIENT_BUFFER unsent: the cap bounds their sum.
+      const { maxClients } = plinth.config.realtime;
+      if (maxClients > 0 && clients.size >= maxClients) {
+        return refuse(socket, new PlinthError(503, `This server has as many realtime connections as it accepts (${maxClients}); try again shortly`, 'PLINTH503', null,
+          'The operator may raise PLINTH_REALTIME_MAX_CLIENTS or run more sidecars', { 'retry-after': '5' }));
       }
       wss.handleUpgrade(req, socket, head, (ws) => connected(ws, caller));
     })().catch((err) => {
@@ -196,7 +202,7 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
 
 function refuse(socket: Duplex, err: PlinthError): void {
   const body = JSON.stringify(err.body());
-  const status = `${err.status} ${err.status === 401 ? 'Unauthorized' : err.status === 404 ? 'Not Found' : 'Bad Request'}`;
+  const status = `${err.status} ${STATUS_CODES[err.status] ?? 'Error'}`;
   const headers = { ...err.headers, 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), connection: 'close' };
   socket.end(`HTTP/1.1 ${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`);
 }

@@ -8,6 +8,9 @@ import { pipeline } from 'node:stream/promises';
 import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
 import type { ByteRange } from '../ranges.js';
 
+/** Below this many free bytes the disk counts as full (GET /health reports storage down). */
+const FULL_BELOW = 1024 * 1024;
+
 export function diskBackend(root: string): StorageBackend {
   const tmpDir = path.join(root, 'tmp');
   const objectsDir = path.join(root, 'objects');
@@ -70,7 +73,11 @@ export function diskBackend(root: string): StorageBackend {
     async check() {
       await fs.promises.access(objectsDir, fs.constants.W_OK);
       await fs.promises.access(tmpDir, fs.constants.W_OK);
-      return { backend: 'disk' };
+      // What an upload may still use: blocks available to unprivileged writers on this filesystem.
+      const fsStats = await fs.promises.statfs(root);
+      const free = fsStats.bavail * fsStats.bsize;
+      if (free < FULL_BELOW) throw new Error(`storage is full: ${free} bytes free on the disk of ${root}`);
+      return { backend: 'disk', free_bytes: free };
     },
 
     async close() {},
