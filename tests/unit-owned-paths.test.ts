@@ -148,7 +148,8 @@ describe('the front door: a route registered by a feature is owned, anything els
 
     const down = await fetch(`${base}/todos?select=*`, { headers: { apikey: 'good' } });
     expect(down.status).toBe(503);
-    expect(await down.json()).toMatchObject({ code: 'PLINTH503', message: 'The REST API (PostgREST) is unavailable; try again shortly' });
+    expect(await down.json()).toMatchObject({ code: 'PLINTH503', message: 'The REST API (PostgREST) is unavailable; the request was not sent. Try again shortly' });
+    expect(down.headers.get('retry-after')).toBe('1');
   });
 
   it('answers an unknown path under an owned prefix itself, not from PostgREST', async () => {
