@@ -91,6 +91,10 @@ async function main(argv: string[]): Promise<number> {
             resolve(signal);
           });
         }
+        // A wrapper that started Plinth (npm, a shell) may die of a signal without passing it on:
+        // then this process is adopted by another parent, and stops as if it had been signalled.
+        const parent = process.ppid;
+        if (parent > 1) setInterval(() => process.ppid !== parent && resolve('the process that started Plinth exited'), 500).unref();
       });
       // A bug that escapes every handler must not leave PostgreSQL and PostgREST running
       // without their sidecar: stop them, say why in one line, and exit non-zero.

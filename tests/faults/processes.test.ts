@@ -1,10 +1,11 @@
 // Process and database faults on the real stack: a connection blip, a dead PostgREST, a dead
 // PostgreSQL, and Ctrl-C in a terminal. Each test is about what an operator sees afterwards:
 // is Plinth still serving, did it restart what it could, did it stop cleanly when it could not.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startStack, type Stack } from '../harness.ts';
+import { REPO_ROOT, startStack, type Stack } from '../harness.ts';
 
 const SLOW = 120_000;
 
@@ -145,6 +146,27 @@ test('Ctrl-C in a terminal (SIGINT to the whole process group): the request in f
     // Every part stopped within its deadline.
     expect(stack.output).not.toMatch(/while stopping|not every part stopped cleanly/);
   } finally {
+    await stack.destroy();
+  }
+}, SLOW);
+
+test('SIGTERM to `npm start` (npm does not pass it on): Plinth notices, stops every part and releases the lock', async () => {
+  // Boot once through the harness for a ready data directory, then run it the way users do.
+  const stack = await startStack();
+  await stack.stop();
+  const npm = spawn('npm', ['start'], { cwd: REPO_ROOT, env: { ...process.env, ...stack.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  npm.stdout!.on('data', (d) => (output += d));
+  npm.stderr!.on('data', (d) => (output += d));
+  try {
+    await eventually('npm start to serve', async () => ((await fetch(`${stack.url}/health`)).status === 200 ? true : undefined), 90_000);
+    const [plinth, ...children] = fs.readFileSync(path.join(stack.dataDir, 'plinth.pid'), 'utf8').trim().split(/\s+/).map(Number);
+    const postgres = postmasterPid(stack);
+    npm.kill('SIGTERM');
+    await eventually('Plinth and its children to stop', async () => ([plinth, postgres, ...children].some(isAlive) ? undefined : true), 30_000);
+    expect(fs.existsSync(path.join(stack.dataDir, 'plinth.pid')), output).toBe(false);
+  } finally {
+    npm.kill('SIGKILL');
     await stack.destroy();
   }
 }, SLOW);
