@@ -1,6 +1,7 @@
 // GET /health: the database, PostgREST and storage, each reported; 503 when any is down.
 import type { FastifyInstance } from 'fastify';
 import type { Plinth } from '../core/context.js';
+import { VERSION } from '../core/version.js';
 
 export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: Plinth }) {
   plinth.health.set('database', async () => {
@@ -36,6 +37,6 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     );
     const ok = Object.values(report).every((r) => r.status === 'ok');
     reply.code(ok ? 200 : 503).header('cache-control', 'no-store');
-    return { status: ok ? 'ok' : 'degraded', ...report };
+    return { status: ok ? 'ok' : 'degraded', version: VERSION, ...report };
   });
 }
