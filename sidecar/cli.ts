@@ -145,7 +145,14 @@ async function main(argv: string[]): Promise<number> {
         process.on('uncaughtException', resolve);
         process.on('unhandledRejection', (reason) => resolve(reason instanceof Error ? reason : new Error(String(reason))));
       });
-      const running = await start(config, log);
+      // A throw from an event handler during boot (a child that cannot be spawned) must end the
+      // start with its reason, not leave it waiting on a promise that never settles.
+      const running = await Promise.race([
+        start(config, log),
+        crashed.then((err) => {
+          throw new StartError(`start failed: ${err.message.split('\n')[0]} (\`plinth doctor\` checks what a start needs)`);
+        }),
+      ]);
       const why = await Promise.race([
         stopSignal.then((signal) => ({ signal })),
         running.failed.then((reason) => ({ reason })),

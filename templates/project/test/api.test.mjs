@@ -31,7 +31,7 @@ before(async () => {
   plinth.stdout.on('data', (d) => (output += d));
   plinth.stderr.on('data', (d) => (output += d));
   for (let i = 0; ; i++) {
-    if (plinth.exitCode !== null) throw new Error(`plinth start exited:\n${output}`);
+    if (plinth.exitCode !== null || plinth.signalCode !== null) throw new Error(`plinth start exited (${plinth.exitCode ?? plinth.signalCode}):\n${output}`);
     if (i > 900) throw new Error(`plinth start not healthy after 90 s:\n${output}`);
     try {
       if ((await fetch(`${base}/health`)).ok) break;
