@@ -2,6 +2,7 @@
 // client sees: a signed-in user writes a note and reads it back.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,8 @@ const freePort = () =>
     });
   });
 
+// This app's Plinth, wherever npm installed it.
+const plinthBin = path.join(path.dirname(createRequire(import.meta.url).resolve('plinth/package.json')), 'bin', 'plinth.js');
 let plinth;
 let base;
 let output = '';
@@ -27,7 +30,7 @@ before(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   const env = { ...process.env, PORT: String(port), PLINTH_PG_PORT: String(await freePort()), PLINTH_DATA_DIR: dataDir, PLINTH_LOG_LEVEL: 'warn' };
-  plinth = spawn(process.execPath, ['node_modules/plinth/bin/plinth.js', 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  plinth = spawn(process.execPath, [plinthBin, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   plinth.stdout.on('data', (d) => (output += d));
   plinth.stderr.on('data', (d) => (output += d));
   for (let i = 0; ; i++) {
