@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test } from 'vitest';
 import { initProject } from '../sidecar/project/init.ts';
 import { freePort } from '../sidecar/start/process.ts';
 import { REPO_ROOT } from './harness.ts';
@@ -24,11 +24,16 @@ function plinth(args: string[], cwd: string, env: Record<string, string> = {}): 
   });
 }
 
+const made: string[] = [];
 const tmp = () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-cli-'));
   fs.chmodSync(dir, 0o755);
+  made.push(dir);
   return dir;
 };
+afterAll(() => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
 const version = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')).version;
 
 describe('plinth init', () => {
