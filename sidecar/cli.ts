@@ -1,9 +1,14 @@
-// The `plinth` command: start, keys, migrate, new.
+// The `plinth` command: start, keys, migrate, new, init, config, doctor.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { addSigningKey, currentApiKeys, listSigningKeys, retireSigningKey } from './core/keys.js';
-import { ConfigError, loadConfig } from './core/config.js';
+import { ConfigError, loadConfig, projectEnvironment, type Config } from './core/config.js';
+import { flattenConfig, setVariables } from './core/config-report.js';
+import { DotEnvError } from './core/dotenv.js';
+import { VERSION } from './core/version.js';
+import { initProject } from './project/init.js';
+import { runDoctor } from './app/doctor.js';
 import { MigrationError, migrateUpLocked, runDbmate } from './core/migrations.js';
 import { createLogger } from './core/log.js';
 import { withDatabase } from './start/database.js';
@@ -25,8 +30,12 @@ Commands:
   migrate status     list applied and pending migrations
   migrate rollback   roll back the newest migration (--all: every one)
   new <name>         create an app migration file in PLINTH_APP_MIGRATIONS
+  init               make this folder a Plinth app (package.json, migrations/, .env.example, .gitignore, a test)
+  config             print the effective configuration, secrets masked
+  doctor             check what a start needs (ports, data directory, database, PostgREST, S3, SMTP)
 
-Run \`plinth <command> --help\` for details. Configuration comes from the environment (README.md).`,
+Run \`plinth <command> --help\` for details; \`plinth --version\` prints the version.
+Configuration comes from the environment over ./.env (README.md, "Configuration").`,
   start: `Usage: plinth start
 
 Starts the whole stack and stays in the foreground; Ctrl-C (SIGINT), SIGTERM or SIGHUP stops
@@ -54,15 +63,37 @@ rollback       roll back the newest migration; with --all, every migration (Plin
   new: `Usage: plinth new <name>
 
 Creates PLINTH_APP_MIGRATIONS/<timestamp>_<name>.sql with "-- migrate:up" and "-- migrate:down" sections.`,
+  init: `Usage: plinth init
+
+Makes the current folder a Plinth app; files that exist are kept:
+  package.json     "start": "plinth start", "test": "node --test", and plinth as a dependency
+  migrations/      a first migration (a table, its row-level security policy, its grant), when empty
+  .env.example     the settings most apps change; copy it to .env
+  .gitignore       node_modules/, the data directory (.plinth/), .env
+  test/            a test that starts this app's Plinth and signs a user up`,
+  config: `Usage: plinth config [--json]
+
+Prints the variables Plinth read (from the environment or ./.env, the environment winning) and the
+effective configuration after defaults, with passwords, secrets and keys masked.`,
+  doctor: `Usage: plinth doctor
+
+Checks what \`plinth start\` needs, without starting anything: the ports are free, the data directory
+is usable by the PostgreSQL server's user, the database answers (and its version), the PostgREST
+binary runs, the S3 bucket and the SMTP server answer with the credentials given. Prints one line
+per problem with its fix and exits 1 if there is any.`,
 };
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, all: { type: 'boolean' } },
+    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, all: { type: 'boolean' }, version: { type: 'boolean', short: 'v' } },
   });
   const [command, sub] = positionals;
+  if (values.version || command === 'version') {
+    console.log(VERSION);
+    return 0;
+  }
   if (!command || command === 'help') {
     console.log(HELP.main);
     return command ? 0 : 1;
@@ -75,9 +106,25 @@ async function main(argv: string[]): Promise<number> {
     console.log(HELP[command]);
     return 0;
   }
-  const config = loadConfig();
+  const environment = projectEnvironment();
+  const config = loadConfig(environment.env);
+  for (const { name, suggestion } of config.variables.unknown) {
+    console.error(`plinth: ${name} is not a Plinth setting${suggestion ? `; did you mean ${suggestion}?` : ' (README.md, "Configuration", lists them)'}`);
+  }
 
   switch (command) {
+    case 'init': {
+      for (const line of initProject(process.cwd(), config.migrations.appDir).lines) console.log(line);
+      console.log('\nNext: npm install (if package.json was created), then npm start; npm test runs test/.');
+      return 0;
+    }
+    case 'config':
+      return printConfig(config, environment, values.json === true);
+    case 'doctor': {
+      const problems = await runDoctor(config, (line) => console.log(line));
+      console.log(problems === 0 ? 'no problems found' : `${problems} problem${problems === 1 ? '' : 's'} found`);
+      return problems === 0 ? 0 : 1;
+    }
     case 'start': {
       const log = createLogger(config.logLevel);
       // Listen before booting: a signal that arrives mid-boot stops the stack once it is up,
@@ -102,7 +149,14 @@ async function main(argv: string[]): Promise<number> {
         process.on('uncaughtException', resolve);
         process.on('unhandledRejection', (reason) => resolve(reason instanceof Error ? reason : new Error(String(reason))));
       });
-      const running = await start(config, log);
+      // A throw from an event handler during boot (a child that cannot be spawned) must end the
+      // start with its reason, not leave it waiting on a promise that never settles.
+      const running = await Promise.race([
+        start(config, log),
+        crashed.then((err) => {
+          throw new StartError(`start failed: ${err.message.split('\n')[0]} (\`plinth doctor\` checks what a start needs)`);
+        }),
+      ]);
       const why = await Promise.race([
         stopSignal.then((signal) => ({ signal })),
         running.failed.then((reason) => ({ reason })),
@@ -175,6 +229,26 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+function printConfig(config: Config, environment: ReturnType<typeof projectEnvironment>, json: boolean): number {
+  const variables = setVariables(environment.env, config.variables.read, environment.sources);
+  const settings = flattenConfig(config);
+  if (json) {
+    console.log(JSON.stringify({ version: VERSION, variables, config: Object.fromEntries(settings) }, null, 2));
+    return 0;
+  }
+  console.log(`Plinth ${VERSION} in ${process.cwd()}\n`);
+  if (variables.length === 0) console.log('No variables set: every setting has its default.');
+  else {
+    console.log('Variables set (the environment wins over .env):');
+    const width = Math.max(...variables.map((v) => v.name.length + String(v.value).length + 1));
+    for (const v of variables) console.log(`  ${`${v.name}=${v.value}`.padEnd(width)}  (${v.source})`);
+  }
+  console.log('\nEffective configuration:');
+  const width = Math.max(...settings.map(([k]) => k.length));
+  for (const [key, value] of settings) console.log(`  ${key.padEnd(width)}  ${value === undefined ? '-' : JSON.stringify(value)}`);
+  return 0;
+}
+
 /** Same file layout as `dbmate new`: <UTC timestamp>_<name>.sql with both sections. */
 function newMigration(appDir: string, name: string): number {
   if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError('a migration name may use letters, digits, _ and - only');
@@ -189,7 +263,7 @@ function newMigration(appDir: string, name: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError) {
+    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || err instanceof DotEnvError) {
       console.error(`plinth: ${err.message}`);
     } else {
       console.error(`plinth: unexpected error: ${err?.stack ?? err}`);

