@@ -11,6 +11,8 @@ import type { PublishedTable } from './tables.js';
 export const CLOSE_UNAUTHORIZED = 4001;
 export const CLOSE_TOO_SLOW = 4008;
 export const CLOSE_PROTOCOL = 4400;
+/** The change feed was interrupted: reconnect and subscribe with "from" to get every change missed. */
+export const CLOSE_RESUME = 4503;
 
 export type ChangeEvent = 'INSERT' | 'UPDATE' | 'DELETE';
 
@@ -22,7 +24,7 @@ export interface Subscription {
   /** The filter text as given (subscriptions with the same text share one SQL expression). */
   filter: string;
   conditions: Condition[];
-  /** Everything at or below this position was delivered (or skipped) for this subscription. */
+  /** Everything at or below this position was judged for this subscription: sent, or not for it to see. */
   after: number;
   /** Resume point asked for; undefined: start from the live stream. */
   from?: number;

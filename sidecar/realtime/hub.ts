@@ -5,9 +5,16 @@
 // while the listening connection reconnects). Every sidecar on the database does the same for its
 // own clients. One loop does all the work in order, so a subscription's catch-up and the live
 // stream never overlap or reorder.
+//
+// A change is never skipped. A subscription's position moves past a batch only once the batch was
+// judged for it; when the database cannot be reached (a lost connection, a restart) the same batch
+// is tried again, and subscriptions that already received it are not sent it twice. If the feed
+// stays broken for RESUME_AFTER_MS, the sockets with subscriptions are closed with CLOSE_RESUME:
+// their clients come back (here or on another sidecar) and resume from their last position.
 import type { CallerSql, Sql } from '../core/db.js';
+import { databaseUnavailable, PlinthError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import type { Subscription } from './client.js';
+import { CLOSE_RESUME, type Client, type Subscription } from './client.js';
 import type { Tables } from './tables.js';
 import type { Condition } from './filter.js';
 import { judgeGroups, type Change, type Verdict } from './visibility.js';
@@ -24,6 +31,21 @@ const MIN_KEEP_SECONDS = 60;
 const PARALLEL_QUERIES = 4;
 /** Claims groups judged in one pipelined transaction (visibility.ts, judgeGroups). */
 const GROUPS_PER_TRANSACTION = 50;
+/** Retry delays after a failed step grow to this: delivery resumes within about a second of the database's return. */
+const RETRY_MAX_MS = 1000;
+/** A feed failing this long closes its subscribers' sockets with CLOSE_RESUME (see the top of this file). */
+const RESUME_AFTER_MS = 10_000;
+
+/**
+ * Whether a failure may pass if the same work is tried again: the database unreachable, restarting
+ * or out of connections, or a transaction rolled back by a deadlock or serialization conflict.
+ */
+export function retryable(err: unknown): boolean {
+  if (err instanceof PlinthError && err.status === 503) return true;
+  if (databaseUnavailable(err)) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(40|53)/.test(code);
+}
 
 /** A log entry: n row changes (a bulk statement) at positions position .. position + n - 1. */
 interface EntryRow {
@@ -51,6 +73,7 @@ export class Hub {
   private stopped = false;
   private busyUntil = 0;
   private failures = 0;
+  private failingSince = 0;
   private loopDone?: Promise<void>;
   private timers: NodeJS.Timeout[] = [];
   private unlisten?: () => Promise<void>;
@@ -123,10 +146,17 @@ export class Hub {
         if (this.failures > 0) this.log.info('realtime: the change feed is running again');
         this.failures = 0;
       } catch (err) {
-        // Once per outage in the log; retries back off to 5 s while the database is away.
-        if (this.failures++ === 0) this.log.warn(`realtime: reading changes failed (retrying): ${(err as Error).message}`);
+        // Once per outage in the log. Nothing was skipped: the next step starts where this one failed.
+        if (this.failures++ === 0) {
+          this.failingSince = Date.now();
+          this.log.warn(`realtime: delivering changes failed (retrying): ${(err as Error).message}`);
+        }
+        if (Date.now() - this.failingSince >= RESUME_AFTER_MS) {
+          this.interrupt(err);
+          this.failingSince = Date.now();
+        }
         this.dirty = true;
-        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(this.failures, 5))));
+        await new Promise((r) => setTimeout(r, Math.min(RETRY_MAX_MS, 100 * 2 ** (this.failures - 1))));
       }
     }
   }
@@ -148,6 +178,19 @@ export class Hub {
       await this.deliver(changes, (relid) => this.live.get(relid));
       this.readPos = through;
     }
+  }
+
+  /**
+   * Closes every socket with a subscription with CLOSE_RESUME. Its client reconnects and
+   * subscribes with "from", which replays what this sidecar could not deliver.
+   */
+  private interrupt(err: unknown): void {
+    const waiting = new Set<Client>();
+    for (const subs of this.live.values()) for (const s of subs) if (!s.client.closed) waiting.add(s.client);
+    for (const s of this.pending) if (!s.client.closed) waiting.add(s.client);
+    if (waiting.size === 0) return;
+    this.log.warn(`realtime: no change delivered for ${RESUME_AFTER_MS / 1000} s (${(err as Error).message}); closing ${waiting.size} sockets so their clients resume from their last position`);
+    for (const c of waiting) c.close(CLOSE_RESUME, 'changes interrupted; resume from your last position');
   }
 
   /** A new subscription: replay (from, readPos] if it resumes, then join the live stream. */
@@ -176,13 +219,14 @@ export class Hub {
     }
     // Catch up to where the live stream stands, in batches, for this table only.
     const only = new Set([sub]);
-    while (sub.after < this.readPos && !client.closed) {
+    const current = () => !client.closed && client.subscriptions.get(sub.id) === sub;
+    while (sub.after < this.readPos && current()) {
       const { changes } = await this.read(sub.after, this.readPos, sub.table.relid);
       if (changes.length === 0) break;
       await this.deliver(changes, () => only);
     }
+    if (!current()) return;
     sub.after = Math.max(sub.after, this.readPos);
-    if (client.closed || client.subscriptions.get(sub.id) !== sub) return;
     sub.active = true;
     let set = this.live.get(sub.table.relid);
     if (!set) this.live.set(sub.table.relid, (set = new Set()));
@@ -246,54 +290,92 @@ export class Hub {
         jobs.push(() => this.deliverToGroups(tableChanges, chunk));
       }
     }
+    // Every job runs to its end before a failure is reported: a retry must not overlap a job
+    // still sending, or one subscriber could get changes out of order.
     let next = 0;
+    let failure: { err: unknown } | undefined;
     const worker = async () => {
-      while (next < jobs.length) await jobs[next++]();
+      while (next < jobs.length) {
+        try {
+          await jobs[next++]();
+        } catch (err) {
+          failure ??= { err };
+        }
+      }
     };
     await Promise.all(Array.from({ length: Math.min(PARALLEL_QUERIES, jobs.length) }, worker));
+    if (failure) throw failure.err;
   }
 
-  /** Groups (subscriptions sharing claims) of one table, judged together, then sent to in order. */
+  /**
+   * Groups (subscriptions sharing claims) of one table, judged together, then sent to in order.
+   * A group moves past these changes only once they were judged for it. A group the database could
+   * not judge for a passing reason throws (the loop tries the batch again); for any other reason its
+   * subscriptions end with an error, so that none of them continues past a gap.
+   */
   private async deliverToGroups(changes: Change[], groups: Subscription[][]): Promise<void> {
     const table = groups[0][0].table;
     const subs = groups.flat();
+    const last = changes[changes.length - 1].position;
     const lowest = Math.min(...subs.map((s) => s.after));
     const wanted = changes.filter((c) => c.position > lowest && subs.some((s) => s.events.has(c.event)));
-    try {
-      if (wanted.length === 0) return;
-      const plans = groups.map((group) => {
-        // Subscriptions with the same filter text share one SQL expression.
-        const filterIndex = new Map<string, number>();
-        const filters: Condition[][] = [];
-        for (const s of group) {
-          if (s.conditions.length > 0 && !filterIndex.has(s.filter)) {
-            filterIndex.set(s.filter, filters.length);
-            filters.push(s.conditions);
-          }
+    if (wanted.length === 0) {
+      for (const s of subs) s.after = Math.max(s.after, last);
+      return;
+    }
+    const plans = groups.map((group) => {
+      // Subscriptions with the same filter text share one SQL expression.
+      const filterIndex = new Map<string, number>();
+      const filters: Condition[][] = [];
+      for (const s of group) {
+        if (s.conditions.length > 0 && !filterIndex.has(s.filter)) {
+          filterIndex.set(s.filter, filters.length);
+          filters.push(s.conditions);
         }
-        return { group, filterIndex, filters };
-      });
-      const results = await judgeGroups(
+      }
+      return { group, filterIndex, filters };
+    });
+    let results: Array<Map<number, Verdict> | Error>;
+    try {
+      results = await judgeGroups(
         this.callerSql,
         this.tables,
         table,
         plans.map((p) => ({ claims: p.group[0].client.claims!, filters: p.filters })),
         wanted,
       );
-      for (let i = 0; i < plans.length; i++) {
-        const verdicts = results[i];
-        const { group, filterIndex } = plans[i];
-        if (verdicts instanceof Error) {
-          // A failing query (e.g. the table changed under us) must not stall every other group.
-          this.log.warn(`realtime: visibility check on ${table.name} failed: ${verdicts.message}`);
-          for (const s of group) s.client.error('PLINTH500', `changes of ${table.name} could not be checked; some may be missing`, { id: s.id });
-          continue;
-        }
-        this.send(table.name, wanted, verdicts, group, filterIndex);
+    } catch (err) {
+      results = plans.map(() => (err instanceof Error ? err : new Error(String(err))));
+    }
+    let again: Error | undefined;
+    for (let i = 0; i < plans.length; i++) {
+      const verdicts = results[i];
+      const { group, filterIndex } = plans[i];
+      if (verdicts instanceof Error) {
+        if (retryable(verdicts)) again ??= verdicts;
+        else this.end(table.name, group, verdicts);
+        continue;
       }
-    } finally {
-      const last = changes[changes.length - 1].position;
-      for (const s of subs) s.after = Math.max(s.after, last);
+      this.send(table.name, wanted, verdicts, group, filterIndex);
+      for (const s of group) s.after = Math.max(s.after, last);
+    }
+    if (again) throw again;
+  }
+
+  /**
+   * Ends subscriptions whose changes cannot be judged (e.g. the table changed under them): they
+   * stop where they are rather than continue past a gap, and the other groups go on.
+   */
+  private end(tableName: string, group: Subscription[], err: Error): void {
+    this.log.warn(`realtime: visibility check on ${tableName} failed: ${err.message}`);
+    for (const s of group) {
+      if (s.client.subscriptions.get(s.id) !== s) continue;
+      this.remove(s);
+      s.client.subscriptions.delete(s.id);
+      s.client.error('PLINTH500', `changes of ${tableName} could not be checked, so this subscription has ended; the server log has details`, {
+        id: s.id,
+        hint: 'Subscribe again with "from": <the last position you processed> to continue without a gap.',
+      });
     }
   }
 

@@ -10,6 +10,7 @@ import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
 import { Client, CLOSE_PROTOCOL, CLOSE_UNAUTHORIZED, type Subscription } from './client.js';
 import { MessageError, parseMessage, type ClientMessage } from './messages.js';
+import { retryable } from './hub.js';
 import type { RealtimeService } from './service.js';
 import { SubscribeError } from './tables.js';
 
@@ -181,6 +182,9 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
         client.subscriptions.set(sub.id, sub);
         hub.add(sub);
       } catch (err) {
+        if (retryable(err)) {
+          return client.error('PLINTH503', 'The database is unavailable; subscribe again in a moment', { id: msg.id });
+        }
         if (!(err instanceof SubscribeError)) throw err;
         client.error(err.code, err.message, { id: msg.id, hint: err.hint });
       }
