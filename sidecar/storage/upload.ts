@@ -182,8 +182,10 @@ async function write(storage: Storage, reserved: { id: string; key: string }, bo
 /** Removes an uncommitted object: its bytes (complete or partial) and its reservation. */
 async function discard(storage: Storage, obj: { id: string; key: string }): Promise<void> {
   try {
-    await storage.backend.delete(obj.key);
-    await storage.plinth.sql`delete from storage.objects where id = ${obj.id} and state = 'writing'`;
+    // The row first, and the bytes only if it was still 'writing': when the answer to a COMMIT is
+    // lost (the connection dropped), the version may have committed, and its bytes must stay.
+    const gone = await storage.plinth.sql`delete from storage.objects where id = ${obj.id} and state = 'writing' returning id`;
+    if (gone.length > 0) await storage.backend.delete(obj.key);
   } catch (err) {
     // The sweeper will find the reservation later; the request's own error matters more.
     storage.plinth.log.warn(`could not discard uploaded object ${obj.key}: ${(err as Error).message}`);
