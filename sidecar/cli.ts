@@ -1,4 +1,4 @@
-// The `plinth` command: start, keys, migrate, new.
+// The `plinth` command: start, keys, migrate, new, backup, restore.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,6 +9,7 @@ import { createLogger } from './core/log.js';
 import { withDatabase } from './start/database.js';
 import { StartError } from './start/process.js';
 import { start } from './app/start.js';
+import { backupCommand, restoreCommand, BACKUP_HELP, RESTORE_HELP, isBackupError } from './backup/command.js';
 
 const HELP: Record<string, string> = {
   main: `plinth — a self-hosted backend on PostgreSQL and PostgREST
@@ -25,6 +26,8 @@ Commands:
   migrate status     list applied and pending migrations
   migrate rollback   roll back the newest migration (--all: every one)
   new <name>         create an app migration file in PLINTH_APP_MIGRATIONS
+  backup             write the database and every stored file to one archive (--out FILE, --no-files)
+  restore <file>     restore an archive into an empty Plinth (--force: replace a non-empty one)
 
 Run \`plinth <command> --help\` for details. Configuration comes from the environment (README.md).`,
   start: `Usage: plinth start
@@ -54,13 +57,23 @@ rollback       roll back the newest migration; with --all, every migration (Plin
   new: `Usage: plinth new <name>
 
 Creates PLINTH_APP_MIGRATIONS/<timestamp>_<name>.sql with "-- migrate:up" and "-- migrate:down" sections.`,
+  backup: BACKUP_HELP,
+  restore: RESTORE_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, all: { type: 'boolean' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      json: { type: 'boolean' },
+      all: { type: 'boolean' },
+      // backup / restore
+      out: { type: 'string', short: 'o' },
+      'no-files': { type: 'boolean' },
+      force: { type: 'boolean' },
+    },
   });
   const [command, sub] = positionals;
   if (!command || command === 'help') {
@@ -166,6 +179,10 @@ async function main(argv: string[]): Promise<number> {
       if (!sub) throw new ConfigError('plinth new needs a name, e.g. `plinth new create_todos`');
       return newMigration(config.migrations.appDir, sub);
     }
+    case 'backup':
+      return backupCommand(config, { out: values.out, files: !values['no-files'] }, (fn) => withDatabase(config, fn));
+    case 'restore':
+      return restoreCommand(config, { file: sub, force: Boolean(values.force) }, (fn) => withDatabase(config, fn));
   }
   return 0;
 }
@@ -184,7 +201,7 @@ function newMigration(appDir: string, name: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError) {
+    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || isBackupError(err)) {
       console.error(`plinth: ${err.message}`);
     } else {
       console.error(`plinth: unexpected error: ${err?.stack ?? err}`);

@@ -204,6 +204,17 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       },
     },
 
+    backup: {
+      /** Encrypts archives (scrypt + AES-256-GCM) and decrypts them on restore. */
+      passphrase: optional(env, 'PLINTH_BACKUP_PASSPHRASE'),
+      /** A cron expression (minute hour day-of-month month day-of-week, UTC); unset: no scheduled backups. */
+      schedule: optional(env, 'PLINTH_BACKUP_SCHEDULE'),
+      /** Where scheduled backups go: a directory, or s3://bucket/prefix. */
+      to: optional(env, 'PLINTH_BACKUP_TO'),
+      /** Scheduled backups kept in PLINTH_BACKUP_TO; older ones are deleted. */
+      keep: int(env, 'PLINTH_BACKUP_KEEP', 7, 1, 10000),
+    },
+
     realtime: {
       retention: int(env, 'PLINTH_REALTIME_RETENTION', 3600, 0, 86400 * 30),
       clientBufferBytes: bytes(env, 'PLINTH_REALTIME_CLIENT_BUFFER', 4 * 1024 ** 2),
