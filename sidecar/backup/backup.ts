@@ -32,10 +32,22 @@ import {
 
 export class BackupError extends Error {}
 
-/** Rows that are not the app's state or that a restore rebuilds: migration bookkeeping (the
- *  replay writes it), the realtime change log (transient, and keyed by table oids that differ
- *  in the target), realtime publications (re-published by name), and the deletion queue. */
-export const SKIPPED_TABLES = new Set(['plinth.schema_migrations', 'realtime.changes', 'realtime.state', 'realtime.publications', 'storage.deletions']);
+/**
+ * Rows that are not the app's state, or that a restore rebuilds: migration bookkeeping (the replay
+ * writes it), the realtime change log and its positions (transient, and keyed by table oids that
+ * differ in the target), realtime publications (re-published by name), the deletion queue, and
+ * the installation's internal credentials (PostgREST's HS256 secret, plinth_caller's password),
+ * which running sidecars of the target already use.
+ */
+export const SKIPPED_TABLES = new Set([
+  'plinth.schema_migrations',
+  'realtime.changes',
+  'realtime.state',
+  'realtime.publications',
+  'storage.deletions',
+  'auth.postgrest_secret',
+  'auth.secrets',
+]);
 /** Objects still being written, or queued for deletion, have no bytes to keep. */
 const LIVE_OBJECTS = `state = 'ready' and id not in (select object_id from storage.deletions)`;
 const PART_BYTES = 8 * 1024 * 1024;
