@@ -74,6 +74,15 @@ async function retrieve(s: Stack, token: string, filePath: string): Promise<Buff
   return Buffer.from(await r.arrayBuffer());
 }
 
+/** A running target reloads its signing keys on the restore's notification: wait until a token of the source verifies. */
+async function untilKeysReloaded(s: Stack, token: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await s.fetch('/todos?limit=1', { token })).status === 200) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the restored signing keys were not picked up');
+}
+
 /** Every row the restore carries, per table, in a stable order (objects without their backend). */
 async function snapshot(s: Stack): Promise<Record<string, unknown[]>> {
   const q = (text: string) => s.sql.unsafe(text).then((rows) => rows.map((r) => JSON.parse(JSON.stringify(r))));
@@ -210,14 +219,10 @@ describe('backup and restore', () => {
       expect(r.status).toBe(200);
     }
     // Tokens issued by the source verify with the restored keys (a running target reloads them).
-    let mine: Response | undefined;
-    for (let i = 0; i < 100; i++) {
-      mine = await target.fetch('/todos?select=title&order=id', { token: alice.token });
-      if (mine.status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(mine!.status).toBe(200);
-    expect((await mine!.json()).map((t: { title: string }) => t.title)).toEqual(['dig', 'plant', 'water\nwith "quotes", tabs\tand \\ backslashes, é']);
+    await untilKeysReloaded(target, alice.token);
+    const mine = await target.fetch('/todos?select=title&order=id', { token: alice.token });
+    expect(mine.status).toBe(200);
+    expect((await mine.json()).map((t: { title: string }) => t.title)).toEqual(['dig', 'plant', 'water\nwith "quotes", tabs\tand \\ backslashes, é']);
     // (Once only: a refresh token spent here is spent in every later backup of this target.)
     if (opts.refresh) expect((await target.fetch('/auth/refresh', { method: 'POST', json: { refresh_token: bob.refresh } })).status).toBe(200);
     for (const [k, bytes] of blobs) {
@@ -398,6 +403,7 @@ describe('large files and interruptions', () => {
     const target = await stack();
     const r = await runMeasured(['restore', bigArchive], { ...target.env, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE });
     expect(r.code, r.stderr).toBe(0);
+    await untilKeysReloaded(target, owner.token);
     const got = await retrieve(target, owner.token, 'big.bin');
     expect(got.length).toBe(SIZE);
     expect(sha256(got)).toBe(bigSha);
@@ -425,6 +431,7 @@ describe('large files and interruptions', () => {
     expect((await target.fetch('/rpc/login', { method: 'POST', json: { email: owner.email, password: PASSWORD } })).status).toBe(400);
     const again = await runCli(['restore', bigArchive], { ...target.env, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE });
     expect(again.code, again.stderr).toBe(0);
+    await untilKeysReloaded(target, owner.token);
     expect(sha256(await retrieve(target, owner.token, 'big.bin'))).toBe(bigSha);
   }, 600_000);
 });

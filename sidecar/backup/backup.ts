@@ -34,13 +34,14 @@ export class BackupError extends Error {}
 
 /**
  * Rows that are not the app's state, or that a restore rebuilds: migration bookkeeping (the replay
- * writes it), the realtime change log and its positions (transient, and keyed by table oids that
+ * writes it), the scheduled backups' own log, the realtime change log and its positions (transient, and keyed by table oids that
  * differ in the target), realtime publications (re-published by name), the deletion queue, and
  * the installation's internal credentials (PostgREST's HS256 secret, plinth_caller's password),
  * which running sidecars of the target already use.
  */
 export const SKIPPED_TABLES = new Set([
   'plinth.schema_migrations',
+  'plinth.backup_runs',
   'realtime.changes',
   'realtime.state',
   'realtime.publications',

@@ -123,6 +123,13 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
     throw new ConfigError('PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD must be set together');
   }
 
+  const backupSchedule = optional(env, 'PLINTH_BACKUP_SCHEDULE');
+  const backupTo = optional(env, 'PLINTH_BACKUP_TO');
+  if (backupSchedule && !backupTo) throw new ConfigError('PLINTH_BACKUP_SCHEDULE needs PLINTH_BACKUP_TO (a directory or s3://bucket/prefix)');
+  if (backupTo?.startsWith('s3:') && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(backupTo)) {
+    throw new ConfigError(`PLINTH_BACKUP_TO must be a directory or s3://bucket/prefix, got ${JSON.stringify(backupTo)}`);
+  }
+
   return {
     port,
     host: str(env, 'PLINTH_HOST', '127.0.0.1'),
@@ -208,9 +215,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()) {
       /** Encrypts archives (scrypt + AES-256-GCM) and decrypts them on restore. */
       passphrase: optional(env, 'PLINTH_BACKUP_PASSPHRASE'),
       /** A cron expression (minute hour day-of-month month day-of-week, UTC); unset: no scheduled backups. */
-      schedule: optional(env, 'PLINTH_BACKUP_SCHEDULE'),
-      /** Where scheduled backups go: a directory, or s3://bucket/prefix. */
-      to: optional(env, 'PLINTH_BACKUP_TO'),
+      schedule: backupSchedule,
+      /** Where scheduled backups go: a directory (relative to the working directory), or s3://bucket/prefix. */
+      to: backupTo === undefined || backupTo.startsWith('s3://') ? backupTo : path.resolve(cwd, backupTo),
       /** Scheduled backups kept in PLINTH_BACKUP_TO; older ones are deleted. */
       keep: int(env, 'PLINTH_BACKUP_KEEP', 7, 1, 10000),
     },
