@@ -435,3 +435,56 @@ describe('large files and interruptions', () => {
     expect(sha256(await retrieve(target, owner.token, 'big.bin'))).toBe(bigSha);
   }, 600_000);
 });
+
+describe('scheduled backups', () => {
+  async function finishedRuns(s: Stack, atLeast: number) {
+    for (let i = 0; i < 600; i++) {
+      const rows = await s.sql<{ tick: Date; claimed_by: string; ok: boolean; location: string; error: string | null }[]>`
+        select tick, claimed_by, ok, location, error from plinth.backup_runs where finished_at is not null order by tick`;
+      if (rows.length >= atLeast) return rows;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`fewer than ${atLeast} scheduled backups finished`);
+  }
+
+  test('two sidecars on one database run each tick once; old archives are pruned; /health shows the last run', async () => {
+    const dir = path.join(work, 'scheduled');
+    const env = { PLINTH_BACKUP_SCHEDULE: '*/2 * * * * *', PLINTH_BACKUP_TO: dir, PLINTH_BACKUP_KEEP: '2', PLINTH_BACKUP_PASSPHRASE: PASSPHRASE };
+    const first = await stack(env);
+    const second = await stack({ ...env, DATABASE_URL: first.databaseUrl });
+    await signup(first, `scheduled-${randomBytes(3).toString('hex')}@example.test`);
+    const runs = await finishedRuns(first, 4);
+    expect(runs.filter((r) => !r.ok)).toEqual([]);
+    // One archive per tick, whichever sidecar claimed it, and never two for one tick.
+    expect(new Set(runs.map((r) => r.location)).size).toBe(runs.length);
+    await second.stop();
+    await first.stop();
+    const archives = fs.readdirSync(dir).filter((n) => /^plinth-backup-\d{8}T\d{6}Z\.tar\.enc$/.test(n));
+    expect(archives.length).toBe(2);
+    expect(fs.readdirSync(dir).filter((n) => n.includes('partial'))).toEqual([]);
+    expect(fs.statSync(path.join(dir, archives[1])).mode & 0o777).toBe(0o600);
+
+    await first.launch();
+    const health = await (await first.fetch('/health')).json();
+    expect(health.backup).toMatchObject({ status: 'ok', schedule: '*/2 * * * * *', last: { result: expect.stringMatching(/^(ok|running)$/) } });
+    await first.stop();
+    // The newest archive restores.
+    const target = await stack();
+    const newest = fs.readdirSync(dir).filter((n) => /^plinth-backup-.*\.tar\.enc$/.test(n)).sort().at(-1)!;
+    const r = await runCli(['restore', path.join(dir, newest)], { ...target.env, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await counts(target)).users).toBe(1);
+  }, 300_000);
+
+  test('to an S3 bucket, keeping PLINTH_BACKUP_KEEP archives', async () => {
+    const env = { PLINTH_BACKUP_SCHEDULE: '*/2 * * * * *', PLINTH_BACKUP_TO: `s3://${peer.bucket}/nightly`, PLINTH_BACKUP_KEEP: '1', S3_ENDPOINT: peer.endpoint, S3_FORCE_PATH_STYLE: 'true', S3_ACCESS_KEY_ID: 'S3RVER', S3_SECRET_ACCESS_KEY: 'S3RVER' };
+    const s = await stack(env);
+    const runs = await finishedRuns(s, 3);
+    expect(runs.filter((r) => !r.ok)).toEqual([]);
+    expect(runs[0].location).toMatch(new RegExp(`^s3://${peer.bucket}/nightly/plinth-backup-\\d{8}T\\d{6}Z\\.tar$`));
+    await s.stop();
+    const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
+    const listed = await peer.client.send(new ListObjectsV2Command({ Bucket: peer.bucket, Prefix: 'nightly/' }));
+    expect((listed.Contents ?? []).map((o) => o.Key)).toEqual([runs.at(-1)!.location.replace(`s3://${peer.bucket}/`, '')]);
+  }, 300_000);
+});
