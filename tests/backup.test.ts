@@ -209,6 +209,17 @@ describe('backup and restore', () => {
     expect(names[0]).toBe('plinth-backup.json');
     expect(names.at(-1)).toBe('manifest.json');
     expect(names.filter((n) => n.startsWith('objects/'))).toHaveLength(4);
+
+    const rowsOnly = path.join(work, 'rows-only.tar');
+    expect((await runCli(['backup', '--out', rowsOnly, '--no-files'], source.env)).code).toBe(0);
+    const rowNames: string[] = [];
+    for await (const m of readTar(fs.createReadStream(rowsOnly))) rowNames.push(m.name);
+    expect(rowNames.filter((n) => n.startsWith('objects/'))).toEqual([]);
+    expect(rowNames.filter((n) => n.startsWith('data/')).length).toBeGreaterThan(5);
+    // An existing file is never overwritten.
+    const again = await runCli(['backup', '--out', rowsOnly], source.env);
+    expect(again.code).toBe(1);
+    expect(again.stderr.trim()).toMatch(/^plinth: .*rows-only\.tar already exists/);
   }, 120_000);
 
   async function checkRestored(target: Stack, expected: Record<string, unknown[]>, opts: { refresh: boolean }) {
@@ -257,7 +268,8 @@ describe('backup and restore', () => {
   test('backs up from S3 and restores into a stopped Plinth on disk', async () => {
     const fromS3 = path.join(work, 'from-s3.tar');
     const expected = await snapshot(onS3);
-    const b = await runCli(['backup', '--out', fromS3], onS3.env);
+    // Through DATABASE_URL, as against an external server.
+    const b = await runCli(['backup', '--out', fromS3], { ...onS3.env, DATABASE_URL: onS3.databaseUrl });
     expect(b.code, b.stderr).toBe(0);
     const onDisk = await stack();
     await onDisk.disconnect();

@@ -171,6 +171,10 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
         if (pendingBytes >= PART_BYTES) await flush();
       }
       if (pendingBytes > 0) await flush();
+      // postgres.js 3.4.9 pauses the socket when the stream's buffer fills and resumes it only
+      // from the stream's read(); a copy that ends while paused would leave the connection
+      // deaf to every later reply. Resume it once more.
+      (stream as unknown as { _read(size: number): void })._read(0);
       rowCounts[tableId(table)] = rows;
     }
 
