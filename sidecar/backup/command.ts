@@ -48,7 +48,8 @@ async function oneLine<T>(what: string, fn: () => Promise<T>): Promise<T> {
   } catch (err) {
     if (isBackupError(err)) throw err;
     const e = err as Error & { code?: string };
-    throw new (what === 'backup' ? BackupError : RestoreError)(`${what} failed: ${e.message ?? String(err)}${e.code && /^[0-9A-Z]{5}$/.test(e.code) ? ` [${e.code}]` : ''}`);
+    const message = String(e.message ?? err).replace(/\s+/g, ' ').trim();
+    throw new (what === 'backup' ? BackupError : RestoreError)(`${what} failed: ${message}${e.code && /^[0-9A-Z]{5}$/.test(e.code) ? ` [${e.code}]` : ''}`);
   }
 }
 
@@ -77,6 +78,12 @@ export async function backupCommand(config: Config, opts: { out?: string; files:
 export async function restoreCommand(config: Config, opts: { file?: string; force: boolean }, withDatabase: WithDatabase): Promise<number> {
   if (!opts.file) throw new RestoreError('plinth restore needs the archive: plinth restore FILE');
   const file = path.resolve(opts.file);
+  // Before the database is touched (or the embedded one started).
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (err) {
+    throw new RestoreError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code}`);
+  }
   const backend = await createBackend(config.storage);
   try {
     const summary = await oneLine('restore', () =>
