@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readTar, TarWriter } from '../sidecar/backup/archive.ts';
+import { freePort } from '../sidecar/start/process.ts';
 import { REPO_ROOT, runCli, startS3rver, startStack, type S3Peer, type Stack } from './harness.ts';
 
 const MiB = 1024 * 1024;
@@ -282,6 +283,20 @@ describe('backup and restore', () => {
     await onDisk.launch();
     await checkRestored(onDisk, expected, { refresh: false });
     expect(storedFiles(onDisk).filter((f) => !f.endsWith('.part'))).toHaveLength(4);
+  }, 180_000);
+
+  test('restores into a data directory that never ran Plinth (every migration replayed in the restore)', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-test-'));
+    fs.chmodSync(dataDir, 0o755);
+    const env = { PLINTH_DATA_DIR: dataDir, PLINTH_PG_PORT: String(await freePort()), PLINTH_APP_MIGRATIONS: source.env.PLINTH_APP_MIGRATIONS, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE };
+    const r = await runCli(['restore', archive], env);
+    expect(r.stderr).not.toMatch(/plinth:/);
+    expect(r.code).toBe(0);
+    const fresh = await startStack({ dataDir });
+    stacks.push(fresh);
+    await checkRestored(fresh, before, { refresh: false });
+    await fresh.destroy();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   }, 180_000);
 });
 
