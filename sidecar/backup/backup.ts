@@ -133,6 +133,8 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
     const hasRealtime = tables.length > 0 && (await tx`select from pg_catalog.pg_namespace where nspname = 'realtime'`).length > 0;
     const publications = hasRealtime ? await tx<{ schema: string; name: string }[]>`select table_schema as schema, table_name as name from realtime.publications order by 1, 2` : [];
 
+    const withFiles = src.backend !== null && tables.some((t) => tableId(t) === 'storage.objects');
+    const objectList = withFiles ? await tx<{ id: string; key: string }[]>`select id, key from storage.objects where ${tx.unsafe(LIVE_OBJECTS)} order by id` : [];
     const header: Header = {
       format: FORMAT,
       plinthVersion: src.plinthVersion,
@@ -143,6 +145,7 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
       tables,
       sequences,
       publications: publications.map((p) => ({ schema: p.schema, name: p.name })),
+      objects: objectList.map((o) => ({ id: o.id, key: o.key })),
     };
     const headerBytes = Buffer.from(JSON.stringify(header, null, 2));
     await add(HEADER_MEMBER, headerBytes.length, headerBytes);
@@ -179,7 +182,7 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
     }
 
     const objects = { count: 0, bytes: 0 };
-    if (src.backend && tables.some((t) => tableId(t) === 'storage.objects')) {
+    if (withFiles && src.backend) {
       const backend = src.backend;
       const cursor = tx<{ id: string; key: string; backend: string; size: string; sha256: string; name: string | null }[]>`
         select o.id, o.key, o.backend, o.size::text, o.sha256,
@@ -202,7 +205,8 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
         }
       }
     }
-    return { ...header, rowCounts, objects, members } satisfies Manifest;
+    const { objects: _list, ...rest } = header;
+    return { ...rest, rowCounts, objects, members } satisfies Manifest;
   })) as Manifest;
 
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2));

@@ -39,9 +39,11 @@ export interface Header {
   sequences: { schema: string; name: string; lastValue: string }[];
   /** Tables that stream their changes over realtime: re-published after a restore (oids change). */
   publications: { schema: string; name: string }[];
+  /** The stored objects whose bytes follow (none with --no-files): a restore reserves them first. */
+  objects?: { id: string; key: string }[];
 }
 
-export interface Manifest extends Header {
+export interface Manifest extends Omit<Header, 'objects'> {
   rowCounts: Record<string, number>;
   objects: { count: number; bytes: number };
   members: Record<string, { size: number; sha256: string }>;

@@ -207,7 +207,8 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
 
   const { backend } = target;
   const before = new Map<string, { key: string; sha256: string }>();
-  if ((await target.sql`select from pg_catalog.pg_namespace where nspname = 'storage'`).length) {
+  const hasStorage = (await target.sql`select from pg_catalog.pg_namespace where nspname = 'storage'`).length > 0;
+  if (hasStorage) {
     for (const r of await target.sql<{ id: string; key: string; sha256: string }[]>`select id, key, sha256 from storage.objects where state = 'ready' and backend = ${backend.name}`) {
       before.set(r.id, { key: r.key, sha256: r.sha256 });
     }
@@ -215,8 +216,25 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
   const written: string[] = [];
   const summary: RestoreSummary = { tables: header.tables.length, rows: 0, objects: 0, bytes: 0 };
   const restoredIds = new Set<string>();
+  const reserved: string[] = [];
 
   try {
+    // Reserve every object to be written as an upload in progress ('writing'), committed before the
+    // first byte is stored: if the restore dies (killed, power lost), the sweeper finds the bytes it
+    // left through these rows and removes them, as it does for any interrupted upload. The restore's
+    // transaction replaces the reservations with the real rows; a failure deletes them.
+    if (hasStorage) {
+      const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+      const list = (header.objects ?? []).filter((o) => uuid.test(String(o.id)) && uuid.test(String(o.key)));
+      for (let i = 0; i < list.length; i += 1000) {
+        const batch = list.slice(i, i + 1000);
+        const rows = await target.sql<{ id: string }[]>`
+          insert into storage.objects (id, backend, key)
+          select (o->>'id')::uuid, ${backend.name}, o->>'key' from jsonb_array_elements(${target.sql.json(batch)}) o
+          on conflict do nothing returning id`;
+        reserved.push(...rows.map((r) => r.id));
+      }
+    }
     await target.sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(hashtext('plinth.migrations'))`;
       await replayMigrations(tx, header, target.dirs);
@@ -323,6 +341,9 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
     });
   } catch (err) {
     await Promise.all(written.map((key) => backend.delete(key).catch(() => {})));
+    for (let i = 0; i < reserved.length; i += 1000) {
+      await target.sql`delete from storage.objects where state = 'writing' and id = any(${reserved.slice(i, i + 1000)}::uuid[])`.catch(() => {});
+    }
     throw err;
   }
   // Bytes of the target's former objects that the restore replaced (forced restore only).
