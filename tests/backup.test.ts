@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { readTar, TarWriter } from '../sidecar/backup/archive.ts';
 import { freePort } from '../sidecar/start/process.ts';
-import { REPO_ROOT, runCli, startS3rver, startStack, type S3Peer, type Stack } from './harness.ts';
+import { REPO_ROOT, runCli, SAMPLE_APP_MIGRATIONS, startS3rver, startStack, type S3Peer, type Stack } from './harness.ts';
 
 const MiB = 1024 * 1024;
 const PASSWORD = 'correct horse battery staple';
@@ -297,6 +297,22 @@ describe('backup and restore', () => {
     await checkRestored(fresh, before, { refresh: false });
     await fresh.destroy();
     fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 180_000);
+});
+
+describe('migrations', () => {
+  test('a migration the target has and the backup lacks is rolled back in the restore', async () => {
+    const extra = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-extra-migrations-'));
+    fs.writeFileSync(path.join(extra, '20990101000000_backup_extra.sql'), '-- migrate:up\nCREATE TABLE public.backup_extra (id int PRIMARY KEY);\n\n-- migrate:down\nDROP TABLE public.backup_extra;\n');
+    const target = await startStack({ appMigrations: [SAMPLE_APP_MIGRATIONS, extra] });
+    stacks.push(target);
+    expect((await target.sql`select to_regclass('public.backup_extra') as t`)[0].t).not.toBe(null);
+    const r = await runCli(['restore', plainArchive], target.env);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await target.sql`select to_regclass('public.backup_extra') as t`)[0].t).toBe(null);
+    expect(await target.sql`select version from plinth.schema_migrations where version = '20990101000000'`).toEqual([]);
+    expect((await counts(target)).users).toBe(2);
+    fs.rmSync(extra, { recursive: true, force: true });
   }, 180_000);
 });
 
