@@ -332,26 +332,38 @@ describe('bad input changes nothing', () => {
     expect(storedFiles(empty)).toEqual([]);
   }
 
-  /** A copy of the plain archive with its header member changed. */
-  async function withHeader(change: (h: Record<string, unknown>) => void): Promise<string> {
+  /** A copy of the plain archive with members changed, and a manifest that agrees with them. */
+  async function edited(change: (name: string, body: Buffer, header: { tables: { schema: string; name: string; columns: string[] }[] }) => Buffer): Promise<string> {
     const out = path.join(work, `edited-${randomBytes(4).toString('hex')}.tar`);
     const sink = fs.createWriteStream(out);
     const tar = new TarWriter(sink);
+    let header: { tables: { schema: string; name: string; columns: string[] }[] } | undefined;
+    const sums: Record<string, { size: number; sha256: string }> = {};
     for await (const m of readTar(fs.createReadStream(plainArchive))) {
       const parts: Buffer[] = [];
       for await (const c of m.body) parts.push(c);
-      let body = Buffer.concat(parts);
-      if (m.name === 'plinth-backup.json') {
-        const h = JSON.parse(body.toString());
-        change(h);
-        body = Buffer.from(JSON.stringify(h));
-      }
+      let body: Buffer = Buffer.concat(parts);
+      if (m.name === 'plinth-backup.json') header = JSON.parse(body.toString());
+      body = change(m.name, body, header!);
+      if (m.name === 'manifest.json') {
+        const manifest = JSON.parse(body.toString());
+        manifest.members = { ...manifest.members, ...sums };
+        body = Buffer.from(JSON.stringify(manifest));
+      } else sums[m.name] = { size: body.length, sha256: sha256(body) };
       await tar.add(m.name, body.length, body);
     }
     await tar.finish();
     await new Promise((r) => sink.end(r));
     return out;
   }
+
+  const withHeader = (change: (h: Record<string, unknown>) => void) =>
+    edited((name, body) => {
+      if (name !== 'plinth-backup.json') return body;
+      const h = JSON.parse(body.toString());
+      change(h);
+      return Buffer.from(JSON.stringify(h));
+    });
 
   test('a truncated archive', async () => {
     for (const [file, env] of [[plainArchive, {}], [archive, { PLINTH_BACKUP_PASSPHRASE: PASSPHRASE }]] as const) {
@@ -399,6 +411,21 @@ describe('bad input changes nothing', () => {
       await withHeader((h) => (h.migrations as { version: string; file: string; source: string }[]).push({ version: '29990101000000', file: '29990101000000_from_the_future.sql', source: 'app', sha256: '0'.repeat(64) } as never)),
       /^plinth: migration 29990101000000_from_the_future\.sql \(listed in the backup\) is missing from the app's migrations folder/,
     );
+  }, 60_000);
+
+  test('rows that break a foreign key, with checksums that agree, are refused', async () => {
+    const forged = await edited((name, body, header) => {
+      const m = /^data\/(\d+)\.0$/.exec(name);
+      const table = m && header.tables[Number(m[1])];
+      if (!table || `${table.schema}.${table.name}` !== 'public.todos') return body;
+      const col = table.columns.indexOf('user_id');
+      const lines = body.toString().split('\n');
+      const cells = lines[0].split('\t');
+      cells[col] = '00000000-0000-4000-8000-000000000000';
+      lines[0] = cells.join('\t');
+      return Buffer.from(lines.join('\n'));
+    });
+    await refused(forged, /^plinth: archive is corrupted: rows of public\.todos break foreign key todos_user_id_fkey$/);
   }, 60_000);
 
   test('a non-empty target without --force; with --force it is replaced', async () => {

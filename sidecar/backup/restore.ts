@@ -254,8 +254,9 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
       // disabled instead and foreign keys are checked row by row in load order.
       let replica = true;
       try {
+        // In a savepoint: a refusal (42501) must not abort the whole transaction. The setting
+        // outlives the released savepoint.
         await tx.savepoint((sp) => sp`set local session_replication_role = replica`);
-        await tx`set local session_replication_role = replica`;
       } catch {
         replica = false;
         for (const t of header.tables) await tx.unsafe(`alter table ${qualified(t)} disable trigger user`);
