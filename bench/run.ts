@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.ts';
+import { benchBackup } from './backup.ts';
 import { benchByteaRpc } from './bytea-rpc.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
@@ -12,13 +13,13 @@ import { benchAfterRotation, benchFrontDoor, internalTokenFor, seedTodos } from 
 import { benchLogin } from './login.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
 import { benchS3 } from './s3.ts';
-import { GiB, MiB } from './streams.ts';
+import { GiB, KiB, MiB } from './streams.ts';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime'];
+const SECTIONS = ['frontdoor', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -139,6 +140,7 @@ async function main() {
     await stack.destroy();
   }
   await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));
+  await section(rows, timings, 'backup', '9 backup', () => benchBackup({ n: 1000, fileSize: 64 * KiB, appMigrations: MIGRATIONS }, log));
 
   const seconds = Math.round((Date.now() - started) / 1000);
   console.log(`\n${renderTable(rows)}\n`);

@@ -1,4 +1,4 @@
-// The `plinth` command: start, keys, migrate, new, init, config, doctor.
+// The `plinth` command: start, keys, migrate, new, init, config, doctor, backup, restore.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +14,7 @@ import { createLogger } from './core/log.js';
 import { withDatabase } from './start/database.js';
 import { StartError } from './start/process.js';
 import { start } from './app/start.js';
+import { backupCommand, restoreCommand, BACKUP_HELP, RESTORE_HELP, isBackupError } from './backup/command.js';
 
 const HELP: Record<string, string> = {
   main: `plinth — a self-hosted backend on PostgreSQL and PostgREST
@@ -33,6 +34,8 @@ Commands:
   init               make this folder a Plinth app (package.json, migrations/, .env.example, .gitignore, a test)
   config             print the effective configuration, secrets masked
   doctor             check what a start needs (ports, data directory, database, PostgREST, S3, SMTP)
+  backup             write the database and every stored file to one archive (--out FILE, --no-files)
+  restore <file>     restore an archive into an empty Plinth (--force: replace a non-empty one)
 
 Run \`plinth <command> --help\` for details; \`plinth --version\` prints the version.
 Configuration comes from the environment over ./.env (README.md, "Configuration").`,
@@ -81,13 +84,24 @@ Checks what \`plinth start\` needs, without starting anything: the ports are fre
 is usable by the PostgreSQL server's user, the database answers (and its version), the PostgREST
 binary runs, the S3 bucket and the SMTP server answer with the credentials given. Prints one line
 per problem with its fix and exits 1 if there is any.`,
+  backup: BACKUP_HELP,
+  restore: RESTORE_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, all: { type: 'boolean' }, version: { type: 'boolean', short: 'v' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      json: { type: 'boolean' },
+      all: { type: 'boolean' },
+      version: { type: 'boolean', short: 'v' },
+      // backup / restore
+      out: { type: 'string', short: 'o' },
+      'no-files': { type: 'boolean' },
+      force: { type: 'boolean' },
+    },
   });
   const [command, sub] = positionals;
   if (values.version || command === 'version') {
@@ -225,6 +239,10 @@ async function main(argv: string[]): Promise<number> {
       if (!sub) throw new ConfigError('plinth new needs a name, e.g. `plinth new create_todos`');
       return newMigration(config.migrations.appDir, sub);
     }
+    case 'backup':
+      return backupCommand(config, { out: values.out, files: !values['no-files'] }, (fn) => withDatabase(config, fn));
+    case 'restore':
+      return restoreCommand(config, { file: sub, force: Boolean(values.force) }, (fn) => withDatabase(config, fn));
   }
   return 0;
 }
@@ -263,7 +281,7 @@ function newMigration(appDir: string, name: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || err instanceof DotEnvError) {
+    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || err instanceof DotEnvError || isBackupError(err)) {
       console.error(`plinth: ${err.message}`);
     } else {
       console.error(`plinth: unexpected error: ${err?.stack ?? err}`);

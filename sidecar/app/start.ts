@@ -3,6 +3,7 @@
 // Lifecycle, in reverse.
 import fs from 'node:fs';
 import { accountRoutes } from '../auth/routes.js';
+import { startBackupSchedule } from '../backup/service.js';
 import { startAccounts } from '../auth/service.js';
 import { consoleRoutes } from '../console/routes.js';
 import { startConsoleBuild } from '../console/service.js';
@@ -96,6 +97,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
     const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
     const fine = await lifecycle.start('fine', () => startFine(plinth));
+    await lifecycle.start('scheduled backups', () => startBackupSchedule(plinth));
 
     const { app } = await createServer(plinth);
     await app.register(healthRoutes, { plinth });

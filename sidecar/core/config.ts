@@ -204,6 +204,12 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
   if (bypassAuth && !isLoopback(host)) {
     throw new ConfigError(`BYPASS_AUTH=true lets anyone who can reach Plinth act as ${devUser}: it is refused unless PLINTH_HOST is a loopback address (127.0.0.1, ::1 or localhost), got ${host}`);
   }
+  const backupSchedule = optional(env, 'PLINTH_BACKUP_SCHEDULE');
+  const backupTo = optional(env, 'PLINTH_BACKUP_TO');
+  if (backupSchedule && !backupTo) throw new ConfigError('PLINTH_BACKUP_SCHEDULE needs PLINTH_BACKUP_TO (a directory or s3://bucket/prefix)');
+  if (backupTo?.startsWith('s3:') && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(backupTo)) {
+    throw new ConfigError(`PLINTH_BACKUP_TO must be a directory or s3://bucket/prefix, got ${JSON.stringify(backupTo)}`);
+  }
 
   return {
     /** The variables read, and PLINTH_* ones set but unread (typos); a getter, so every read has happened. */
@@ -302,6 +308,16 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
 
     /** Development only: requests without a token act as this account (never as the service role). */
     devUser: bypassAuth ? devUser : undefined,
+    backup: {
+      /** Encrypts archives (scrypt + AES-256-GCM) and decrypts them on restore. */
+      passphrase: optional(env, 'PLINTH_BACKUP_PASSPHRASE'),
+      /** A cron expression (minute hour day-of-month month day-of-week, UTC); unset: no scheduled backups. */
+      schedule: backupSchedule,
+      /** Where scheduled backups go: a directory (relative to the working directory), or s3://bucket/prefix. */
+      to: backupTo === undefined || backupTo.startsWith('s3://') ? backupTo : path.resolve(cwd, backupTo),
+      /** Scheduled backups kept in PLINTH_BACKUP_TO; older ones are deleted. */
+      keep: int(env, 'PLINTH_BACKUP_KEEP', 7, 1, 10000),
+    },
 
     realtime: {
       retention: int(env, 'PLINTH_REALTIME_RETENTION', 3600, 0, 86400 * 30),
