@@ -37,6 +37,7 @@ beforeAll(async () => {
     startStack({ env: { PLINTH_DB_SCHEMAS: 'public,api', PLINTH_PUBLIC_URL: PUBLIC_URL } }),
     startStack({ env: { PLINTH_CORS_ORIGINS: `${OTHER}, http://second.example.test:8080` } }),
   ]);
+  for (const stack of [open, listed]) await stack.sql`insert into api.notes (body) values ('served from the api schema')`;
 }, 180_000);
 
 afterAll(async () => {
