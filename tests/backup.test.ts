@@ -175,6 +175,8 @@ describe('backup and restore', () => {
       todoId = (await r.json())[0].id;
     }
     expect((await source.fetch('/posts', { method: 'POST', token: bob.token, json: { title: 'hello', published: true } })).status).toBe(201);
+    // A Fine-style policy row: restored as a row and as the real policy it stands for.
+    await source.sql`insert into public._policies (table_name, action, using_clause) values ('todos', 'select', ${'user_id = $$CURRENT_USER$$'})`;
     // A table whose rows outgrow the COPY stream's buffer, followed by more tables.
     await source.sql`insert into public.projects (user_id, name) select ${bob.id}, 'project number ' || g from generate_series(1, 5000) g`;
     for (const [who, name, size] of [[alice, 'notes/empty.txt', 0], [alice, 'notes/a.bin', 70_000], [bob, 'photo.jpg', 3 * MiB]] as const) {
@@ -247,6 +249,9 @@ describe('backup and restore', () => {
     const got = await target.fetch(`/storage/download/todos/${todoId}/attachment/plan.pdf`, { token: alice.token });
     expect(got.status).toBe(200);
     expect(Buffer.from(await got.arrayBuffer()).equals(attachment)).toBe(true);
+    // The _policies row is in force again: its policy exists on the table.
+    const policies = await target.sql<{ n: number }[]>`select count(*)::int as n from pg_policies where tablename = 'todos' and policyname like '\_policies\_%'`;
+    expect(policies[0].n).toBe(1);
     // Realtime: the published tables log changes again (their capture triggers were recreated).
     const [{ n }] = await target.sql<{ n: number }[]>`select count(*)::int as n from pg_trigger where tgname = 'plinth_realtime_insert'`;
     expect(n).toBe(2);
@@ -431,7 +436,7 @@ describe('bad input changes nothing', () => {
   test('a non-empty target without --force; with --force it is replaced', async () => {
     const r = await runCli(['restore', plainArchive], source.env);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^plinth: the target Plinth is not empty \(2 users, 4 stored objects, rows in public\.files, rows in public\.posts, rows in public\.projects, rows in public\.todos\): .*--force/);
+    expect(r.stderr.trim()).toMatch(/^plinth: the target Plinth is not empty \(2 users, 4 stored objects, rows in public\._policies, rows in public\.files, rows in public\.posts, rows in public\.projects, rows in public\.todos\): .*--force/);
     const forced = await runCli(['restore', plainArchive, '--force'], source.env);
     expect(forced.stderr).not.toMatch(/plinth:/);
     expect(forced.code).toBe(0);

@@ -37,7 +37,7 @@ export class BackupError extends Error {}
  * writes it), the scheduled backups' own log, the realtime change log and its positions (transient, and keyed by table oids that
  * differ in the target), realtime publications (re-published by name), the deletion queue, and
  * the installation's internal credentials (PostgREST's HS256 secret, plinth_caller's password),
- * which running sidecars of the target already use.
+ * which running sidecars of the target already use, and grants derived from `_policies` rows.
  */
 export const SKIPPED_TABLES = new Set([
   'plinth.schema_migrations',
@@ -48,6 +48,8 @@ export const SKIPPED_TABLES = new Set([
   'storage.deletions',
   'auth.postgrest_secret',
   'auth.secrets',
+  // Derived from public._policies by its triggers: rebuilt when the restore re-applies those rows.
+  'fine_private.granted',
 ]);
 /** Objects still being written, or queued for deletion, have no bytes to keep. */
 const LIVE_OBJECTS = `state = 'ready' and id not in (select object_id from storage.deletions)`;

@@ -31,6 +31,10 @@ import {
   type MigrationDirs,
 } from './manifest.js';
 
+
+/** Tables whose rows are applied by triggers (a Fine-style `_policies` row is a real policy). */
+const APPLIED_BY_TRIGGERS = new Set(['public._policies']);
+
 export class RestoreError extends Error {}
 
 export interface RestoreTarget {
@@ -248,7 +252,12 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
       }
       const hasRealtime = (await tx`select from pg_catalog.pg_namespace where nspname = 'realtime'`).length > 0;
       if (hasRealtime) await tx`select realtime.unpublish(relid::regclass) from realtime.publications where to_regclass(format('%I.%I', table_schema, table_name)) is not null`;
-      if (header.tables.length) await tx.unsafe(`truncate table ${header.tables.map(qualified).join(', ')} cascade`);
+      // Rows that become policies and grants through their triggers are deleted with the triggers
+      // on (dropping what they made), loaded like any row, then applied again once triggers are back.
+      const applied = header.tables.filter((t) => APPLIED_BY_TRIGGERS.has(tableId(t)) && present.has(tableId(t)));
+      for (const t of applied) await tx.unsafe(`delete from ${qualified(t)}`);
+      const truncated = header.tables.filter((t) => !applied.includes(t));
+      if (truncated.length) await tx.unsafe(`truncate table ${truncated.map(qualified).join(', ')} cascade`);
 
       // Triggers off for the load (superuser only); without it, each table's own triggers are
       // disabled instead and foreign keys are checked row by row in load order.
@@ -333,6 +342,7 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
       } else {
         for (const t of header.tables) await tx.unsafe(`alter table ${qualified(t)} enable trigger user`);
       }
+      for (const t of applied) await tx.unsafe(`update ${qualified(t)} set ${quoteIdent(t.columns[0])} = ${quoteIdent(t.columns[0])}`);
       for (const p of header.publications) await tx`select realtime.publish(format('%I.%I', ${p.schema}::text, ${p.name}::text)::regclass)`;
       for (const s of header.sequences) {
         await tx`select setval(r, ${s.lastValue}::bigint, true) from to_regclass(format('%I.%I', ${s.schema}::text, ${s.name}::text)) r where r is not null`;
