@@ -546,7 +546,14 @@ describe('scheduled backups', () => {
     const first = await stack(env);
     const second = await stack({ ...env, DATABASE_URL: first.databaseUrl });
     await signup(first, `scheduled-${randomBytes(3).toString('hex')}@example.test`);
+    const signedUp = new Date();
     const runs = await finishedRuns(first, 4);
+    // The archives kept at the end (the newest two) must postdate the sign-up: wait for two such runs.
+    for (let i = 0; i < 600; i++) {
+      const [{ n }] = await first.sql<{ n: number }[]>`select count(*)::int as n from plinth.backup_runs where ok and started_at > ${signedUp}`;
+      if (n >= 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     expect(runs.filter((r) => !r.ok)).toEqual([]);
     // One archive per tick, whichever sidecar claimed it, and never two for one tick.
     expect(new Set(runs.map((r) => r.location)).size).toBe(runs.length);
