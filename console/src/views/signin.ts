@@ -146,7 +146,7 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
               : m === 'signup'
                 ? 'New here? Create an account'
                 : m === 'magic'
-                  ? 'Forgot the password? Email me a sign-in link'
+                  ? 'Forgot the password? Email me a link'
                   : 'Reset the password by email',
           ),
         ),
