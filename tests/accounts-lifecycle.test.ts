@@ -2,9 +2,11 @@
 // sign-up modes and invitations, and the admin operations on users, each decided in SQL.
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startStack, type Stack } from './harness.ts';
+import { REPO_ROOT, startStack, type Stack } from './harness.ts';
 
 interface Received {
   to: string[];
@@ -371,4 +373,22 @@ describe('sign-up modes', () => {
     expect((await refused.json()).message).toBe('Sign-up is closed on this server');
     await session((await confirmedUser('closed')).email);
   });
+});
+
+test('the lifecycle migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000110_account_lifecycle.sql'), 'utf8');
+  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
+  const down = file.slice(file.indexOf('-- migrate:down'));
+  const rollback = new Error('rollback');
+  await expect(
+    stack.sql.begin(async (tx) => {
+      await tx.unsafe(down);
+      const [{ gone }] = await tx`select to_regprocedure('auth.admin_delete_user(uuid)') is null and not exists (select from information_schema.columns where table_schema = 'auth' and table_name = 'users' and column_name = 'disabled_at') as gone`;
+      expect(gone).toBe(true);
+      await tx.unsafe(up);
+      const [{ back }] = await tx`select to_regprocedure('auth.admin_delete_user(uuid)') is not null as back`;
+      expect(back).toBe(true);
+      throw rollback;
+    }),
+  ).rejects.toBe(rollback);
 });
