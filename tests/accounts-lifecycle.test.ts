@@ -7,6 +7,7 @@ import path from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { REPO_ROOT, startStack, type Stack } from './harness.ts';
+import { RealtimeClient } from './realtime-client.ts';
 
 interface Received {
   to: string[];
@@ -222,9 +223,11 @@ test('email change: a link to the new address moves the account, once', async ()
 });
 
 describe('admin operations', () => {
-  test('a disabled user cannot sign in or refresh, gets no links; enabled again, they can', async () => {
+  test('a disabled user cannot sign in or refresh, their socket closes, they get no links; enabled again, they can', async () => {
     const user = await confirmedUser('disabled');
     const s = await session(user.email);
+    const socket = await RealtimeClient.open(stack.url, s.token);
+    expect(await socket.subscribe({ id: 't', table: 'todos' })).toMatchObject({ type: 'subscribed' });
     const disabled = await post(`/auth/admin/users/${user.id}/disable`, {}, { apikey: stack.serviceKey });
     expect(disabled.status).toBe(200);
     expect((await disabled.json()).disabled_at).not.toBeNull();
@@ -234,6 +237,8 @@ describe('admin operations', () => {
     expect((await refused.json()).message).toBe('This account is disabled');
     expect((await refresh(s.refresh_token)).status).toBe(401);
     expect((await stack.fetch('/auth/user', { token: s.token })).status).toBe(401);
+    // The open socket closes with the session.
+    expect(await socket.waitClosed(10_000)).toEqual({ code: 4001, reason: 'session ended' });
     // Asking for a reset answers as usual, but mails nothing while the account is disabled.
     expect((await post('/auth/recover', { email: user.email })).status).toBe(200);
 

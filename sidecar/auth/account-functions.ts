@@ -18,10 +18,6 @@ export async function endSession(plinth: Plinth, claims: Claims, everywhere: boo
   return ended;
 }
 
-export function listUsers(plinth: Plinth, claims: Claims, limit: number, offset: number): Promise<UserProfile[]> {
-  return asCaller(plinth.callerSql, claims, (tx) => tx<UserProfile[]>`select * from auth.list_users(${limit}, ${offset})`);
-}
-
 export async function setAppRole(plinth: Plinth, claims: Claims, userId: string, appRole: string): Promise<UserProfile> {
   const [user] = await asCaller(plinth.callerSql, claims, (tx) => tx<UserProfile[]>`select * from auth.set_app_role(${userId}, ${appRole})`);
   return user;

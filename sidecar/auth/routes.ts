@@ -1,5 +1,6 @@
 // The accounts feature as one fastify plugin: signup, login, refresh, logout, the caller's
-// profile, magic links, the public signing keys, and the two admin routes. Handlers stay thin:
+// profile, magic links, the account lifecycle (password, email, invitations), the public signing
+// keys, and the admin routes. Handlers stay thin:
 // validation is in schemas.ts, the work in the modules named after it.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { callerOf } from '../core/caller.js';
