@@ -1,11 +1,13 @@
-// The console's entry: routes (/console/files, /console/tables/<name>, /console/admin) to views,
+// The console's entry: routes (/console/files, /console/tables/<name>, /console/admin, /console/account) to views,
 // behind the sign-in screen. History-API URLs; the sidecar answers every /console/* with index.html.
 import './styles.css';
 import { call } from './api';
 import { confirmDialog } from './dialog';
 import { h, replace } from './dom';
 import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } from './session';
+import { accountView } from './views/account';
 import { adminView } from './views/admin';
+import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
 import { tablesView } from './views/tables';
@@ -14,10 +16,10 @@ const BASE = '/console/';
 const main = document.getElementById('main') as HTMLElement;
 const app = document.getElementById('app') as HTMLElement;
 
-function route(): { view: 'files' | 'tables' | 'admin'; rest: string[] } {
+function route(): { view: 'files' | 'tables' | 'admin' | 'account'; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
   const [first, ...rest] = parts;
-  if (first === 'tables' || first === 'admin') return { view: first, rest };
+  if (first === 'tables' || first === 'admin' || first === 'account') return { view: first, rest };
   return { view: 'files', rest };
 }
 
@@ -43,6 +45,7 @@ function header(active: string): HTMLElement {
       link('files', 'Files'),
       link('tables', 'Tables'),
       s.user.app_role === 'admin' ? link('admin', 'Admin') : null,
+      link('account', 'Account'),
     ),
     h(
       'div',
@@ -75,6 +78,7 @@ function render(): void {
   if (view === 'admin' && s.user.app_role !== 'admin') {
     replace(main, h('section', { class: 'card' }, h('h1', {}, 'Admin'), h('p', { class: 'alert', role: 'alert' }, 'Not allowed: this page is for accounts with the admin app role.')));
   } else if (view === 'admin') adminView(main);
+  else if (view === 'account') accountView(main);
   else if (view === 'tables') tablesView(main, rest[0]);
   else filesView(main);
   document.title = `${view[0].toUpperCase()}${view.slice(1)} · Plinth console`;
@@ -133,6 +137,17 @@ async function followVerifyLink(token: string): Promise<string> {
 
 void (async () => {
   await restoreSession();
+  // A mailed account link (reset, confirmation, invitation): its page first, then the console.
+  const page = location.pathname.slice(BASE.length) as LinkPage;
+  const linkToken = new URLSearchParams(location.search).get('token');
+  if ((LINK_PAGES as readonly string[]).includes(page) && linkToken) {
+    history.replaceState(null, '', BASE);
+    return linkPageView(main, page, linkToken, (message) => {
+      if (!session()) return signInView(main, message);
+      render();
+      if (message) main.prepend(h('p', { class: 'notice', role: 'status' }, message));
+    });
+  }
   const token = location.pathname === `${BASE}verify` ? new URLSearchParams(location.search).get('token') : null;
   if (!token) return render();
   history.replaceState(null, '', BASE);

@@ -11,7 +11,7 @@ const LINK_REFUSED = 'This sign-in link is invalid, already used or expired; ask
 
 export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
   const user = await findUserByEmail(plinth.sql, email);
-  if (!user) return;
+  if (!user || user.disabled_at) return;
   const { token, hash } = newOpaqueToken();
   const ttl = plinth.config.auth.magicLinkTtl;
   await plinth.sql`

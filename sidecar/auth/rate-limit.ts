@@ -6,7 +6,7 @@ import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
 import { normalizeEmail } from './users.js';
 
-export type LimitedAction = 'login' | 'signup' | 'magic_link';
+export type LimitedAction = 'login' | 'signup' | 'magic_link' | 'recover' | 'email_change' | 'password_change' | 'invite';
 
 export async function enforceRateLimit(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<void> {
   const { rateLimitWindow, rateLimitPerIp, rateLimitPerEmail } = plinth.config.auth;

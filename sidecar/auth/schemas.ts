@@ -30,7 +30,7 @@ export const verifyPostSchema = {
 export const noInputSchema = { querystring: closed({}, []) };
 export const listUsersSchema = {
   querystring: closed(
-    { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, offset: { type: 'integer', minimum: 0, maximum: 2147483647, default: 0 } },
+    { q: { type: 'string', maxLength: 320 }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, offset: { type: 'integer', minimum: 0, maximum: 2147483647, default: 0 } },
     [],
   ),
 };
@@ -38,6 +38,18 @@ export const setAppRoleSchema = {
   params: closed({ id: uuid }, ['id']),
   body: closed({ app_role: { type: 'string', enum: ['editor', 'admin'] } }, ['app_role']),
 };
+
+export const recoverSchema = { body: closed({ email }, ['email']) };
+export const resetPasswordSchema = { body: closed({ token: opaqueToken, password }, ['token', 'password']) };
+export const changePasswordSchema = { body: closed({ current_password: password, new_password: password }, ['current_password', 'new_password']) };
+export const changeEmailSchema = { body: closed({ email }, ['email']) };
+export const acceptInviteSchema = resetPasswordSchema;
+export const createUserSchema = {
+  body: closed({ email, password, email_confirmed: { type: 'boolean', default: false } }, ['email']),
+};
+export const inviteSchema = { body: closed({ email }, ['email']) };
+export const userIdSchema = { params: closed({ id: uuid }, ['id']) };
+export const userIdEmptyBodySchema = { params: closed({ id: uuid }, ['id']), body: closed({}, []) };
 
 /** Turns ajv's errors into one sentence naming the field: `body has an unknown field "app_role"`. */
 export function describeSchemaErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {

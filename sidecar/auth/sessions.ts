@@ -5,11 +5,11 @@
 import { createHmac } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
 import type { Tx } from '../core/db.js';
-import { unauthorized } from '../core/errors.js';
+import { fromDatabase, unauthorized } from '../core/errors.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { PROFILE_COLUMNS, type UserProfile } from './users.js';
 
-export type SignInMethod = 'password' | 'magic_link' | 'signup';
+export type SignInMethod = 'password' | 'magic_link' | 'signup' | 'invite' | 'confirm_email';
 
 /** The body every sign-in returns (inside a one-element array for /rpc/login, as clients of that route expect). */
 export interface Session {
@@ -29,13 +29,18 @@ function mintAccessToken(plinth: Plinth, user: UserProfile, sessionId: string): 
 export async function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
   const refresh = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
-  const sessionId = await plinth.sql.begin(async (tx) => {
-    const [{ id }] = await tx<{ id: string }[]>`insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id`;
-    await tx`
-      insert into auth.refresh_tokens (token_hash, session_id, expires_at)
-      values (${refresh.hash}, ${id}, now() + make_interval(secs => ${ttl}))`;
-    return id;
-  });
+  // A disabled account is refused by a trigger on auth.sessions (PT403), whichever way it signs in.
+  const sessionId = await plinth.sql
+    .begin(async (tx) => {
+      const [{ id }] = await tx<{ id: string }[]>`insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id`;
+      await tx`
+        insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+        values (${refresh.hash}, ${id}, now() + make_interval(secs => ${ttl}))`;
+      return id;
+    })
+    .catch((err: unknown) => {
+      throw fromDatabase(err, { role: 'authenticated' });
+    });
   return {
     token: await mintAccessToken(plinth, user, sessionId),
     refresh_token: refresh.token,

@@ -24,7 +24,7 @@ export function normalizeEmail(email: string): string {
 }
 
 /** Creates an account; 409 when the email (in any case) is taken. */
-export async function createUser(sql: Sql, email: string, passwordHash: string): Promise<UserProfile> {
+export async function createUser(sql: Sql, email: string, passwordHash: string | null): Promise<UserProfile> {
   const [user] = await sql<UserProfile[]>`
     insert into auth.users (email, password_hash) values (${normalizeEmail(email)}, ${passwordHash})
     on conflict ((lower(email))) do nothing
@@ -35,9 +35,11 @@ export async function createUser(sql: Sql, email: string, passwordHash: string):
   return user;
 }
 
-export async function findUserByEmail(sql: Sql, email: string): Promise<(UserProfile & { password_hash: string | null }) | undefined> {
-  const [user] = await sql<(UserProfile & { password_hash: string | null })[]>`
-    select ${sql(PROFILE_COLUMNS)}, password_hash from auth.users where lower(email) = ${normalizeEmail(email)}`;
+type StoredUser = UserProfile & { password_hash: string | null; disabled_at: Date | null };
+
+export async function findUserByEmail(sql: Sql, email: string): Promise<StoredUser | undefined> {
+  const [user] = await sql<StoredUser[]>`
+    select ${sql(PROFILE_COLUMNS)}, password_hash, disabled_at from auth.users where lower(email) = ${normalizeEmail(email)}`;
   return user;
 }
 
@@ -86,4 +88,14 @@ export async function bootstrapAdmin(plinth: Plinth): Promise<void> {
     );
   }
   plinth.log.info(`admin account ${email} ${row.created ? 'created' : 'updated'} from PLINTH_ADMIN_EMAIL`);
+}
+
+/** The stored password hash of an account, or null when it has none or is gone. */
+export async function passwordHashOf(sql: Sql, userId: string): Promise<string | null> {
+  const [row] = await sql<{ password_hash: string | null }[]>`select password_hash from auth.users where id = ${userId}`;
+  return row?.password_hash ?? null;
+}
+
+export async function setPasswordHash(sql: Sql, userId: string, passwordHash: string): Promise<void> {
+  await sql`update auth.users set password_hash = ${passwordHash} where id = ${userId}`;
 }

@@ -272,6 +272,12 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
       /** Seconds during which a just-exchanged refresh token may be exchanged again (0: never). */
       refreshTokenReuseInterval: int(env, 'PLINTH_REFRESH_TOKEN_REUSE_INTERVAL', 10, 0, 300),
       magicLinkTtl: int(env, 'PLINTH_MAGIC_LINK_TTL', 900, 1, 86400),
+      /** Lifetime of password-reset, email-confirmation, email-change and invitation links. */
+      accountLinkTtl: int(env, 'PLINTH_ACCOUNT_LINK_TTL', 86400, 1, 86400 * 30),
+      /** Who may sign up: anyone, nobody (admins create accounts), or only invited addresses. */
+      signup: oneOf(env, 'PLINTH_SIGNUP', ['open', 'closed', 'invite'] as const, 'open'),
+      /** Password sign-in waits until the address is confirmed by a mailed link. */
+      confirmEmail: bool(env, 'PLINTH_CONFIRM_EMAIL', false),
       adminEmail,
       adminPassword,
       /** Make an existing non-admin account with PLINTH_ADMIN_EMAIL the admin (it may belong to anyone who signed up). */

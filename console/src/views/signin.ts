@@ -1,19 +1,28 @@
-// Sign in, create an account, or ask for a sign-in link by email: three small forms, one screen.
+// Sign in, create an account (when sign-up is open), ask for a sign-in link or a password reset by
+// email: small forms, one screen.
 import { ApiError, callJson } from '../api';
 import { h, replace, uid } from '../dom';
 import { COOKIE_SESSION, sessionFrom, sessionFromLogin, setSession, takeNotice } from '../session';
 
-type Mode = 'signin' | 'signup' | 'magic';
+type Mode = 'signin' | 'signup' | 'magic' | 'recover';
 
 const TITLES: Record<Mode, string> = {
   signin: 'Sign in',
   signup: 'Create an account',
   magic: 'Email me a sign-in link',
+  recover: 'Email me a link to reset the password',
 };
+
+/** How sign-up works on this server (GET /auth/settings); open unless it says otherwise. */
+let signupMode: Promise<string> | undefined;
 
 export function signInView(root: HTMLElement, initialNotice = ''): void {
   let mode: Mode = 'signin';
+  let signupOpen = true;
   const notice = initialNotice || takeNotice();
+  signupMode ??= callJson<{ signup?: string }>('/auth/settings', { auth: false })
+    .then((b) => b?.signup ?? 'open')
+    .catch(() => 'open');
 
   const render = () => {
     const status = h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
@@ -27,7 +36,7 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
     const passwordId = uid('password');
     const email = h('input', { id: emailId, name: 'email', type: 'email', autocomplete: 'email', required: true, inputmode: 'email' });
     const password =
-      mode === 'magic'
+      mode === 'magic' || mode === 'recover'
         ? null
         : h('input', {
             id: passwordId,
@@ -52,13 +61,18 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       alert.hidden = true;
-      status.textContent = mode === 'magic' ? 'Sending…' : 'Signing in…';
+      status.textContent = mode === 'magic' || mode === 'recover' ? 'Sending…' : 'Signing in…';
       submit.disabled = true;
       try {
         if (mode === 'magic') {
           await callJson('/auth/magic-link', { method: 'POST', auth: false, json: { email: email.value.trim() } });
           status.textContent = `If ${email.value.trim()} has an account, a sign-in link is on its way. Paste it below once it arrives.`;
           pasteForm.hidden = false;
+          return;
+        }
+        if (mode === 'recover') {
+          await callJson('/auth/recover', { method: 'POST', auth: false, json: { email: email.value.trim() } });
+          status.textContent = `If ${email.value.trim()} has an account, a link to reset its password is on its way.`;
           return;
         }
         const body = await callJson<unknown>(mode === 'signup' ? '/rpc/signup' : '/rpc/login', {
@@ -68,6 +82,12 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
           json: { email: email.value.trim(), password: password!.value },
         });
         // Sign-up answers the session itself, login inside an array.
+        // With email confirmation on, sign-up answers a message and no session yet.
+        const pending = (body as { message?: unknown } | null)?.message;
+        if (mode === 'signup' && typeof pending === 'string' && !(body as { token?: unknown }).token) {
+          status.textContent = pending;
+          return;
+        }
         const s = mode === 'signup' ? sessionFrom(body) : sessionFromLogin(body);
         if (!s) throw new ApiError(502, 'The server answered without a session.');
         status.textContent = '';
@@ -107,8 +127,8 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
     const switcher = h(
       'nav',
       { class: 'auth-switch', 'aria-label': 'Other ways to sign in' },
-      (['signin', 'signup', 'magic'] as Mode[])
-        .filter((m) => m !== mode)
+      (['signin', 'signup', 'magic', 'recover'] as Mode[])
+        .filter((m) => m !== mode && (m !== 'signup' || signupOpen))
         .map((m) =>
           h(
             'button',
@@ -121,14 +141,27 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
                 (root.querySelector('input') as HTMLInputElement | null)?.focus();
               },
             },
-            m === 'signin' ? 'I have an account: sign in' : m === 'signup' ? 'New here? Create an account' : 'Forgot the password? Email me a link',
+            m === 'signin'
+              ? 'I have an account: sign in'
+              : m === 'signup'
+                ? 'New here? Create an account'
+                : m === 'magic'
+                  ? 'Forgot the password? Email me a link'
+                  : 'Reset the password by email',
           ),
         ),
     );
 
-    replace(root, h('div', { class: 'auth' }, h('p', { class: 'brand-big' }, 'Plinth console'), form, mode === 'magic' ? pasteForm : null, switcher));
+    const closedNote = signupOpen ? null : h('p', { class: 'muted signup-mode' }, 'Sign-up is closed on this server: an administrator creates or invites accounts.');
+    replace(root, h('div', { class: 'auth' }, h('p', { class: 'brand-big' }, 'Plinth console'), form, mode === 'magic' ? pasteForm : null, switcher, closedNote));
   };
   render();
+  void signupMode.then((m) => {
+    if (m === 'open' || !root.isConnected || !root.querySelector('.auth')) return;
+    signupOpen = false;
+    if (mode === 'signup') mode = 'signin';
+    render();
+  });
 }
 
 /** The token of a pasted sign-in link (…/auth/verify?token=…), or the token itself. */
