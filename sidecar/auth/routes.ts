@@ -71,7 +71,11 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     const user = await findUserByEmail(plinth.sql, email);
     // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
     const valid = await verifyPassword(user?.password_hash, password);
-    if (!user || !valid) return reply.code(400).send(INVALID_CREDENTIALS);
+    if (!user || !valid) {
+      // The one auth event no row change shows.
+      plinth.audit?.activity('auth.sign_in_failed', email, { reason: user ? 'wrong password' : 'unknown email', client_addr: req.ip }, user?.id ?? null);
+      return reply.code(400).send(INVALID_CREDENTIALS);
+    }
     const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
     return reply.headers(noStore).send([deliver(req, reply, session)]);
   });

@@ -48,6 +48,9 @@ export const SKIPPED_TABLES = new Set([
   'storage.deletions',
   'auth.postgrest_secret',
   'auth.secrets',
+  // The audit trail is the installation's own history, not the app's state: a restore keeps the target's.
+  'audit.requests',
+  'audit.activity',
 ]);
 /** Objects still being written, or queued for deletion, have no bytes to keep. */
 const LIVE_OBJECTS = `state = 'ready' and id not in (select object_id from storage.deletions)`;
