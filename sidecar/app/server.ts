@@ -121,13 +121,15 @@ function track(req: IncomingMessage, res: Tracked, audit: Audit | undefined, tru
   const readBefore = socket.bytesRead;
   const writtenBefore = socket.bytesWritten;
   const url = req.url!;
+  // Now: the socket is gone from the request by the time it closes.
+  const clientAddr = clientAddress(req, trust);
   res.once('close', () => {
     const declared = req.headers['content-length'];
     audit.record({
       at,
       requestId: id as string,
       credential: req.headers.authorization ?? (req.headers.apikey as string | undefined),
-      clientAddr: clientAddress(req, trust),
+      clientAddr,
       method: req.method!,
       url,
       // 499: the client went away before its answer was complete.

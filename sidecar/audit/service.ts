@@ -104,7 +104,7 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
       };
     });
     await sql.begin(async (tx) => {
-      await tx`set local statement_timeout = ${WRITE_TIMEOUT}`;
+      await tx`select set_config('statement_timeout', ${WRITE_TIMEOUT}, true)`;
       if (rows.length > 0) await tx`insert into audit.requests ${tx(rows)}`;
       for (const a of acts) {
         await tx`select audit.log(${a.action}, ${a.target}, ${a.details === null ? null : tx.json(a.details as never)}, ${a.actorId})`;
