@@ -2,7 +2,8 @@
 // actor, secrets never reach the log, only admins and the service role read it, and the front
 // door keeps answering while the audit writer cannot write.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startStack, type Stack, type TestUser } from './harness.ts';
+import { RealtimeClient } from './realtime-client.ts';
+import { runCli, startStack, type Stack, type TestUser } from './harness.ts';
 
 let stack: Stack;
 let admin: TestUser;
@@ -156,6 +157,37 @@ describe('activity log', () => {
     await activity('auth.user_deleted', email);
   });
 
+  test('file store, overwrite and delete are recorded with the owner as the actor', async () => {
+    const store = (body: string) =>
+      stack.fetch('/rpc/store_file', { method: 'POST', token: editor.token, body, headers: { 'content-type': 'application/octet-stream', 'file-path': 'audit/a.txt' } });
+    expect((await store('one')).status).toBeLessThan(300);
+    expect((await store('two!')).status).toBeLessThan(300);
+    const del = await stack.fetch('/files?path=eq.audit/a.txt', { method: 'DELETE', token: editor.token });
+    expect(del.status).toBeLessThan(300);
+    const rows = await eventually(
+      () => stack.sql`select action, actor_id, details from audit.activity where target = 'audit/a.txt' order by id`,
+      (r) => r.length >= 3,
+      'file events',
+    );
+    expect(rows.map((r) => r.action)).toEqual(['file.stored', 'file.overwritten', 'file.deleted']);
+    expect(rows.every((r) => r.actor_id === editor.id)).toBe(true);
+    expect(rows[1].details).toMatchObject({ before: { size: 3 }, after: { size: 4 } });
+  });
+
+  test('realtime connects and subscriptions are in the request log, without the token in the URL', async () => {
+    const token = await stack.mint({ sub: editor.id, role: 'authenticated', app_role: 'editor' });
+    const client = await RealtimeClient.open(stack.url, token);
+    expect((await client.subscribe({ id: 't', table: 'todos', filter: 'priority=gte.5' })).type).toBe('subscribed');
+    client.ws.close();
+    const rows = await eventually(
+      () => stack.sql`select method, path, query, status, user_id from audit.requests where kind = 'realtime' and user_id = ${editor.id} order by id`,
+      (r) => r.length >= 2,
+      'realtime rows',
+    );
+    expect(rows[0]).toMatchObject({ method: 'CONNECT', path: '/realtime', query: 'access_token=[redacted]', status: 101 });
+    expect(rows[1]).toMatchObject({ method: 'SUBSCRIBE', path: '/realtime/subscribe', query: 'table=todos&filter=priority%3Dgte.5', status: 200 });
+  });
+
   test('schema changes and migrations are recorded (event triggers on the embedded superuser)', async () => {
     const [{ n }] = await stack.sql`select count(*)::int as n from audit.activity where action = 'migration.applied' and target = '20250101000100'`;
     expect(n).toBe(1);
@@ -194,5 +226,19 @@ describe('the writer never holds up a request', () => {
       expect(r.status).toBe(200);
     }
     await requestRow('cut-9');
+  });
+});
+
+// Last: retiring the first key ends every token minted with it.
+describe('keys', () => {
+  test('key rotation and retirement are recorded', async () => {
+    const rotated = await runCli(['keys', 'rotate', '--json'], stack.env);
+    expect(rotated.code).toBe(0);
+    const keys = await stack.sql<{ kid: string }[]>`select kid from auth.signing_keys order by created_at`;
+    expect(keys).toHaveLength(2);
+    const retired = await runCli(['keys', 'retire', keys[0].kid], stack.env);
+    expect(retired.code).toBe(0);
+    const rows = await stack.sql`select action, target from audit.activity where action like 'keys.%' order by id`;
+    expect(rows.map((r) => [r.action, r.target])).toEqual([['keys.added', keys[0].kid], ['keys.added', keys[1].kid], ['keys.retired', keys[0].kid]]);
   });
 });
