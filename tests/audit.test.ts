@@ -11,7 +11,7 @@ let editor: TestUser;
 
 beforeAll(async () => {
   // No grace period: a used refresh token presented again is reuse at once.
-  stack = await startStack({ env: { PLINTH_REFRESH_TOKEN_REUSE_INTERVAL: '0' } });
+  stack = await startStack({ env: { PLINTH_REFRESH_TOKEN_REUSE_INTERVAL: '0', PLINTH_LOG_FORMAT: 'json' } });
   admin = await stack.createUser({ app_role: 'admin' });
   editor = await stack.createUser();
 }, 120_000);
@@ -226,6 +226,32 @@ describe('the writer never holds up a request', () => {
       expect(r.status).toBe(200);
     }
     await requestRow('cut-9');
+  });
+});
+
+describe('export and logs', () => {
+  test('plinth audit export writes both logs as JSON lines, oldest first, secrets redacted', async () => {
+    const r = await runCli(['audit', 'export', '--since', '1h'], stack.env);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.some((l) => l.log === 'request' && l.request_id === 'my-trace-1' && l.user_id === editor.id)).toBe(true);
+    expect(lines.some((l) => l.log === 'activity' && l.action === 'auth.sign_up')).toBe(true);
+    const times = lines.map((l) => Date.parse(l.at));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    expect(r.stdout).not.toContain('hunter2-very-secret');
+    const none = await runCli(['audit', 'export', '--since', '2999-01-01'], stack.env);
+    expect(none.code).toBe(0);
+    expect(none.stdout).toBe('');
+    const bad = await runCli(['audit', 'export', '--since', 'yesterday'], stack.env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/not a time/);
+  });
+
+  test('PLINTH_LOG_FORMAT=json: every log line is one JSON object', async () => {
+    const logLines = stack.output.split('\n').filter((l) => /^\{/.test(l));
+    expect(logLines.length).toBeGreaterThan(0);
+    for (const line of logLines) expect(JSON.parse(line)).toMatchObject({ time: expect.any(String), level: expect.any(String), msg: expect.any(String) });
+    expect(stack.output).not.toMatch(/^\d{4}-\d{2}-\d{2}T\S+ (INFO|WARN|ERROR) /m);
   });
 });
 

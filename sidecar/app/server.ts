@@ -87,7 +87,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
       return reply.code(400).send({ code: 'PLINTH400', details: null, hint: null, message: `Invalid request: ${err.message}` });
     }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status === 500) plinth.log.error(`${req.method} ${req.url.split('?')[0]} (request ${req.headers['x-request-id']}): ${err.stack ?? err.message}`);
+    if (status === 500) plinth.log.error(`${req.method} ${req.url.split('?')[0]}: ${err.stack ?? err.message}`, { request_id: req.headers['x-request-id'] as string });
     const message = status === 500 ? 'Internal error; the server log has details' : err.message;
     return reply.code(status).send({ code: `PLINTH${status}`, details: null, hint: null, message });
   });

@@ -225,6 +225,8 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
     publicUrlSet: url(env, 'PLINTH_PUBLIC_URL') !== undefined,
     dataDir,
     logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
+    /** text: one readable line per entry; json: one JSON object per line (time, level, msg, request_id). */
+    logFormat: oneOf(env, 'PLINTH_LOG_FORMAT', ['text', 'json'] as const, 'text'),
 
     database: {
       /** An external PostgreSQL; when absent, Plinth embeds one in the data directory. */
