@@ -1,6 +1,9 @@
 // The audit trail against the real stack: each request and event leaves its row with the right
 // actor, secrets never reach the log, only admins and the service role read it, and the front
 // door keeps answering while the audit writer cannot write.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RealtimeClient } from './realtime-client.ts';
 import { runCli, startStack, type Stack, type TestUser } from './harness.ts';
@@ -226,6 +229,20 @@ describe('the writer never holds up a request', () => {
       expect(r.status).toBe(200);
     }
     await requestRow('cut-9');
+  });
+});
+
+describe('backups', () => {
+  test('plinth backup leaves a backup.done row naming the archive', async () => {
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-audit-backup-')), 'a.tar');
+    try {
+      const r = await runCli(['backup', '--out', out], stack.env);
+      expect(r.code, r.stderr).toBe(0);
+      const [row] = await stack.sql`select actor_role, details from audit.activity where action = 'backup.done' and target = ${out}`;
+      expect(row.details).toMatchObject({ encrypted: false });
+    } finally {
+      fs.rmSync(path.dirname(out), { recursive: true, force: true });
+    }
   });
 });
 
