@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.ts';
+import { benchAudit } from './audit.ts';
 import { benchBackup } from './backup.ts';
 import { benchByteaRpc } from './bytea-rpc.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
@@ -19,7 +20,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup'];
+const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -80,10 +81,11 @@ async function main() {
   log('starting the stack (tests/harness.ts startStack) and a baseline PostgREST on TCP');
   // Login is measured for throughput: the per-address and per-email limits must not cut it short.
   // Every load generator and the 1,000 realtime subscribers connect from one address: no cap.
-  const stack: Stack = await startStack({
+  const stackOptions = {
     appMigrations: MIGRATIONS,
     env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0' },
-  });
+  };
+  const stack: Stack = await startStack(stackOptions);
   let direct: DirectPostgrest | undefined;
   let directInternal: DirectPostgrest | undefined;
   // Ctrl-C stops the stack too: no orphaned PostgreSQL or PostgREST after an interrupted run.
@@ -112,6 +114,8 @@ async function main() {
         { connections: 32, seconds: 3, rounds: 5 },
       );
     });
+    // Before the rotation: the request log on (this stack) against a second stack with it off.
+    await section(rows, timings, 'audit', '10 audit', () => benchAudit(stack, token, stackOptions, { connections: 32, seconds: 3, rounds: 5 }));
     // Rotates the stack's signing key; the old key's tokens stay valid for the sections after it.
     await section(rows, timings, 'rotation', '1 front door after keys rotate', () => benchAfterRotation(stack, token, { connections: 32, seconds: 3, rounds: 3 }));
     await section(rows, timings, 'small', '4 small files', async () => {

@@ -1,4 +1,4 @@
-// The `plinth` command: start, keys, migrate, new, init, config, doctor, backup, restore.
+// The `plinth` command: start, keys, migrate, new, init, config, doctor, backup, restore, audit export.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +14,7 @@ import { createLogger } from './core/log.js';
 import { withDatabase } from './start/database.js';
 import { StartError } from './start/process.js';
 import { start } from './app/start.js';
+import { AUDIT_HELP, exportAudit } from './audit/export.js';
 import { backupCommand, restoreCommand, BACKUP_HELP, RESTORE_HELP, isBackupError } from './backup/command.js';
 
 const HELP: Record<string, string> = {
@@ -36,6 +37,7 @@ Commands:
   doctor             check what a start needs (ports, data directory, database, PostgREST, S3, SMTP)
   backup             write the database and every stored file to one archive (--out FILE, --no-files)
   restore <file>     restore an archive into an empty Plinth (--force: replace a non-empty one)
+  audit export       write the request and activity logs as JSON lines (--since 7d)
 
 Run \`plinth <command> --help\` for details; \`plinth --version\` prints the version.
 Configuration comes from the environment over ./.env (README.md, "Configuration").`,
@@ -86,6 +88,7 @@ binary runs, the S3 bucket and the SMTP server answer with the credentials given
 per problem with its fix and exits 1 if there is any.`,
   backup: BACKUP_HELP,
   restore: RESTORE_HELP,
+  audit: AUDIT_HELP,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -101,6 +104,10 @@ async function main(argv: string[]): Promise<number> {
       out: { type: 'string', short: 'o' },
       'no-files': { type: 'boolean' },
       force: { type: 'boolean' },
+      // audit export
+      since: { type: 'string' },
+      until: { type: 'string' },
+      log: { type: 'string' },
     },
   });
   const [command, sub] = positionals;
@@ -140,7 +147,7 @@ async function main(argv: string[]): Promise<number> {
       return problems === 0 ? 0 : 1;
     }
     case 'start': {
-      const log = createLogger(config.logLevel);
+      const log = createLogger(config.logLevel, config.logFormat);
       // Listen before booting: a signal that arrives mid-boot stops the stack once it is up,
       // instead of killing this process and orphaning PostgreSQL and PostgREST. The handlers
       // stay: a second Ctrl-C must not cut the orderly stop short.
@@ -243,6 +250,12 @@ async function main(argv: string[]): Promise<number> {
       return backupCommand(config, { out: values.out, files: !values['no-files'] }, (fn) => withDatabase(config, fn));
     case 'restore':
       return restoreCommand(config, { file: sub, force: Boolean(values.force) }, (fn) => withDatabase(config, fn));
+    case 'audit': {
+      if (sub !== 'export') throw new ConfigError('use `plinth audit export --since <time>`');
+      const write = (line: string) => (process.stdout.write(line) ? undefined : new Promise<void>((r) => process.stdout.once('drain', () => r())));
+      await withDatabase(config, (sql) => exportAudit(sql, { since: values.since, until: values.until, log: values.log }, write));
+      return 0;
+    }
   }
   return 0;
 }

@@ -13,7 +13,15 @@ import { presentedToken } from '../core/caller.js';
 import type { PostgrestTarget } from '../core/context.js';
 import { PlinthError, sendError } from '../core/errors.js';
 import type { KeyRing } from '../core/keys.js';
+import { rowsFromContentRange } from '../audit/redact.js';
 import type { FlatHeaders } from './cors.js';
+
+/** What the proxy notes on a response for the request log: rows (Content-Range) and PostgREST's time to headers. */
+export interface Tracked extends ServerResponse {
+  auditRows?: number | null;
+  auditUpstreamMs?: number;
+  auditSent?: number;
+}
 
 // Hop-by-hop headers, plus `expect` (undici refuses 100-continue) and our own `apikey`. `origin`
 // too: the sidecar answers CORS itself, and PostgREST would otherwise add its own second set.
@@ -139,6 +147,8 @@ const uncork = (res: ServerResponse) => res.uncork();
 
 /** Answers with the sidecar's own error, carrying the request's CORS headers so a page can read it. */
 function fail(res: ServerResponse, cors: FlatHeaders | null, err: PlinthError, refuse = false): void {
+  const id = res.req.headers['x-request-id'];
+  if (id !== undefined && !res.headersSent) res.setHeader('x-request-id', id);
   if (cors !== null) for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i], cors[i + 1]);
   if (refuse) refuseBody(res.req, res, err);
   else sendError(res, err);
@@ -176,8 +186,16 @@ class Exchange {
       const name = rawHeaders[i].toString('latin1');
       const lower = name.toLowerCase();
       if (lower === 'connection') listed = connectionListed(rawHeaders[i + 1].toString('latin1'));
-      else if (!DROP_RESPONSE.has(lower)) out.push(name, rawHeaders[i + 1].toString('latin1'));
+      else if (!DROP_RESPONSE.has(lower)) {
+        const value = rawHeaders[i + 1].toString('latin1');
+        if (lower === 'content-range') (this.res as Tracked).auditRows = rowsFromContentRange(value);
+        out.push(name, value);
+      }
     }
+    const tracked = this.res as Tracked;
+    if (tracked.auditSent !== undefined) tracked.auditUpstreamMs = performance.now() - tracked.auditSent;
+    const id = this.res.req.headers['x-request-id'];
+    if (id !== undefined) out.push('x-request-id', id as string);
     // Headers named in Connection are for this hop only, wherever they appear in the list.
     if (listed !== null) out = withoutListed(out, listed);
     if (this.cors !== null) for (let i = 0; i < this.cors.length; i++) out.push(this.cors[i]);
@@ -406,6 +424,7 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       // (undici sends any async iterable as a chunked body; its types list only streams.)
       body = incoming['content-length'] === undefined && incoming['transfer-encoding'] !== undefined ? (capped(req, maxBody, exchange) as unknown as Readable) : req;
     }
+    (res as Tracked).auditSent = performance.now();
     pool.dispatch({ method: req.method as 'GET', path: req.url!, headers, body }, exchange);
   }
 

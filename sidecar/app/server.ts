@@ -4,13 +4,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { callerPlugin } from '../core/caller.js';
-import { proxyTrust } from '../core/client-address.js';
-import type { Plinth } from '../core/context.js';
+import { randomBytes } from 'node:crypto';
+import { clientAddress, proxyTrust, type ProxyTrust } from '../core/client-address.js';
+import type { Audit, Plinth } from '../core/context.js';
 import { databaseUnavailable, PlinthError, resourceExhausted } from '../core/errors.js';
 import { createGuardedServer } from './connections.js';
 import { createCors, isPreflight, type FlatHeaders } from './cors.js';
 import { OwnedPaths } from './owned-paths.js';
-import { createProxy, type OpenApiServer } from './proxy.js';
+import { createProxy, type OpenApiServer, type Tracked } from './proxy.js';
 import { toOriginForm } from './request-target.js';
 
 export interface Server {
@@ -31,6 +32,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
     openApiServer: plinth.config.publicUrlSet && !plinth.config.postgrest.url ? undefined : openApiServer(plinth.config, trust),
   });
   const owned = new OwnedPaths();
+  const audit = plinth.audit?.requests ? plinth.audit : undefined;
   const limits = {
     maxPerAddress: frontDoor.maxConnectionsPerAddress,
     headersTimeoutMs: frontDoor.headersTimeoutMs,
@@ -45,6 +47,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     serverFactory: (handler) =>
       createGuardedServer(limits, (req, res) => {
+        track(req, res as Tracked, audit, trust);
         // CORS first, for every path and every answer (errors included); a preflight never carries
         // a key, so it is answered here and reaches neither the routes nor PostgREST.
         const origin = req.headers.origin;
@@ -52,6 +55,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
         if (origin !== undefined) {
           if (isPreflight(req.method, req.headers)) {
             const answer = cors.preflight(origin, req.headers['access-control-request-headers']);
+            res.setHeader('x-request-id', req.headers['x-request-id']!);
             res.writeHead(answer.status, answer.headers);
             res.end(answer.body);
             return;
@@ -65,6 +69,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
           if (!toOriginForm(req, res)) return;
         }
         if (owned.owns(req.url!)) {
+          res.setHeader('x-request-id', req.headers['x-request-id']!);
           // fastify merges headers set on the raw response into every answer it writes.
           if (headers !== null) setAll(res, headers);
           handler(req, res);
@@ -82,7 +87,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
       return reply.code(400).send({ code: 'PLINTH400', details: null, hint: null, message: `Invalid request: ${err.message}` });
     }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status === 500) plinth.log.error(`${req.method} ${req.url.split('?')[0]}: ${err.stack ?? err.message}`);
+    if (status === 500) plinth.log.error(`${req.method} ${req.url.split('?')[0]}: ${err.stack ?? err.message}`, { request_id: req.headers['x-request-id'] as string });
     const message = status === 500 ? 'Internal error; the server log has details' : err.message;
     return reply.code(status).send({ code: `PLINTH${status}`, details: null, hint: null, message });
   });
@@ -95,6 +100,47 @@ export async function createServer(plinth: Plinth): Promise<Server> {
     await proxy.close();
   });
   return { app, owned };
+}
+
+const ID_PREFIX = randomBytes(4).toString('hex');
+let lastId = 0;
+const GIVEN_ID = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * Gives the request an id (a sane incoming X-Request-Id is kept), which PostgREST receives and every
+ * answer carries, and records the request when its answer is over: a listener and a small object,
+ * all the front door adds per request; the redaction and the write happen off the request path.
+ */
+function track(req: IncomingMessage, res: Tracked, audit: Audit | undefined, trust: ProxyTrust): void {
+  let id = req.headers['x-request-id'];
+  if (typeof id !== 'string' || !GIVEN_ID.test(id)) req.headers['x-request-id'] = id = `${ID_PREFIX}-${(++lastId).toString(36)}`;
+  if (audit === undefined) return;
+  const started = performance.now();
+  const at = Date.now();
+  const socket = req.socket;
+  const readBefore = socket.bytesRead;
+  const writtenBefore = socket.bytesWritten;
+  const url = req.url!;
+  // Now: the socket is gone from the request by the time it closes.
+  const clientAddr = clientAddress(req, trust);
+  res.once('close', () => {
+    const declared = req.headers['content-length'];
+    audit.record({
+      at,
+      requestId: id as string,
+      credential: req.headers.authorization ?? (req.headers.apikey as string | undefined),
+      clientAddr,
+      method: req.method!,
+      url,
+      // 499: the client went away before its answer was complete.
+      status: res.writableFinished ? res.statusCode : 499,
+      durationMs: performance.now() - started,
+      rows: res.auditRows ?? null,
+      bytesIn: declared !== undefined ? Number(declared) : socket.bytesRead - readBefore,
+      bytesOut: socket.bytesWritten - writtenBefore,
+      upstreamMs: res.auditUpstreamMs,
+    });
+  });
 }
 
 function setAll(res: ServerResponse, headers: FlatHeaders): void {

@@ -2,6 +2,8 @@
 // PostgREST, each feature's service, then the HTTP server. Everything started is stopped by one
 // Lifecycle, in reverse.
 import fs from 'node:fs';
+import { auditRoutes } from '../audit/routes.js';
+import { startAudit } from '../audit/service.js';
 import { accountRoutes } from '../auth/routes.js';
 import { startBackupSchedule } from '../backup/service.js';
 import { startAccounts } from '../auth/service.js';
@@ -92,6 +94,8 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     }
 
     const plinth: Plinth = { config, sql, callerSql, keys, postgrest, log, health: new Map() };
+    const audit = await lifecycle.start('audit', () => startAudit(plinth, databaseUrl));
+    plinth.audit = audit;
     const accounts = await lifecycle.start('accounts', () => startAccounts(plinth));
     const storage = await lifecycle.start('storage', () => startStorage(plinth));
     const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
@@ -101,6 +105,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
 
     const { app } = await createServer(plinth);
     await app.register(healthRoutes, { plinth });
+    await app.register(auditRoutes, { plinth, audit });
     await app.register(storageRoutes, { plinth, storage });
     await app.register(realtimeRoutes, { plinth, realtime });
     await app.register(consoleRoutes, { consoleBuild });

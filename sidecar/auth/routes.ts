@@ -101,7 +101,11 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     const user = await findUserByEmail(plinth.sql, email);
     // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
     const valid = await verifyPassword(user?.password_hash, password);
-    if (!user || !valid) return reply.code(400).send(INVALID_CREDENTIALS);
+    if (!user || !valid) {
+      // The one auth event no row change shows.
+      plinth.audit?.activity('auth.sign_in_failed', email, { reason: user ? 'wrong password' : 'unknown email', client_addr: req.ip }, user?.id ?? null);
+      return reply.code(400).send(INVALID_CREDENTIALS);
+    }
     // Said only to whoever knows the password.
     if (user.disabled_at) throw new PlinthError(403, 'This account is disabled', 'PLINTH403', null, 'Ask an administrator to enable it');
     if (plinth.config.auth.confirmEmail && !user.email_confirmed_at) {

@@ -50,6 +50,9 @@ export const SKIPPED_TABLES = new Set([
   'auth.secrets',
   // Derived from public._policies by its triggers: rebuilt when the restore re-applies those rows.
   'fine_private.granted',
+  // The audit trail is the installation's own history, not the app's state: a restore keeps the target's.
+  'audit.requests',
+  'audit.activity',
 ]);
 /** Objects still being written, or queued for deletion, have no bytes to keep. */
 const LIVE_OBJECTS = `state = 'ready' and id not in (select object_id from storage.deletions)`;

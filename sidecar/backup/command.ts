@@ -53,6 +53,16 @@ async function oneLine<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** An activity row for a backup or restore; its absence (an old schema, a lost connection) never fails either. */
+async function recordActivity(sql: Sql, action: string, target: string, details: Record<string, unknown>): Promise<void> {
+  try {
+    const [{ has }] = await sql<{ has: boolean }[]>`select to_regprocedure('audit.log(text,text,jsonb,uuid)') is not null as has`;
+    if (has) await sql`select audit.log(${action}, ${target}, ${sql.json(details as never)}, null)`;
+  } catch {
+    /* the archive is what matters */
+  }
+}
+
 export async function backupCommand(config: Config, opts: { out?: string; files: boolean }, withDatabase: WithDatabase): Promise<number> {
   const passphrase = config.backup.passphrase;
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
@@ -61,7 +71,11 @@ export async function backupCommand(config: Config, opts: { out?: string; files:
   const backend = opts.files ? await createBackend(config.storage) : null;
   try {
     const manifest = await oneLine('backup', () =>
-      withDatabase((sql: Sql) => backupToFile({ sql, backend, dirs: migrationDirs(config), plinthVersion: plinthVersion() }, file, passphrase)),
+      withDatabase(async (sql: Sql) => {
+        const written = await backupToFile({ sql, backend, dirs: migrationDirs(config), plinthVersion: plinthVersion() }, file, passphrase);
+        await recordActivity(sql, 'backup.done', file, { tables: written.tables.length, files: written.objects.count, bytes: written.objects.bytes, encrypted: Boolean(passphrase) });
+        return written;
+      }),
     );
     const rows = Object.values(manifest.rowCounts).reduce((a, b) => a + b, 0);
     console.log(
@@ -87,9 +101,11 @@ export async function restoreCommand(config: Config, opts: { file?: string; forc
   const backend = await createBackend(config.storage);
   try {
     const summary = await oneLine('restore', () =>
-      withDatabase((sql: Sql) =>
-        restoreFromFile({ sql, backend, dirs: migrationDirs(config), plinthVersion: plinthVersion(), force: opts.force }, file, config.backup.passphrase),
-      ),
+      withDatabase(async (sql: Sql) => {
+        const restored = await restoreFromFile({ sql, backend, dirs: migrationDirs(config), plinthVersion: plinthVersion(), force: opts.force }, file, config.backup.passphrase);
+        await recordActivity(sql, 'backup.restored', file, { tables: restored.tables, rows: restored.rows, files: restored.objects });
+        return restored;
+      }),
     );
     console.log(`restored ${file}: ${summary.tables} tables, ${summary.rows} rows, ${summary.objects} files (${(summary.bytes / 1024 ** 2).toFixed(1)} MiB)`);
     return 0;

@@ -53,7 +53,7 @@ export interface RestoreSummary {
   bytes: number;
 }
 
-const PLINTH_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth'];
+const PLINTH_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'audit'];
 
 /** The archive's plaintext bytes: decrypted when it starts with the encryption header. */
 export async function openArchive(file: string, passphrase?: string): Promise<AsyncIterable<Buffer>> {

@@ -127,7 +127,7 @@ function corsOrigins(env: Env, name: string): '*' | string[] {
 }
 
 /** Schemas that hold Plinth's own or PostgreSQL's internals: the API never serves them, whatever the settings. */
-export const PRIVATE_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast'] as const;
+export const PRIVATE_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'audit', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast'] as const;
 
 /** The schemas PostgREST serves (the first is the default; others are picked with Accept-Profile/Content-Profile). */
 function exposedSchemas(env: Env, name: string): string[] {
@@ -225,6 +225,8 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
     publicUrlSet: url(env, 'PLINTH_PUBLIC_URL') !== undefined,
     dataDir,
     logLevel: oneOf(env, 'PLINTH_LOG_LEVEL', ['debug', 'info', 'warn', 'error', 'silent'] as const, 'info'),
+    /** text: one readable line per entry; json: one JSON object per line (time, level, msg, request_id). */
+    logFormat: oneOf(env, 'PLINTH_LOG_FORMAT', ['text', 'json'] as const, 'text'),
 
     database: {
       /** An external PostgreSQL; when absent, Plinth embeds one in the data directory. */
@@ -323,6 +325,15 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
       to: backupTo === undefined || backupTo.startsWith('s3://') ? backupTo : path.resolve(cwd, backupTo),
       /** Scheduled backups kept in PLINTH_BACKUP_TO; older ones are deleted. */
       keep: int(env, 'PLINTH_BACKUP_KEEP', 7, 1, 10000),
+    },
+
+    audit: {
+      /** Record every request (audit.requests and request metrics); off is for benchmarks. */
+      enabled: bool(env, 'PLINTH_AUDIT', true),
+      /** Days the request and activity logs keep rows; 0: forever. */
+      retentionDays: int(env, 'PLINTH_AUDIT_RETENTION', 30, 0, 36500),
+      /** A bearer token for GET /metrics besides the service key. */
+      metricsToken: optional(env, 'PLINTH_METRICS_TOKEN'),
     },
 
     realtime: {

@@ -25,6 +25,40 @@ export interface Plinth {
   postgrest: PostgrestTarget;
   log: Logger;
   health: Map<string, HealthCheck>;
+  /** The audit trail and metrics; absent when nothing records (tools, PLINTH_AUDIT=off for requests). */
+  audit?: Audit;
+}
+
+/** One finished API request, as the front door saw it; redacted and resolved off the request path. */
+export interface RequestEntry {
+  /** Epoch milliseconds when the request arrived. */
+  at: number;
+  requestId: string;
+  /** The Authorization or apikey header as sent; only used to find the verified caller, never stored. */
+  credential: string | undefined;
+  clientAddr: string | undefined;
+  method: string;
+  /** The request target with its query string, before redaction. */
+  url: string;
+  status: number;
+  durationMs: number;
+  rows: number | null;
+  bytesIn: number | null;
+  bytesOut: number | null;
+  /** Milliseconds PostgREST took to answer with headers, for proxied requests. */
+  upstreamMs?: number;
+}
+
+/** What the app and features record into; it never blocks nor throws. */
+export interface Audit {
+  /** Queues a request's row (when request logging is on) and counts it in the metrics. */
+  record(entry: RequestEntry): void;
+  /** Records an event SQL cannot see (a failed sign-in), by whom and on what. */
+  activity(action: string, target: string | null, details?: Record<string, unknown> | null, actorId?: string | null): void;
+  /** A gauge read when /metrics is scraped. */
+  gauge(name: string, help: string, read: () => number): void;
+  /** Whether request rows are recorded (PLINTH_AUDIT). */
+  readonly requests: boolean;
 }
 
 /**

@@ -197,6 +197,11 @@ export class KeyRing {
     return this.cached(token)?.forPostgrest;
   }
 
+  /** The claims of a token verified earlier and not yet expired; undefined otherwise. */
+  claimsOf(token: string): Claims | undefined {
+    return this.cached(token)?.claims;
+  }
+
   /** Verifies a bearer token; throws a 401 PlinthError with PostgREST's shape if it is not one of ours. */
   async verify(token: string): Promise<Claims> {
     return (await this.verifyForPostgrest(token)).claims;

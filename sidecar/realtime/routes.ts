@@ -4,7 +4,9 @@ import type { FastifyInstance } from 'fastify';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { randomUUID } from 'node:crypto';
 import { identify, type Caller } from '../core/caller.js';
+import { clientAddress, proxyTrust } from '../core/client-address.js';
 import type { Claims } from '../core/db.js';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
@@ -28,6 +30,23 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
 
   plinth.health.set('realtime', async () => ({ clients: clients.size, position: hub.position }));
+  plinth.audit?.gauge('plinth_realtime_connections', 'Open realtime sockets', () => clients.size);
+  plinth.audit?.gauge('plinth_realtime_subscriptions', 'Live realtime subscriptions', () => {
+    let n = 0;
+    for (const c of clients) n += c.subscriptions.size;
+    return n;
+  });
+
+  // Connects and subscriptions go to the request log like HTTP requests (the upgrade never reaches the front door's hook).
+  const audit = plinth.audit?.requests ? plinth.audit : undefined;
+  const trust = proxyTrust(plinth.config.trustProxy);
+  interface SocketRequest {
+    id: string;
+    clientAddr: string;
+  }
+  function record(req: SocketRequest, method: string, url: string, status: number, since: number, token: string | undefined) {
+    audit?.record({ at: Date.now(), requestId: req.id, credential: token, clientAddr: req.clientAddr, method, url, status, durationMs: performance.now() - since, rows: null, bytesIn: null, bytesOut: null });
+  }
 
   app.get('/realtime', { schema: { querystring: { type: 'object', properties: { apikey: { type: 'string' }, access_token: { type: 'string' } }, additionalProperties: false } } }, async () => {
     throw new PlinthError(426, 'GET /realtime is a WebSocket endpoint: connect with a WebSocket client', 'PLINTH426', null, 'new WebSocket("ws://<host>/realtime?apikey=<anon key>")', {
@@ -42,21 +61,31 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
       if (app.server.listenerCount('upgrade') === 1) refuse(socket, new PlinthError(404, `No WebSocket endpoint at ${url.pathname}`));
       return;
     }
+    const since = performance.now();
+    const given = req.headers['x-request-id'];
+    const socketRequest: SocketRequest = { id: typeof given === 'string' && given.length <= 128 ? given : randomUUID(), clientAddr: clientAddress(req, trust) };
+    const refused = (err: PlinthError) => {
+      record(socketRequest, 'CONNECT', req.url ?? '/realtime', err.status, since, undefined);
+      refuse(socket, err);
+    };
     void (async () => {
       // A token in the URL or headers is checked before the upgrade, so a bad one gets a real 401.
       let caller: Caller | null = null;
       try {
         caller = await identify(plinth.keys, req, SOCKET_CALLER);
       } catch (err) {
-        return refuse(socket, err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
+        return refused(err instanceof PlinthError ? err : new PlinthError(401, 'JWT invalid'));
       }
       // Every socket may hold up to PLINTH_REALTIME_CLIENT_BUFFER unsent: the cap bounds their sum.
       const { maxClients } = plinth.config.realtime;
       if (maxClients > 0 && clients.size >= maxClients) {
-        return refuse(socket, new PlinthError(503, `This server has as many realtime connections as it accepts (${maxClients}); try again shortly`, 'PLINTH503', null,
+        return refused(new PlinthError(503, `This server has as many realtime connections as it accepts (${maxClients}); try again shortly`, 'PLINTH503', null,
           'The operator may raise PLINTH_REALTIME_MAX_CLIENTS or run more sidecars', { 'retry-after': '5' }));
       }
-      wss.handleUpgrade(req, socket, head, (ws) => connected(ws, caller));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        record(socketRequest, 'CONNECT', req.url ?? '/realtime', 101, since, caller?.token);
+        connected(ws, caller, socketRequest);
+      });
     })().catch((err) => {
       plinth.log.warn(`realtime: upgrade failed: ${(err as Error).message}`);
       socket.destroy();
@@ -64,7 +93,7 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
   };
   app.server.on('upgrade', onUpgrade);
 
-  function connected(ws: WebSocket, caller: Caller | null) {
+  function connected(ws: WebSocket, caller: Caller | null, socketRequest: SocketRequest) {
     const client = new Client(ws, plinth.config.realtime.clientBufferBytes);
     clients.add(client);
     const expired = () => client.close(CLOSE_UNAUTHORIZED, 'token expired');
@@ -154,6 +183,9 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
     async function subscribe(msg: Extract<ClientMessage, { type: 'subscribe' }>) {
       if (client.subscriptions.has(msg.id)) return client.error('PLINTH409', `subscription "${msg.id}" already exists; unsubscribe first or pick another id`, { id: msg.id });
       if (client.subscriptions.size >= MAX_SUBSCRIPTIONS) return client.error('PLINTH429', `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection`, { id: msg.id });
+      const since = performance.now();
+      const url = `/realtime/subscribe?table=${encodeURIComponent(msg.table)}${msg.filter ? `&filter=${encodeURIComponent(msg.filter)}` : ''}`;
+      const token = client.token ?? undefined;
       try {
         // One set of claims for every check; if the token changed meanwhile, the checks are made
         // again for the new one, so a subscription is never admitted on claims the client no longer holds.
@@ -181,11 +213,14 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
         };
         client.subscriptions.set(sub.id, sub);
         hub.add(sub);
+        record(socketRequest, 'SUBSCRIBE', url, 200, since, token);
       } catch (err) {
         if (retryable(err)) {
+          record(socketRequest, 'SUBSCRIBE', url, 503, since, token);
           return client.error('PLINTH503', 'The database is unavailable; subscribe again in a moment', { id: msg.id });
         }
         if (!(err instanceof SubscribeError)) throw err;
+        record(socketRequest, 'SUBSCRIBE', url, /\d{3}$/.test(err.code) ? Number(err.code.slice(-3)) : 400, since, token);
         client.error(err.code, err.message, { id: msg.id, hint: err.hint });
       }
     }
