@@ -138,7 +138,7 @@ describe('behind one proxy (PLINTH_TRUST_PROXY=1), with a 1 MiB REST body limit'
     expect(JSON.parse(outcome.body!)).toMatchObject({ code: 'PLINTH413' });
     const [{ n }] = await stack.sql`select count(*)::int as n from guestbook where note like 'chunked-flood%'`;
     expect(n).toBe(0);
-    expect(sent).toBeGreaterThan(4 * LIMIT); // the flood did happen
+    expect(sent).toBeGreaterThan(LIMIT); // the body did pass the limit (how far depends on how fast the 413 comes back)
     expect(rssMiB(postgrestPid(stack)) - postgrestBefore).toBeLessThan(64);
   });
 
