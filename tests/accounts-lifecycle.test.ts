@@ -4,30 +4,12 @@ import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { REPO_ROOT, startStack, type Stack } from './harness.ts';
+import { mailCatcher, type Received } from './mailbox.ts';
 import { RealtimeClient } from './realtime-client.ts';
 
-interface Received {
-  to: string[];
-  raw: string;
-}
-
-const inbox: Received[] = [];
-const smtp = new SMTPServer({
-  disabledCommands: ['STARTTLS', 'AUTH'],
-  authOptional: true,
-  logger: false,
-  onData(stream, session, done) {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => {
-      inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-      done();
-    });
-  },
-});
+const { inbox, smtp } = mailCatcher();
 
 const ADMIN_EMAIL = 'root@lifecycle.test';
 const ADMIN_PASSWORD = 'the admin password';

@@ -2,30 +2,11 @@
 // started here; the link signs in once, then never again, and not after it expires.
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { startStack, type Stack } from './harness.ts';
+import { mailCatcher, type Received } from './mailbox.ts';
 
-interface Received {
-  to: string[];
-  raw: string;
-}
-
-const inbox: Received[] = [];
-const smtp = new SMTPServer({
-  // Plain SMTP on loopback: no STARTTLS offered, no AUTH required, like a dev mail catcher.
-  disabledCommands: ['STARTTLS', 'AUTH'],
-  authOptional: true,
-  logger: false,
-  onData(stream, session, done) {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => {
-      inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-      done();
-    });
-  },
-});
+const { inbox, smtp } = mailCatcher();
 
 let stack: Stack;
 beforeAll(async () => {

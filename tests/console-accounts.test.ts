@@ -4,28 +4,15 @@
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
 import { startStack, type Stack } from './harness.ts';
+import { mailCatcher } from './mailbox.ts';
 
 const ADMIN = { email: 'admin@accounts-console.test', password: 'admin-password-1' };
 const PASSWORD = 'a long password';
 
-const inbox: Array<{ to: string[]; raw: string }> = [];
-const smtp = new SMTPServer({
-  disabledCommands: ['STARTTLS', 'AUTH'],
-  authOptional: true,
-  logger: false,
-  onData(stream, session, done) {
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => {
-      inbox.push({ to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks).toString('utf8') });
-      done();
-    });
-  },
-});
+const { inbox, smtp } = mailCatcher();
 
 let stack: Stack;
 let browser: Browser;
