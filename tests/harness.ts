@@ -270,3 +270,18 @@ export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
     },
   };
 }
+
+/** Polls `probe` until it returns a value (errors count as "not yet"); fails naming `what` after `ms`. */
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch {
+      /* not yet */
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

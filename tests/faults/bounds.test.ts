@@ -11,24 +11,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../../sidecar/core/config.ts';
 import { connect } from '../../sidecar/core/db.ts';
 import { PlinthError, resourceExhausted } from '../../sidecar/core/errors.ts';
-import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../harness.ts';
+import { eventually, SAMPLE_APP_MIGRATIONS, type Stack, startStack } from '../harness.ts';
 import { RealtimeClient } from '../realtime-client.ts';
 
 const SLOW = 120_000;
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function isAlive(pid: number): boolean {
   try {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { REPO_ROOT, startStack, type Stack } from '../harness.ts';
+import { eventually, REPO_ROOT, type Stack, startStack } from '../harness.ts';
 
 const SLOW = 120_000;
 
@@ -26,20 +26,6 @@ function recordedChildren(stack: Stack): number[] {
 
 function postmasterPid(stack: Stack): number {
   return Number(fs.readFileSync(path.join(stack.dataDir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function waitForExit(stack: Stack, ms: number): Promise<number> {
