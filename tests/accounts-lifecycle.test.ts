@@ -262,7 +262,7 @@ describe('admin operations', () => {
     // Their files went with them: the row at once, the stored object once the sweeper has run.
     expect(await stack.sql`select 1 from public.files where id = ${fileId}`).toHaveLength(0);
     for (let i = 0; ; i++) {
-      const left = await stack.sql`select 1 from storage.objects where id = ${object_id}`;
+      const left = await stack.sql`select 1 from storage.blobs where id = ${object_id}`;
       if (left.length === 0) break;
       if (i > 300) throw new Error('the deleted user\'s object was never swept');
       await new Promise((r) => setTimeout(r, 50));

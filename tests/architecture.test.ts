@@ -15,6 +15,9 @@ const FEATURE_IMPORTS_ALLOWED: FeatureAllowList = {
   // A backup reads every stored object and a restore writes them, through the same adapters the
   // storage feature uses (disk, S3); a copy of the adapters in core/ would drift from them.
   'backup -> storage': 'reads and writes object bytes through storage/backends',
+  // Bucket objects are stored by the same byte store, upload lifecycle (reserve, stream, commit or
+  // discard), sweeper and download helpers as every other file; a second copy would drift.
+  'buckets -> storage': 'stores and sends object bytes through storage/upload, backends, ranges and content-types',
 };
 
 function readTree(root: string): Map<string, string> {

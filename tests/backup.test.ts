@@ -92,7 +92,7 @@ async function snapshot(s: Stack): Promise<Record<string, unknown[]>> {
     signing_keys: await q('select * from auth.signing_keys order by kid'),
     sessions: await q('select * from auth.sessions order by id'),
     refresh_tokens: await q('select * from auth.refresh_tokens order by 1'),
-    objects: await q(`select id, key, state, owner_id, size, sha256, content_type, created_at from storage.objects where state = 'ready' order by id`),
+    objects: await q(`select id, key, state, owner_id, size, sha256, content_type, created_at from storage.blobs where state = 'ready' order by id`),
     files: await q('select * from public.files order by id'),
     file_links: await q('select * from storage.file_links order by file_id'),
     entity_files: await q('select * from storage.entity_files order by object_id'),
@@ -105,7 +105,7 @@ async function snapshot(s: Stack): Promise<Record<string, unknown[]>> {
 
 async function counts(s: Stack) {
   const [row] = await s.sql<{ users: number; objects: number; todos: number; files: number }[]>`
-    select (select count(*)::int from auth.users) as users, (select count(*)::int from storage.objects) as objects,
+    select (select count(*)::int from auth.users) as users, (select count(*)::int from storage.blobs) as objects,
            (select count(*)::int from public.todos) as todos, (select count(*)::int from public.files) as files`;
   return row;
 }
@@ -263,7 +263,7 @@ describe('backup and restore', () => {
     const r = await runCli(['restore', archive], { ...onS3.env, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE });
     expect(r.stderr).not.toMatch(/plinth:/);
     expect(r.code).toBe(0);
-    const [{ backends }] = await onS3.sql<{ backends: string[] }[]>`select array_agg(distinct backend) as backends from storage.objects`;
+    const [{ backends }] = await onS3.sql<{ backends: string[] }[]>`select array_agg(distinct backend) as backends from storage.blobs`;
     expect(backends).toEqual(['s3']);
     await checkRestored(onS3, before, { refresh: true });
     // New rows continue the sequences after the restored ones.
@@ -509,7 +509,7 @@ describe('large files and interruptions', () => {
       await new Promise((res) => setTimeout(res, 100));
     }
     const [state] = await target.sql<{ ready: number; writing: string[] }[]>`
-      select count(*) filter (where state = 'ready')::int as ready, coalesce(array_agg(key) filter (where state = 'writing'), '{}') as writing from storage.objects`;
+      select count(*) filter (where state = 'ready')::int as ready, coalesce(array_agg(key) filter (where state = 'writing'), '{}') as writing from storage.blobs`;
     expect({ ...(await counts(target)), objects: state.ready }).toEqual({ users: 0, objects: 0, todos: 0, files: 0 });
     // The bytes it had written are reserved as an interrupted upload: the sweeper removes them.
     const leftover = storedFiles(target).map((f) => f.replace(/\.part$/, ''));

@@ -18,6 +18,8 @@ describe('storage migrations', () => {
   test('20250101000060_storage_quotas: its down step removes the quota column and functions, and up applies again', async () => {
     const text = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000060_storage_quotas.sql'), 'utf8');
     const [up, down] = text.split('-- migrate:down');
+    // The buckets migration renamed the table this one altered: step back over it first.
+    const [bucketsUp, bucketsDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000300_buckets.sql'), 'utf8').split('-- migrate:down');
     const present = async (tx: typeof stack.sql) =>
       (await tx<{ n: string }[]>`
         select (to_regprocedure('storage.check_quota(bigint)') is not null)::text || ' ' ||
@@ -25,11 +27,13 @@ describe('storage migrations', () => {
     class Rollback extends Error {}
     await expect(
       stack.sql.begin(async (tx) => {
+        await tx.unsafe(bucketsDown);
         expect(await present(tx as never)).toBe('true true');
         await tx.unsafe(down);
         expect(await present(tx as never)).toBe('false false');
         await tx.unsafe(up.replace('-- migrate:up', ''));
         expect(await present(tx as never)).toBe('true true');
+        await tx.unsafe(bucketsUp.replace('-- migrate:up', ''));
         throw new Rollback();
       }),
     ).rejects.toBeInstanceOf(Rollback);

@@ -134,10 +134,10 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
     } as RequestInit);
   const retrieve = (token: string | undefined, filePath: string, headers: Record<string, string> = {}) =>
     stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent(filePath)}`, { token, headers });
-  const objectRows = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects`)[0].n;
+  const objectRows = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.blobs`)[0].n;
   /** Objects in the store vs. committed versions in the database: equal once nothing is orphaned. */
   const settled = async () => {
-    const ready = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects where state = 'ready'`)[0].n;
+    const ready = async () => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.blobs where state = 'ready'`)[0].n;
     return eventually(
       async () => ({ stored: (await backend.storedKeys(stack)).length, rows: await objectRows(), ready: await ready() }),
       (v) => v.stored === v.rows && v.rows === v.ready,
@@ -715,7 +715,7 @@ export function crashSuite(makeBackend: () => Promise<BackendUnderTest>) {
     } as RequestInit);
   const retrieveBytes = async (filePath: string) =>
     Buffer.from(await (await stack.fetch(`/rpc/retrieve_file?p_file_path=${encodeURIComponent(filePath)}`, { token: user.token })).arrayBuffer());
-  const rows = async (state: string) => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects where state = ${state}`)[0].n;
+  const rows = async (state: string) => (await stack.sql<{ n: number }[]>`select count(*)::int as n from storage.blobs where state = ${state}`)[0].n;
   const noOrphans = () =>
     eventually(
       async () => ({ stored: (await backend.storedKeys(stack)).length, ready: await rows('ready'), writing: await rows('writing') }),

@@ -192,7 +192,7 @@ describe('caller SQL', () => {
     const [me] = await caller`select session_user, current_setting('is_superuser') as superuser`;
     expect(me).toEqual({ session_user: 'plinth_caller', superuser: 'off' });
     await expect(caller`select count(*) from auth.users`).rejects.toMatchObject({ code: '42501' });
-    await expect(caller`select count(*) from storage.objects`).rejects.toMatchObject({ code: '42501' });
+    await expect(caller`select count(*) from storage.blobs`).rejects.toMatchObject({ code: '42501' });
     await expect(caller`select value from auth.secrets`).rejects.toMatchObject({ code: '42501' });
   });
 
@@ -203,7 +203,7 @@ describe('caller SQL', () => {
     form.append('entity', JSON.stringify({ table: 'todos', id: String(todo.id), field: 'attachment' }));
     form.append('file', new Blob(['alice bytes']), 'plan.txt');
     expect((await stack.fetch('/storage/upload', { method: 'POST', token: alice.token, body: form })).status).toBe(200);
-    const [spare] = await stack.sql<{ id: string }[]>`insert into storage.objects (backend, key) values ('disk', ${randomUUID()}) returning id`;
+    const [spare] = await stack.sql<{ id: string }[]>`insert into storage.blobs (backend, key) values ('disk', ${randomUUID()}) returning id`;
 
     const asMallory = async (statement: (tx: Sql) => Promise<unknown>) =>
       caller.begin(async (tx) => {

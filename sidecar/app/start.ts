@@ -6,6 +6,8 @@ import { auditRoutes } from '../audit/routes.js';
 import { startAudit } from '../audit/service.js';
 import { accountRoutes } from '../auth/routes.js';
 import { startBackupSchedule } from '../backup/service.js';
+import { bucketsRoutes } from '../buckets/routes.js';
+import { startBuckets } from '../buckets/service.js';
 import { startAccounts } from '../auth/service.js';
 import { consoleRoutes } from '../console/routes.js';
 import { startConsoleBuild } from '../console/service.js';
@@ -98,6 +100,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     plinth.audit = audit;
     const accounts = await lifecycle.start('accounts', () => startAccounts(plinth));
     const storage = await lifecycle.start('storage', () => startStorage(plinth));
+    const buckets = await lifecycle.start('buckets', () => startBuckets(plinth, storage));
     const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
     const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
     const fine = await lifecycle.start('fine', () => startFine(plinth));
@@ -107,6 +110,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     await app.register(healthRoutes, { plinth });
     await app.register(auditRoutes, { plinth, audit });
     await app.register(storageRoutes, { plinth, storage });
+    await app.register(bucketsRoutes, { plinth, buckets });
     await app.register(realtimeRoutes, { plinth, realtime });
     await app.register(consoleRoutes, { consoleBuild });
     await app.register(accountRoutes, { plinth, accounts });

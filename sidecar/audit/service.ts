@@ -190,7 +190,7 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
           select coalesce(nullif(application_name, ''), 'other') as application, coalesce(state, 'unknown') as state, count(*)::int as n
           from pg_stat_activity where datname = current_database() and backend_type = 'client backend' group by 1, 2`,
         owner<{ bytes: string; writing: number }[]>`
-          select coalesce(sum(size) filter (where state = 'ready'), 0)::text as bytes, count(*) filter (where state = 'writing')::int as writing from storage.objects`,
+          select coalesce(sum(size) filter (where state = 'ready'), 0)::text as bytes, count(*) filter (where state = 'writing')::int as writing from storage.blobs`,
       ]);
       pool.reset();
       for (const c of conns) pool.set({ application: c.application, state: c.state }, c.n);

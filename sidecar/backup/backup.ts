@@ -138,8 +138,8 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
     const hasRealtime = tables.length > 0 && (await tx`select from pg_catalog.pg_namespace where nspname = 'realtime'`).length > 0;
     const publications = hasRealtime ? await tx<{ schema: string; name: string }[]>`select table_schema as schema, table_name as name from realtime.publications order by 1, 2` : [];
 
-    const withFiles = src.backend !== null && tables.some((t) => tableId(t) === 'storage.objects');
-    const objectList = withFiles ? await tx<{ id: string; key: string }[]>`select id, key from storage.objects where ${tx.unsafe(LIVE_OBJECTS)} order by id` : [];
+    const withFiles = src.backend !== null && tables.some((t) => tableId(t) === 'storage.blobs');
+    const objectList = withFiles ? await tx<{ id: string; key: string }[]>`select id, key from storage.blobs where ${tx.unsafe(LIVE_OBJECTS)} order by id` : [];
     const header: Header = {
       format: FORMAT,
       plinthVersion: src.plinthVersion,
@@ -158,8 +158,8 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
     const rowCounts: Record<string, number> = {};
     for (const [index, table] of tables.entries()) {
       const cols = table.columns.map(quoteIdent).join(', ');
-      const query = tableId(table) === 'storage.objects'
-        ? `copy (select ${cols} from storage.objects where ${LIVE_OBJECTS}) to stdout`
+      const query = tableId(table) === 'storage.blobs'
+        ? `copy (select ${cols} from storage.blobs where ${LIVE_OBJECTS}) to stdout`
         : `copy ${qualified(table)} (${cols}) to stdout`;
       const stream = await tx.unsafe(query).readable();
       let rows = 0;
@@ -191,10 +191,11 @@ export async function writeBackup(src: BackupSource, out: Writable): Promise<Man
       const backend = src.backend;
       const cursor = tx<{ id: string; key: string; backend: string; size: string; sha256: string; name: string | null }[]>`
         select o.id, o.key, o.backend, o.size::text, o.sha256,
-          coalesce(f.path, e.table_name || '/' || e.row_id || '/' || e.field || '/' || e.filename) as name
-        from storage.objects o
+          coalesce(f.path, e.table_name || '/' || e.row_id || '/' || e.field || '/' || e.filename, bo.bucket_id || '/' || bo.name) as name
+        from storage.blobs o
         left join storage.file_links l on l.object_id = o.id left join public.files f on f.id = l.file_id
         left join storage.entity_files e on e.object_id = o.id
+        left join storage.objects bo on bo.blob_id = o.id
         where o.state = 'ready' and o.id not in (select object_id from storage.deletions) order by o.id`.cursor(64);
       for await (const batch of cursor) {
         for (const o of batch) {

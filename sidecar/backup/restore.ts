@@ -100,7 +100,7 @@ export async function whyNotEmpty(sql: Sql): Promise<string | null> {
     if (n) reasons.push(`${n} user${n === 1 ? '' : 's'}`);
   }
   if (schemas.has('storage')) {
-    const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from storage.objects where state = 'ready'`;
+    const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from storage.blobs where state = 'ready'`;
     if (n) reasons.push(`${n} stored object${n === 1 ? '' : 's'}`);
   }
   for (const t of await listTables(sql)) {
@@ -213,7 +213,7 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
   const before = new Map<string, { key: string; sha256: string }>();
   const hasStorage = (await target.sql`select from pg_catalog.pg_namespace where nspname = 'storage'`).length > 0;
   if (hasStorage) {
-    for (const r of await target.sql<{ id: string; key: string; sha256: string }[]>`select id, key, sha256 from storage.objects where state = 'ready' and backend = ${backend.name}`) {
+    for (const r of await target.sql<{ id: string; key: string; sha256: string }[]>`select id, key, sha256 from storage.blobs where state = 'ready' and backend = ${backend.name}`) {
       before.set(r.id, { key: r.key, sha256: r.sha256 });
     }
   }
@@ -233,7 +233,7 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
       for (let i = 0; i < list.length; i += 1000) {
         const batch = list.slice(i, i + 1000);
         const rows = await target.sql<{ id: string }[]>`
-          insert into storage.objects (id, backend, key)
+          insert into storage.blobs (id, backend, key)
           select (o->>'id')::uuid, ${backend.name}, o->>'key' from jsonb_array_elements(${target.sql.json(batch)}) o
           on conflict do nothing returning id`;
         reserved.push(...rows.map((r) => r.id));
@@ -294,7 +294,7 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
           summary.rows += rows;
         } else if (object) {
           const id = object[1];
-          const [row] = await tx<{ key: string; sha256: string; size: string }[]>`select key, sha256, size::text from storage.objects where id = ${id}`;
+          const [row] = await tx<{ key: string; sha256: string; size: string }[]>`select key, sha256, size::text from storage.blobs where id = ${id}`;
           if (!row) throw new ArchiveError(`archive is corrupted: object ${id} has bytes but no row`);
           if (Number(row.size) !== member.size) throw new ArchiveError(`archive is corrupted: object ${id} has ${member.size} bytes, its row says ${row.size}`);
           const kept = before.get(id);
@@ -330,10 +330,10 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
         const id = tableId(t);
         if ((rowCounts[id] ?? 0) !== (manifest.rowCounts[id] ?? 0)) throw new ArchiveError(`archive is corrupted: ${id} has ${rowCounts[id] ?? 0} rows, the manifest says ${manifest.rowCounts[id]}`);
       }
-      if (header.files && present.has('storage.objects')) {
-        const [{ n }] = await tx<{ n: number }[]>`select count(*)::int as n from storage.objects`;
+      if (header.files && present.has('storage.blobs')) {
+        const [{ n }] = await tx<{ n: number }[]>`select count(*)::int as n from storage.blobs`;
         if (n !== summary.objects) throw new ArchiveError(`archive is corrupted: ${n} objects have rows but ${summary.objects} have bytes`);
-        await tx`update storage.objects set backend = ${backend.name} where backend <> ${backend.name}`;
+        await tx`update storage.blobs set backend = ${backend.name} where backend <> ${backend.name}`;
       }
 
       if (replica) {
@@ -353,7 +353,7 @@ export async function restoreArchive(target: RestoreTarget, source: AsyncIterabl
   } catch (err) {
     await Promise.all(written.map((key) => backend.delete(key).catch(() => {})));
     for (let i = 0; i < reserved.length; i += 1000) {
-      await target.sql`delete from storage.objects where state = 'writing' and id = any(${reserved.slice(i, i + 1000)}::uuid[])`.catch(() => {});
+      await target.sql`delete from storage.blobs where state = 'writing' and id = any(${reserved.slice(i, i + 1000)}::uuid[])`.catch(() => {});
     }
     throw err;
   }

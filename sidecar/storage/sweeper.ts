@@ -26,11 +26,11 @@ export async function startSweeper(storage: Storage): Promise<Sweeper> {
     for (;;) {
       const n = await sql.begin(async (tx) => {
         const rows = await tx<{ id: string; key: string }[]>`
-          select o.id, o.key from storage.deletions d join storage.objects o on o.id = d.object_id
+          select o.id, o.key from storage.deletions d join storage.blobs o on o.id = d.object_id
           where o.backend = ${backend.name}
           order by d.queued_at limit ${BATCH} for update of d, o skip locked`;
         for (const row of rows) await backend.delete(row.key);
-        if (rows.length) await tx`delete from storage.objects where id in ${tx(rows.map((r) => r.id))}`;
+        if (rows.length) await tx`delete from storage.blobs where id in ${tx(rows.map((r) => r.id))}`;
         return rows.length;
       });
       if (n < BATCH || stopped) return;
@@ -58,13 +58,13 @@ export async function startSweeper(storage: Storage): Promise<Sweeper> {
     for (;;) {
       const n = await sql.begin(async (tx) => {
         const rows = await tx<{ id: string; key: string }[]>`
-          select id, key from storage.objects
+          select id, key from storage.blobs
           where state = 'writing' and backend = ${backend.name}
             and created_at < clock_timestamp() - make_interval(secs => ${config.storage.sweepAge})
             ${storage.writing.size ? tx`and key not in ${tx([...storage.writing])}` : tx``}
           order by created_at limit ${BATCH} for update skip locked`;
         for (const row of rows) await backend.delete(row.key);
-        if (rows.length) await tx`delete from storage.objects where id in ${tx(rows.map((r) => r.id))}`;
+        if (rows.length) await tx`delete from storage.blobs where id in ${tx(rows.map((r) => r.id))}`;
         return rows.length;
       });
       if (n < BATCH || stopped) return;

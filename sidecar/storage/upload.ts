@@ -184,7 +184,7 @@ async function discard(storage: Storage, obj: { id: string; key: string }): Prom
   try {
     // The row first, and the bytes only if it was still 'writing': when the answer to a COMMIT is
     // lost (the connection dropped), the version may have committed, and its bytes must stay.
-    const gone = await storage.plinth.sql`delete from storage.objects where id = ${obj.id} and state = 'writing' returning id`;
+    const gone = await storage.plinth.sql`delete from storage.blobs where id = ${obj.id} and state = 'writing' returning id`;
     if (gone.length > 0) await storage.backend.delete(obj.key);
   } catch (err) {
     // The sweeper will find the reservation later; the request's own error matters more.

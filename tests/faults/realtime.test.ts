@@ -277,7 +277,7 @@ describe('one database, two sidecars', () => {
     const deleted = await a.fetch('/files?path=eq.faults/kept-by-b.txt', { method: 'DELETE', token: owner.token });
     expect(deleted.status).toBe(204);
     await until('the deleted file\'s bytes to be removed', async () => !(await keys()).includes(key), 30_000);
-    const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from storage.objects where ${key} like '%' || key`;
+    const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from storage.blobs where ${key} like '%' || key`;
     expect(n).toBe(0);
     for (const pid of orphans) process.kill(pid, 'SIGKILL');
   }, SLOW);

@@ -19,7 +19,7 @@ export interface StorageBackend {
 
 export class ObjectNotFound extends Error {}
 
-/** Object keys are uuids from storage.objects; anything else is a bug, refused loudly. */
+/** Object keys are uuids from storage.blobs; anything else is a bug, refused loudly. */
 export function assertKey(key: string): string {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(key)) throw new Error(`not an object key: ${JSON.stringify(key)}`);
   return key;

@@ -1,0 +1,214 @@
+// The Supabase Storage API under /storage/v1: the paths, bodies and answers storage-js uses.
+// Handlers are thin: read the request, one call into buckets.ts / objects.ts / signed.ts / tus.ts.
+// Two scopes: JSON bodies for everything but uploads, whose bodies are streamed untouched.
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { callerOf } from '../core/caller.js';
+import type { Plinth } from '../core/context.js';
+import type { Claims } from '../core/db.js';
+import { ObjectNotFound } from '../storage/backends/adapter.js';
+import { admitUpload } from '../storage/upload.js';
+import { readObjectBody } from './body.js';
+import { createBucket, deleteBucket, emptyBucket, getBucket, listBuckets, updateBucket } from './buckets.js';
+import { invalid, objectNotFound, renderError } from './errors.js';
+import { checkObjectName, copyObject, findObject, listObjects, moveObject, putObject, removeObjects, type WriteMode } from './objects.js';
+import { sendBucketObject } from './send.js';
+import type { BucketsService } from './service.js';
+
+const PREFIX = '/storage/v1';
+const ANON: Claims = { role: 'anon' };
+
+const withCaller = { caller: {} };
+// Public downloads need no key at all; a token, if sent, is still honoured.
+const anyone = { caller: { optional: true } };
+
+const claimsOf = (request: FastifyRequest): Claims => request.caller?.claims ?? ANON;
+
+type Params = { bucket: string; '*': string; id: string };
+
+function target(request: FastifyRequest) {
+  const p = request.params as Params;
+  return { bucket: p.bucket, name: checkObjectName(p['*']) };
+}
+
+const bucketBody = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    public: { type: 'boolean' },
+    type: { type: 'string' },
+    file_size_limit: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string' }, { type: 'null' }] },
+    allowed_mime_types: { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'null' }] },
+  },
+} as const;
+
+const moveBody = {
+  type: 'object',
+  required: ['bucketId', 'sourceKey', 'destinationKey'],
+  properties: {
+    bucketId: { type: 'string', minLength: 1 },
+    sourceKey: { type: 'string', minLength: 1 },
+    destinationKey: { type: 'string', minLength: 1 },
+    destinationBucket: { type: 'string' },
+  },
+} as const;
+
+export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: { plinth: Plinth; buckets: BucketsService }) {
+  const { storage } = buckets;
+
+  async function download(request: FastifyRequest, reply: FastifyReply, claims: Claims) {
+    const { bucket, name } = target(request);
+    const query = request.query as { download?: string };
+    for (let attempt = 1; ; attempt++) {
+      const found = await findObject(storage, claims, bucket, name);
+      if (!found) throw objectNotFound();
+      try {
+        return await sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' });
+      } catch (err) {
+        // Overwritten between the lookup and the read: look again, and send the new version.
+        if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
+      }
+    }
+  }
+
+  async function info(request: FastifyRequest, claims: Claims) {
+    const { bucket, name } = target(request);
+    const found = await findObject(storage, claims, bucket, name);
+    if (!found) throw objectNotFound();
+    const { row, blob } = found;
+    const meta = row.metadata ?? {};
+    return {
+      id: row.id,
+      name: row.name,
+      version: row.version,
+      bucket_id: row.bucket_id,
+      size: Number(blob.size),
+      content_type: blob.content_type,
+      cache_control: meta.cacheControl ?? null,
+      etag: `"${blob.sha256}"`,
+      metadata: row.user_metadata,
+      last_modified: row.updated_at,
+      created_at: row.created_at,
+    };
+  }
+
+  await app.register(async (json) => {
+    json.setErrorHandler(renderError(plinth.log));
+
+    json.get(`${PREFIX}/bucket`, { config: withCaller }, async (request) => {
+      const q = request.query as Record<string, string>;
+      return listBuckets(storage, callerOf(request).claims, {
+        limit: q.limit === undefined ? undefined : Number(q.limit) || 0,
+        offset: Number(q.offset) || 0,
+        search: q.search,
+        sortColumn: q.sortColumn,
+        sortOrder: q.sortOrder,
+      });
+    });
+    json.get(`${PREFIX}/bucket/:id`, { config: withCaller }, async (request) => getBucket(storage, callerOf(request).claims, (request.params as Params).id));
+    json.post(`${PREFIX}/bucket`, { config: withCaller, schema: { body: bucketBody } }, async (request) => {
+      const body = request.body as { id?: string; name?: string; public?: boolean; file_size_limit?: unknown; allowed_mime_types?: string[] | null };
+      const id = body.id ?? body.name;
+      if (!id) throw invalid('A bucket needs an id (or a name)');
+      if (body.name !== undefined && body.name !== id) throw invalid('A bucket\'s name is its id: send the same value, or only one of them');
+      return createBucket(storage, callerOf(request).claims, id, body);
+    });
+    json.put(`${PREFIX}/bucket/:id`, { config: withCaller, schema: { body: bucketBody } }, async (request) =>
+      updateBucket(storage, callerOf(request).claims, (request.params as Params).id, request.body as never),
+    );
+    json.post(`${PREFIX}/bucket/:id/empty`, { config: withCaller }, async (request) => emptyBucket(storage, callerOf(request).claims, (request.params as Params).id));
+    json.delete(`${PREFIX}/bucket/:id`, { config: withCaller }, async (request) => deleteBucket(storage, callerOf(request).claims, (request.params as Params).id));
+
+    json.post(`${PREFIX}/object/list/:bucket`, {
+      config: withCaller,
+      schema: {
+        body: {
+          type: 'object',
+          properties: {
+            prefix: { type: 'string' },
+            limit: { type: 'integer', minimum: 0, maximum: 1000 },
+            offset: { type: 'integer', minimum: 0 },
+            search: { type: 'string' },
+            sortBy: { type: 'object', properties: { column: { type: 'string' }, order: { type: 'string' } } },
+          },
+        },
+      },
+    }, async (request) => {
+      const b = (request.body ?? {}) as { prefix?: string; limit?: number; offset?: number; search?: string; sortBy?: { column?: string; order?: string } };
+      return listObjects(storage, callerOf(request).claims, (request.params as Params).bucket, {
+        prefix: b.prefix ?? '',
+        limit: b.limit ?? 100,
+        offset: b.offset ?? 0,
+        search: b.search ?? '',
+        sortBy: { column: b.sortBy?.column ?? 'name', order: b.sortBy?.order ?? 'asc' },
+      });
+    });
+
+    json.post(`${PREFIX}/object/move`, { config: withCaller, schema: { body: moveBody } }, async (request) => {
+      const b = request.body as { bucketId: string; sourceKey: string; destinationKey: string; destinationBucket?: string };
+      const to = { bucket: b.destinationBucket || b.bucketId, name: checkObjectName(b.destinationKey) };
+      const id = await moveObject(storage, callerOf(request).claims, { bucket: b.bucketId, name: checkObjectName(b.sourceKey) }, to);
+      return { message: 'Successfully moved', Id: id, Key: `${to.bucket}/${to.name}` };
+    });
+    json.post(`${PREFIX}/object/copy`, { config: withCaller, schema: { body: moveBody } }, async (request, reply) => {
+      const b = request.body as { bucketId: string; sourceKey: string; destinationKey: string; destinationBucket?: string };
+      const to = { bucket: b.destinationBucket || b.bucketId, name: checkObjectName(b.destinationKey) };
+      const release = admitUpload(storage, request.ip);
+      reply.raw.once('close', release);
+      const upsert = request.headers['x-upsert'] === 'true';
+      const out = await copyObject(storage, callerOf(request).claims, { bucket: b.bucketId, name: checkObjectName(b.sourceKey) }, to, upsert, request.raw);
+      return { Id: out.id, Key: out.key };
+    });
+
+    json.delete(`${PREFIX}/object/:bucket`, {
+      config: withCaller,
+      schema: { body: { type: 'object', required: ['prefixes'], properties: { prefixes: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'string' } } } } },
+    }, async (request) => {
+      const { prefixes } = request.body as { prefixes: string[] };
+      return removeObjects(storage, callerOf(request).claims, (request.params as Params).bucket, prefixes);
+    });
+    json.delete(`${PREFIX}/object/:bucket/*`, { config: withCaller }, async (request) => {
+      const { bucket, name } = target(request);
+      const gone = await removeObjects(storage, callerOf(request).claims, bucket, [name]);
+      if (gone.length === 0) throw objectNotFound();
+      return { message: 'Successfully deleted' };
+    });
+
+    json.get(`${PREFIX}/object/info/public/:bucket/*`, { config: anyone }, async (request) => info(request, claimsOf(request)));
+    json.get(`${PREFIX}/object/info/authenticated/:bucket/*`, { config: withCaller }, async (request) => info(request, callerOf(request).claims));
+    json.get(`${PREFIX}/object/info/:bucket/*`, { config: withCaller }, async (request) => info(request, callerOf(request).claims));
+    json.get(`${PREFIX}/object/public/:bucket/*`, { config: anyone }, async (request, reply) => download(request, reply, claimsOf(request)));
+    json.get(`${PREFIX}/object/authenticated/:bucket/*`, { config: withCaller }, async (request, reply) => download(request, reply, callerOf(request).claims));
+    json.get(`${PREFIX}/object/:bucket/*`, { config: withCaller }, async (request, reply) => download(request, reply, callerOf(request).claims));
+
+  });
+
+  await app.register(async (raw) => {
+    raw.setErrorHandler(renderError(plinth.log));
+    // Upload bodies are the object's bytes: never parsed or size-limited by fastify.
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', (_req, _payload, done) => done(null));
+    await raw.register(multipart, { defParamCharset: 'utf8' } as never);
+
+    async function uploadSlot(request: FastifyRequest, reply: FastifyReply) {
+      reply.raw.once('close', admitUpload(storage, request.ip));
+    }
+
+    async function uploadHandler(request: FastifyRequest, mode: WriteMode) {
+      const { bucket, name } = target(request);
+      const body = await readObjectBody(request);
+      return putObject(storage, callerOf(request).claims, { bucket, name, mode, ...body, request: request.raw });
+    }
+
+    raw.post(`${PREFIX}/object/:bucket/*`, { config: withCaller, preHandler: uploadSlot }, async (request) => {
+      const { id, key } = await uploadHandler(request, request.headers['x-upsert'] === 'true' ? 'upsert' : 'create');
+      return { Id: id, Key: key };
+    });
+    raw.put(`${PREFIX}/object/:bucket/*`, { config: withCaller, preHandler: uploadSlot }, async (request) => {
+      const { id, key } = await uploadHandler(request, 'update');
+      return { Id: id, Key: key };
+    });
+
+  });
+}

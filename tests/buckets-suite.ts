@@ -1,0 +1,275 @@
+// The buckets suite (Supabase Storage API under /storage/v1), run once per byte store
+// (buckets-disk.test.ts, buckets-s3.test.ts). Every call goes through the unmodified
+// @supabase/storage-js client (and supabase-js's .storage once), as an app would make it; the
+// assertions are what that app observes: data, errors with their status, bytes, and rows.
+import { StorageClient } from '@supabase/storage-js';
+import { createClient } from '@supabase/supabase-js';
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import WebSocket from 'ws';
+import { diskBackend, s3Backend, type BackendUnderTest } from './files-suite.ts';
+import { eventually, startStack, type Stack, type TestUser } from './harness.ts';
+
+export { diskBackend, s3Backend };
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const PNG = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), randomBytes(200)]);
+const ELF = Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]), randomBytes(200)]);
+
+/** A request whose path is sent exactly as written (fetch would resolve dot segments first). */
+export function rawRequest(stack: Stack, method: string, path: string, headers: Record<string, string>, body?: string | Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: stack.port, method, path, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export interface Ctx {
+  stack: Stack;
+  backend: BackendUnderTest;
+  alice: TestUser;
+  bob: TestUser;
+  /** storage-js as a user, as anon (the anon key), and as the service role. */
+  as(user: TestUser): StorageClient;
+  anon(): StorageClient;
+  service(): StorageClient;
+}
+
+export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | BackendUnderTest, register: (ctx: () => Ctx) => void = () => {}) {
+  let ctx: Ctx;
+  const c = () => ctx;
+
+  beforeAll(async () => {
+    const backend = await makeBackend();
+    const stack = await startStack({ env: { ...backend.env, PLINTH_SWEEP_AGE: '2' } });
+    const url = `${stack.url}/storage/v1`;
+    const client = (token: string) => new StorageClient(url, { apikey: stack.anonKey, Authorization: `Bearer ${token}` });
+    ctx = {
+      stack,
+      backend,
+      alice: await stack.createUser(),
+      bob: await stack.createUser(),
+      as: (u) => client(u.token),
+      anon: () => client(stack.anonKey),
+      service: () => client(stack.serviceKey),
+    };
+  });
+  afterAll(async () => {
+    await ctx?.stack.destroy();
+    await ctx?.backend.stop();
+  });
+
+  describe('buckets', () => {
+    test('a signed-in user creates, lists, gets, updates, empties and deletes a bucket; a non-empty one is not deleted', async () => {
+      const alice = c().as(c().alice);
+      const id = `b-${randomBytes(3).toString('hex')}`;
+      expect(await alice.createBucket(id, { public: false, fileSizeLimit: '1MB', allowedMimeTypes: ['image/*'] })).toEqual({ data: { name: id }, error: null });
+
+      const got = await alice.getBucket(id);
+      expect(got.error).toBeNull();
+      expect(got.data).toMatchObject({ id, name: id, owner: c().alice.id, public: false, file_size_limit: MiB, allowed_mime_types: ['image/*'] });
+      expect((await alice.listBuckets()).data!.map((b) => b.id)).toContain(id);
+
+      expect((await alice.updateBucket(id, { public: true, fileSizeLimit: 2048, allowedMimeTypes: null })).data).toEqual({ message: 'Successfully updated' });
+      expect((await alice.getBucket(id)).data).toMatchObject({ public: true, file_size_limit: 2048, allowed_mime_types: null });
+
+      await alice.from(id).upload('a.txt', Buffer.from('hello'), { contentType: 'text/plain' });
+      const refused = await alice.deleteBucket(id);
+      expect(refused.error).toMatchObject({ status: 409, statusCode: '409' });
+      expect(refused.error!.message).toMatch(/not empty/);
+      expect((await alice.getBucket(id)).data).not.toBeNull();
+
+      expect((await alice.emptyBucket(id)).error).toBeNull();
+      expect((await alice.from(id).list()).data).toEqual([]);
+      expect((await alice.deleteBucket(id)).data).toEqual({ message: 'Successfully deleted' });
+      expect((await alice.getBucket(id)).error).toMatchObject({ status: 404, message: 'Bucket not found' });
+    });
+
+    test('bad bucket names and duplicates are refused with 400 / 409', async () => {
+      const alice = c().as(c().alice);
+      for (const bad of ['', 'a/b', '..', 'x'.repeat(101), 'public', 'héllo']) {
+        const { error } = await alice.createBucket(bad);
+        expect(error, bad).toMatchObject({ status: 400 });
+      }
+      const id = `dup-${randomBytes(3).toString('hex')}`;
+      expect((await alice.createBucket(id)).error).toBeNull();
+      expect((await alice.createBucket(id)).error).toMatchObject({ status: 409, statusCode: '409' });
+      expect((await alice.createBucket(`x-${randomBytes(3).toString('hex')}`, { public: false, fileSizeLimit: 'ten' })).error).toMatchObject({ status: 400 });
+    });
+
+    test('RLS: other users see only public buckets; anon creates none; the service key sees and manages all', async () => {
+      const alice = c().as(c().alice);
+      const priv = `priv-${randomBytes(3).toString('hex')}`;
+      const pub = `pub-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(priv);
+      await alice.createBucket(pub, { public: true });
+
+      const bobList = (await c().as(c().bob).listBuckets()).data!.map((b) => b.id);
+      expect(bobList).toContain(pub);
+      expect(bobList).not.toContain(priv);
+      expect((await c().as(c().bob).getBucket(priv)).error).toMatchObject({ status: 404 });
+      expect((await c().as(c().bob).updateBucket(pub, { public: false })).error).toMatchObject({ status: 404 });
+      expect((await c().as(c().bob).deleteBucket(pub)).error).toMatchObject({ status: 403 });
+
+      // SelfDB's listing of public buckets with the anon key.
+      const anonList = (await c().anon().listBuckets()).data!.map((b) => b.id);
+      expect(anonList).toContain(pub);
+      expect(anonList).not.toContain(priv);
+      expect((await c().anon().createBucket(`anon-${randomBytes(3).toString('hex')}`)).error).toMatchObject({ status: 401 });
+
+      const serviceList = (await c().service().listBuckets()).data!.map((b) => b.id);
+      expect(serviceList).toEqual(expect.arrayContaining([priv, pub]));
+      expect((await c().service().updateBucket(priv, { public: false, fileSizeLimit: 10 })).error).toBeNull();
+    });
+  });
+
+  describe('objects', () => {
+    let bucket: string;
+    beforeAll(async () => {
+      bucket = `objs-${randomBytes(3).toString('hex')}`;
+      await c().as(c().alice).createBucket(bucket);
+    });
+
+    test('upload (Buffer and Blob), download byte-exact, info, exists, and x-upsert', async () => {
+      const files = c().as(c().alice).from(bucket);
+      const bytes = randomBytes(3 * MiB + 17);
+      const up = await files.upload('docs/report.bin', bytes, { contentType: 'application/octet-stream', cacheControl: '120' });
+      expect(up.error).toBeNull();
+      expect(up.data).toMatchObject({ path: 'docs/report.bin', fullPath: `${bucket}/docs/report.bin` });
+      expect(up.data!.id).toMatch(/^[0-9a-f-]{36}$/);
+
+      const down = await files.download('docs/report.bin');
+      expect(sha256(new Uint8Array(await down.data!.arrayBuffer()))).toBe(sha256(bytes));
+
+      const info = await files.info('docs/report.bin');
+      expect(info.data).toMatchObject({ name: 'docs/report.bin', bucketId: bucket, size: bytes.length, contentType: 'application/octet-stream', cacheControl: 'max-age=120', etag: `"${sha256(bytes)}"` });
+      expect((await files.exists('docs/report.bin')).data).toBe(true);
+      expect((await files.exists('docs/none.bin')).data).toBe(false);
+
+      // Same name without x-upsert: 409, and the old bytes stay.
+      const again = await files.upload('docs/report.bin', Buffer.from('other'));
+      expect(again.error).toMatchObject({ status: 409 });
+      expect((await files.info('docs/report.bin')).data!.size).toBe(bytes.length);
+      // With upsert: replaced.
+      expect((await files.upload('docs/report.bin', Buffer.from('other'), { upsert: true })).error).toBeNull();
+      expect(await (await files.download('docs/report.bin')).data!.text()).toBe('other');
+
+      // A Blob goes as a form with cacheControl and metadata fields.
+      const blob = new Blob([PNG], { type: 'image/png' });
+      expect((await files.upload('img/p.png', blob, { cacheControl: '60', metadata: { who: 'alice' } })).error).toBeNull();
+      const pinfo = await files.info('img/p.png');
+      expect(pinfo.data).toMatchObject({ contentType: 'image/png', size: PNG.length, cacheControl: 'max-age=60', metadata: { who: 'alice' } });
+      expect(Buffer.from(await (await files.download('img/p.png')).data!.arrayBuffer()).equals(PNG)).toBe(true);
+
+      // update() replaces an existing object; on a missing one it is a 404.
+      expect((await files.update('img/p.png', Buffer.from('plain text'), { contentType: 'text/plain' })).error).toBeNull();
+      expect(await (await files.download('img/p.png')).data!.text()).toBe('plain text');
+      expect((await files.update('img/none.png', Buffer.from('x'))).error).toMatchObject({ status: 404 });
+    });
+
+    test('list with prefix, folders, limit, offset, sortBy and search', async () => {
+      const files = c().as(c().alice).from(bucket);
+      for (const n of ['l/b.txt', 'l/a.txt', 'l/c.md', 'l/sub/x.txt', 'l/sub/y.txt']) await files.upload(n, Buffer.from(n), { upsert: true });
+      const all = (await files.list('l')).data!;
+      expect(all.map((e) => e.name)).toEqual(['a.txt', 'b.txt', 'c.md', 'sub']);
+      expect(all.find((e) => e.name === 'sub')!.id).toBeNull();
+      expect(all.find((e) => e.name === 'a.txt')!.metadata).toMatchObject({ size: 7, mimetype: 'text/plain;charset=UTF-8' });
+      expect((await files.list('l', { limit: 2, offset: 1 })).data!.map((e) => e.name)).toEqual(['b.txt', 'c.md']);
+      expect((await files.list('l', { sortBy: { column: 'name', order: 'desc' } })).data!.map((e) => e.name)).toEqual(['sub', 'c.md', 'b.txt', 'a.txt']);
+      expect((await files.list('l', { search: 'b' })).data!.map((e) => e.name)).toEqual(['b.txt']);
+      expect((await files.list('l/sub')).data!.map((e) => e.name)).toEqual(['x.txt', 'y.txt']);
+      expect((await c().as(c().alice).from('no-such-bucket').list()).error).toMatchObject({ status: 404, message: 'Bucket not found' });
+    });
+
+    test('remove many: returns what was removed; the bytes leave the store', async () => {
+      const files = c().as(c().alice).from(bucket);
+      await files.upload('rm/1.txt', Buffer.from('1'));
+      await files.upload('rm/2.txt', Buffer.from('2'));
+      const { data } = await files.remove(['rm/1.txt', 'rm/2.txt', 'rm/absent.txt']);
+      expect(data!.map((o) => o.name).sort()).toEqual(['rm/1.txt', 'rm/2.txt']);
+      expect((await files.download('rm/1.txt')).error).toMatchObject({ status: 404 });
+      const liveBlobs = async () => (await c().stack.sql<{ key: string }[]>`select key from storage.blobs`).map((r) => r.key);
+      await eventually('removed bytes swept', async () => {
+        const stored = new Set(await c().backend.storedKeys(c().stack));
+        const live = new Set(await liveBlobs());
+        return [...stored].every((k) => live.has(k.replace(/\.part$/, ''))) ? true : undefined;
+      });
+    });
+
+    test('object names: traversal and empty segments are refused with 400, nothing stored', async () => {
+      const alice = c().as(c().alice);
+      // fetch resolves literal dot segments (and backslashes) before sending: they never reach a bucket.
+      for (const bad of ['../escape.txt', 'a/../../b']) expect((await alice.from(bucket).upload(bad, Buffer.from('x'))).error, bad).not.toBeNull();
+      // Percent-encoded dot segments and empty segments arrive as such: 400 with Supabase's error shape.
+      for (const raw of ['a/%2e%2e/%2e%2e/etc', '%2E%2E/x', 'a/%2e/b', 'a%2F%2Fb', 'back%5Cslash', 'nul%00byte']) {
+        const res = await rawRequest(c().stack, 'POST', `/storage/v1/object/${bucket}/${raw}`, { authorization: `Bearer ${c().alice.token}` }, 'x');
+        expect(res.status, raw).toBe(400);
+        expect(JSON.parse(res.body)).toMatchObject({ statusCode: '400', error: 'InvalidKey' });
+      }
+      const [{ n }] = await c().stack.sql<{ n: number }[]>`select count(*)::int as n from storage.objects where name like '%..%'`;
+      expect(n).toBe(0);
+    });
+
+    test('RLS: another user neither reads, writes nor deletes; anon reads nothing of a private bucket; the service key does all', async () => {
+      const files = c().as(c().alice).from(bucket);
+      await files.upload('rls/secret.txt', Buffer.from('secret'), { upsert: true });
+      const bob = c().as(c().bob).from(bucket);
+      expect((await bob.download('rls/secret.txt')).error).toMatchObject({ status: 404 });
+      expect((await bob.info('rls/secret.txt')).error).toMatchObject({ status: 404 });
+      expect((await bob.list('rls')).data).toEqual([]);
+      expect((await bob.upload('rls/bob.txt', Buffer.from('bob'))).error).toMatchObject({ status: 403 });
+      expect((await bob.upload('rls/secret.txt', Buffer.from('bob'), { upsert: true })).error).toMatchObject({ status: 403 });
+      expect((await bob.remove(['rls/secret.txt'])).data).toEqual([]);
+      expect(await (await files.download('rls/secret.txt')).data!.text()).toBe('secret');
+
+      const anon = c().anon().from(bucket);
+      expect((await anon.download('rls/secret.txt')).error).toMatchObject({ status: 404 });
+      expect((await anon.upload('rls/anon.txt', Buffer.from('anon'))).error).toMatchObject({ status: 401 });
+
+      const service = c().service().from(bucket);
+      expect(await (await service.download('rls/secret.txt')).data!.text()).toBe('secret');
+      expect((await service.upload('rls/service.txt', Buffer.from('svc'))).error).toBeNull();
+      expect((await service.remove(['rls/service.txt'])).data!.length).toBe(1);
+    });
+
+    test('supabase-js createClient(url, anonKey).storage works against Plinth (apikey + Bearer)', async () => {
+      const supabase = createClient(c().stack.url, c().stack.anonKey, {
+        auth: { persistSession: false, autoRefreshToken: false },
+        realtime: { transport: WebSocket as never },
+        global: { headers: { Authorization: `Bearer ${c().alice.token}` } },
+      });
+      const { data, error } = await supabase.storage.from(bucket).upload('sb/hello.txt', 'hello from supabase-js', { contentType: 'text/plain' });
+      expect(error).toBeNull();
+      expect(data!.fullPath).toBe(`${bucket}/sb/hello.txt`);
+      expect(await (await supabase.storage.from(bucket).download('sb/hello.txt')).data!.text()).toBe('hello from supabase-js');
+      const anonOnly = createClient(c().stack.url, c().stack.anonKey, { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: WebSocket as never } });
+      expect((await anonOnly.storage.from(bucket).download('sb/hello.txt')).error).toMatchObject({ status: 404 });
+    });
+
+    test('an app policy on storage.foldername(name) lets users write their own folder of a shared bucket', async () => {
+      const shared = `shared-${randomBytes(3).toString('hex')}`;
+      expect((await c().service().createBucket(shared)).error).toBeNull();
+      await c().stack.sql.unsafe(`
+        create policy "own folder insert ${shared}" on storage.objects for insert to authenticated
+          with check (bucket_id = '${shared}' and (storage.foldername(name))[1] = auth.uid()::text);
+        create policy "own folder read ${shared}" on storage.objects for select to authenticated
+          using (bucket_id = '${shared}' and (storage.foldername(name))[1] = auth.uid()::text)`);
+      const alice = c().as(c().alice).from(shared);
+      expect((await alice.upload(`${c().alice.id}/avatar.png`, PNG, { contentType: 'image/png' })).error).toBeNull();
+      expect((await alice.upload(`${c().bob.id}/avatar.png`, PNG, { contentType: 'image/png' })).error).toMatchObject({ status: 403 });
+      expect((await c().as(c().bob).from(shared).download(`${c().alice.id}/avatar.png`)).error).toMatchObject({ status: 404 });
+      const [row] = await c().stack.sql`select storage.foldername(${'a/b/c.png'}) as f, storage.filename(${'a/b/c.png'}) as n, storage.extension(${'a/b/c.png'}) as e`;
+      expect(row).toEqual({ f: ['a', 'b'], n: 'c.png', e: 'png' });
+    });
+  });
+
+  register(c);
+}
