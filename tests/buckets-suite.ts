@@ -200,7 +200,7 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
       await eventually('removed bytes swept', async () => {
         const stored = new Set(await c().backend.storedKeys(c().stack));
         const live = new Set(await liveBlobs());
-        return [...stored].every((k) => live.has(k.replace(/\.part$/, ''))) ? true : undefined;
+        return [...stored].every((k) => live.has(k.split('/').pop()!.replace(/\.part$/, ''))) ? true : undefined;
       });
     });
 
@@ -268,6 +268,119 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
       expect((await c().as(c().bob).from(shared).download(`${c().alice.id}/avatar.png`)).error).toMatchObject({ status: 404 });
       const [row] = await c().stack.sql`select storage.foldername(${'a/b/c.png'}) as f, storage.filename(${'a/b/c.png'}) as n, storage.extension(${'a/b/c.png'}) as e`;
       expect(row).toEqual({ f: ['a', 'b'], n: 'c.png', e: 'png' });
+    });
+  });
+
+  describe('move, copy, public, HTTP caching, limits', () => {
+    test('move and copy within and across buckets; a taken destination is 409; the copy has its own bytes', async () => {
+      const alice = c().as(c().alice);
+      const b1 = `mv1-${randomBytes(3).toString('hex')}`;
+      const b2 = `mv2-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(b1);
+      await alice.createBucket(b2);
+      const bytes = randomBytes(MiB + 3);
+      await alice.from(b1).upload('src.bin', bytes);
+      expect((await alice.from(b1).move('src.bin', 'moved/dst.bin')).data).toMatchObject({ message: 'Successfully moved' });
+      expect((await alice.from(b1).download('src.bin')).error).toMatchObject({ status: 404 });
+      expect((await alice.from(b1).copy('moved/dst.bin', 'copy.bin')).data).toEqual({ path: `${b1}/copy.bin` });
+      expect((await alice.from(b1).copy('moved/dst.bin', 'copy.bin')).error).toMatchObject({ status: 409 });
+      expect((await alice.from(b1).move('moved/dst.bin', 'elsewhere.bin', { destinationBucket: b2 })).error).toBeNull();
+      expect(sha256(new Uint8Array(await (await alice.from(b2).download('elsewhere.bin')).data!.arrayBuffer()))).toBe(sha256(bytes));
+      // Removing the original leaves the copy whole.
+      await alice.from(b2).remove(['elsewhere.bin']);
+      expect(sha256(new Uint8Array(await (await alice.from(b1).download('copy.bin')).data!.arrayBuffer()))).toBe(sha256(bytes));
+      expect((await alice.from(b1).move('absent.bin', 'x.bin')).error).toMatchObject({ status: 404 });
+      // Bob may not move Alice's objects, nor copy them into his own bucket.
+      const bobs = `bob-${randomBytes(3).toString('hex')}`;
+      await c().as(c().bob).createBucket(bobs);
+      expect((await c().as(c().bob).from(b1).move('copy.bin', 'stolen.bin', { destinationBucket: bobs })).error).toMatchObject({ status: 404 });
+      expect((await c().as(c().bob).from(b1).copy('copy.bin', 'stolen.bin', { destinationBucket: bobs })).error).toMatchObject({ status: 404 });
+    });
+
+    test('a public bucket: anyone downloads through /object/public and getPublicUrl; a private one is 404 there', async () => {
+      const alice = c().as(c().alice);
+      const pub = `public-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(pub, { public: true });
+      await alice.from(pub).upload('p/cat.png', PNG, { contentType: 'image/png' });
+      const url = c().anon().from(pub).getPublicUrl('p/cat.png').data.publicUrl;
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('image/png');
+      expect(Buffer.from(await res.arrayBuffer()).equals(PNG)).toBe(true);
+      expect((await c().anon().from(pub).download('p/cat.png')).error).toBeNull();
+      expect((await c().anon().from(pub).list('p')).data!.map((o) => o.name)).toEqual(['cat.png']);
+      // Anonymous readers still may not write to it.
+      expect((await c().anon().from(pub).upload('p/dog.png', PNG)).error).toMatchObject({ status: 401 });
+      expect((await c().as(c().bob).from(pub).upload('p/dog.png', PNG)).error).toMatchObject({ status: 403 });
+
+      const priv = `private-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(priv);
+      await alice.from(priv).upload('x.txt', Buffer.from('x'));
+      const r2 = await fetch(c().anon().from(priv).getPublicUrl('x.txt').data.publicUrl);
+      expect(r2.status).toBe(404);
+      expect(await r2.json()).toMatchObject({ statusCode: '404', error: 'NoSuchKey' });
+      // Made public, the same URL works; made private again, it stops.
+      await alice.updateBucket(priv, { public: true });
+      expect((await fetch(c().anon().from(priv).getPublicUrl('x.txt').data.publicUrl)).status).toBe(200);
+      await alice.updateBucket(priv, { public: false });
+      expect((await fetch(c().anon().from(priv).getPublicUrl('x.txt').data.publicUrl)).status).toBe(404);
+    });
+
+    test('ETag, If-None-Match (304), Range (206/416), Cache-Control from cacheControl, download names', async () => {
+      const alice = c().as(c().alice);
+      const b = `http-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(b, { public: true });
+      const bytes = randomBytes(100_000);
+      await alice.from(b).upload('r.bin', bytes, { cacheControl: '600' });
+      const url = c().anon().from(b).getPublicUrl('r.bin').data.publicUrl;
+      const full = await fetch(url);
+      expect(full.headers.get('etag')).toBe(`"${sha256(bytes)}"`);
+      expect(full.headers.get('cache-control')).toBe('max-age=600');
+      expect(full.headers.get('accept-ranges')).toBe('bytes');
+      expect(full.headers.get('x-content-type-options')).toBe('nosniff');
+      await full.arrayBuffer();
+      expect((await fetch(url, { headers: { 'if-none-match': `"${sha256(bytes)}"` } })).status).toBe(304);
+      const part = await fetch(url, { headers: { range: 'bytes=10-19' } });
+      expect(part.status).toBe(206);
+      expect(part.headers.get('content-range')).toBe(`bytes 10-19/${bytes.length}`);
+      expect(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(10, 20))).toBe(true);
+      expect((await fetch(url, { headers: { range: `bytes=${bytes.length}-` } })).status).toBe(416);
+      const named = await fetch(c().anon().from(b).getPublicUrl('r.bin', { download: 'report.bin' }).data.publicUrl);
+      expect(named.headers.get('content-disposition')).toMatch(/^attachment; filename="report.bin"/);
+      await named.arrayBuffer();
+      // HEAD (storage-js exists()) carries the headers without the body.
+      const head = await fetch(url, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-length')).toBe(String(bytes.length));
+    });
+
+    test('limits: over file_size_limit is 413, a refused type is 415 (by header or by magic number), nothing kept', async () => {
+      const alice = c().as(c().alice);
+      const b = `lim-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(b, { public: false, fileSizeLimit: 64 * 1024, allowedMimeTypes: ['image/png', 'image/jpeg'] });
+      const blobsBefore = (await c().stack.sql<{ n: number }[]>`select count(*)::int as n from storage.blobs where state = 'ready'`)[0].n;
+
+      const big = await alice.from(b).upload('big.png', Buffer.concat([PNG, randomBytes(64 * 1024)]), { contentType: 'image/png' });
+      expect(big.error).toMatchObject({ status: 413, statusCode: '413' });
+      // Streamed without a length (a Node stream): refused as the limit is crossed.
+      const { Readable } = await import('node:stream');
+      const streamed = await alice.from(b).upload('big2.png', Readable.from([PNG, randomBytes(40 * 1024), randomBytes(40 * 1024)]), { contentType: 'image/png', duplex: 'half' });
+      expect(streamed.error).toMatchObject({ status: 413 });
+
+      expect((await alice.from(b).upload('doc.pdf', Buffer.from('%PDF-1.4 x'), { contentType: 'application/pdf' })).error).toMatchObject({ status: 415, statusCode: '415' });
+      // Declared image/png, but the bytes are an executable: refused by what they are.
+      const disguised = await alice.from(b).upload('evil.png', ELF, { contentType: 'image/png' });
+      expect(disguised.error).toMatchObject({ status: 415 });
+      expect(disguised.error!.message).toMatch(/application\/x-executable/);
+      // Declared as plain text, but the bytes are a PNG: stored as image/png, and allowed.
+      expect((await alice.from(b).upload('real.png', PNG, { contentType: 'text/plain' })).error).toBeNull();
+      expect((await alice.from(b).info('real.png')).data).toMatchObject({ contentType: 'image/png' });
+
+      expect((await alice.from(b).list()).data!.map((o) => o.name)).toEqual(['real.png']);
+      const blobsAfter = (await c().stack.sql<{ n: number }[]>`select count(*)::int as n from storage.blobs where state = 'ready'`)[0].n;
+      expect(blobsAfter).toBe(blobsBefore + 1);
+      const [{ writing }] = await c().stack.sql<{ writing: number }[]>`select count(*)::int as writing from storage.blobs where state = 'writing'`;
+      expect(writing).toBe(0);
     });
   });
 

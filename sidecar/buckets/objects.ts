@@ -7,8 +7,7 @@ import { asCaller, type Claims, type Tx } from '../core/db.js';
 import { refusedUnread, upload } from '../storage/upload.js';
 import type { Storage } from '../storage/types.js';
 import { invalid, objectNotFound, StorageApiError } from './errors.js';
-import { LimitGuard, tooLarge, typeRefused } from './guard.js';
-import { mimeAllowed } from './limits.js';
+import { LimitGuard, tooLarge } from './guard.js';
 
 export type WriteMode = 'create' | 'upsert' | 'update';
 
@@ -129,7 +128,6 @@ export async function putObject(storage: Storage, claims: Claims, input: PutInpu
     limits = await checkWrite(storage, claims, bucket, name, mode);
     limit = byteLimit(storage, limits);
     if (input.length !== null && input.length > limit) throw tooLarge(limit);
-    if (!mimeAllowed(input.declaredType, limits.allowed_mime_types)) throw typeRefused(input.declaredType, limits.allowed_mime_types ?? []);
   } catch (err) {
     throw refusedUnread(err, source, request);
   }
@@ -140,7 +138,9 @@ export async function putObject(storage: Storage, claims: Claims, input: PutInpu
     source.unpipe(guard);
     if (!request.destroyed) source.resume();
   });
-  source.pipe(guard);
+  // Bytes flow only once the upload reads them: a refusal before then (the reservation) leaves
+  // the guard untouched, and upload() drains the body through it.
+  guard.once('resume', () => source.pipe(guard));
   const { result } = await upload(storage, claims, { source: guard, request }, {
     reserve: async (tx) => (await tx<{ blob_id: string }[]>`select blob_id from storage.begin_object_upload(${storage.backend.name}, ${bucket})`)[0].blob_id,
     commit: async (tx, written) => {

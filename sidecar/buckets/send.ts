@@ -41,6 +41,12 @@ export async function sendBucketObject(request: FastifyRequest, reply: FastifyRe
     .header('content-disposition', contentDisposition(attachment ? 'attachment' : 'inline', opts.download || filename));
   if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   else reply.code(200).header('content-length', size);
-  if (opts.head) return reply.send();
+  if (opts.head) {
+    // Headers only, with the real length (fastify would recompute it for an empty body).
+    reply.hijack();
+    reply.raw.writeHead(reply.statusCode, reply.getHeaders() as never);
+    reply.raw.end();
+    return reply;
+  }
   return reply.send(await backend.get(blob.key, range ?? undefined));
 }
