@@ -5,11 +5,13 @@
 import { StorageClient } from '@supabase/storage-js';
 import { createClient } from '@supabase/supabase-js';
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { diskBackend, s3Backend, type BackendUnderTest } from './files-suite.ts';
-import { eventually, startStack, type Stack, type TestUser } from './harness.ts';
+import { eventually, REPO_ROOT, startStack, type Stack, type TestUser } from './harness.ts';
 
 export { diskBackend, s3Backend };
 
@@ -381,6 +383,115 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
       expect(blobsAfter).toBe(blobsBefore + 1);
       const [{ writing }] = await c().stack.sql<{ writing: number }[]>`select count(*)::int as writing from storage.blobs where state = 'writing'`;
       expect(writing).toBe(0);
+    });
+  });
+
+  describe('signed URLs', () => {
+    test('createSignedUrl(s): works without a key until expiry; RLS is checked at creation; revocable; ended by delete and overwrite', async () => {
+      const alice = c().as(c().alice);
+      const b = `sign-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(b);
+      const bytes = randomBytes(50_000);
+      await alice.from(b).upload('s/a.bin', bytes);
+      await alice.from(b).upload('s/b.bin', Buffer.from('b'));
+
+      const { data, error } = await alice.from(b).createSignedUrl('s/a.bin', 60);
+      expect(error).toBeNull();
+      const res = await fetch(data!.signedUrl);
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
+      const dl = await fetch(`${data!.signedUrl}&download=a.bin`);
+      expect(dl.headers.get('content-disposition')).toMatch(/^attachment/);
+      await dl.arrayBuffer();
+
+      // Bob cannot sign Alice's private object; a missing object cannot be signed.
+      expect((await c().as(c().bob).from(b).createSignedUrl('s/a.bin', 60)).error).toMatchObject({ status: 404 });
+      expect((await alice.from(b).createSignedUrl('s/none.bin', 60)).error).toMatchObject({ status: 404 });
+      const many = await alice.from(b).createSignedUrls(['s/a.bin', 's/none.bin'], 60);
+      expect(many.data![0]).toMatchObject({ path: 's/a.bin', error: null });
+      expect(many.data![1]).toMatchObject({ path: 's/none.bin', signedUrl: null });
+      expect(many.data![1].error).toMatch(/does not exist or you do not have access/);
+
+      // A tampered token, and an expired URL, are refused with 400.
+      const tampered = new URL(data!.signedUrl);
+      tampered.searchParams.set('token', 'x' + tampered.searchParams.get('token')!.slice(1));
+      expect((await fetch(tampered)).status).toBe(400);
+      const short = (await alice.from(b).createSignedUrl('s/b.bin', 1)).data!.signedUrl;
+      await c().stack.sql`update storage.signed_urls set expires_at = now() - interval '1 second' where expires_at < now() + interval '2 seconds'`;
+      const expired = await fetch(short);
+      expect(expired.status).toBe(400);
+      expect(await expired.json()).toMatchObject({ statusCode: '400', error: 'ExpiredToken' });
+
+      // Revoked by id: Bob may not, Alice may.
+      const signed = await c().stack.fetch(`/storage/v1/object/sign/${b}/s/a.bin`, { method: 'POST', token: c().alice.token, json: { expiresIn: 60 } });
+      const { signedURL, id } = await signed.json();
+      const url = `${c().stack.url}/storage/v1${signedURL}`;
+      expect((await fetch(url)).status).toBe(200);
+      expect((await c().stack.fetch(`/storage/v1/signed-url/${id}`, { method: 'DELETE', token: c().bob.token })).status).toBe(404);
+      expect((await c().stack.fetch(`/storage/v1/signed-url/${id}`, { method: 'DELETE', token: c().alice.token })).status).toBe(200);
+      expect((await fetch(url)).status).toBe(400);
+
+      // Overwriting the object ends its URLs; so does deleting it.
+      const before = (await alice.from(b).createSignedUrl('s/a.bin', 60)).data!.signedUrl;
+      await alice.from(b).upload('s/a.bin', Buffer.from('new'), { upsert: true });
+      expect((await fetch(before)).status).toBe(400);
+      const again = (await alice.from(b).createSignedUrl('s/a.bin', 60)).data!.signedUrl;
+      expect(await (await fetch(again)).text()).toBe('new');
+      await alice.from(b).remove(['s/a.bin']);
+      expect((await fetch(again)).status).toBe(400);
+    });
+
+    test('signed upload URLs: created under RLS, then anyone holding one uploads once per name; upsert as signed', async () => {
+      const alice = c().as(c().alice);
+      const b = `signup-${randomBytes(3).toString('hex')}`;
+      await alice.createBucket(b);
+      expect((await c().as(c().bob).from(b).createSignedUploadUrl('u/x.txt')).error).toMatchObject({ status: 403 });
+      const { data, error } = await alice.from(b).createSignedUploadUrl('u/x.txt');
+      expect(error).toBeNull();
+      // The holder needs no key of their own (here: the anon key's client).
+      const up = await c().anon().from(b).uploadToSignedUrl('u/x.txt', data!.token, Buffer.from('via signed url'), { contentType: 'text/plain' });
+      expect(up.error).toBeNull();
+      expect(up.data).toMatchObject({ path: 'u/x.txt', fullPath: `${b}/u/x.txt` });
+      expect(await (await alice.from(b).download('u/x.txt')).data!.text()).toBe('via signed url');
+      expect((await alice.from(b).info('u/x.txt')).data).toMatchObject({ contentType: 'text/plain' });
+      // Not an upsert URL: the name is taken now.
+      expect((await c().anon().from(b).uploadToSignedUrl('u/x.txt', data!.token, Buffer.from('again'))).error).toMatchObject({ status: 409 });
+      // Another name, or a bad token: refused.
+      expect((await c().anon().from(b).uploadToSignedUrl('u/y.txt', data!.token, Buffer.from('y'))).error).toMatchObject({ status: 400 });
+      expect((await c().anon().from(b).uploadToSignedUrl('u/x.txt', 'bogus', Buffer.from('y'))).error).toMatchObject({ status: 400 });
+      const ups = await alice.from(b).createSignedUploadUrl('u/x.txt', { upsert: true });
+      expect((await c().anon().from(b).uploadToSignedUrl('u/x.txt', ups.data!.token, Buffer.from('replaced'), { upsert: true })).error).toBeNull();
+      expect(await (await alice.from(b).download('u/x.txt')).data!.text()).toBe('replaced');
+    });
+  });
+
+  describe('migrations', () => {
+    test('20250101000300_buckets and 20250101000301_signed_urls: down restores storage.objects as the blob table, up applies again', async () => {
+      const read = (f: string) => fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', f), 'utf8').split('-- migrate:down');
+      const [bucketsUp, bucketsDown] = read('20250101000300_buckets.sql');
+      const [signedUp, signedDown] = read('20250101000301_signed_urls.sql');
+      const shape = async (tx: Stack['sql']) =>
+        (await tx<{ s: string }[]>`
+          select coalesce(to_regclass('storage.blobs')::text, '-') || ' ' || coalesce(to_regclass('storage.buckets')::text, '-') || ' ' ||
+                 exists (select 1 from pg_attribute where attrelid = to_regclass('storage.objects') and attname = 'sha256')::text as s`)[0].s;
+      class Rollback extends Error {}
+      await expect(
+        c().stack.sql.begin(async (tx) => {
+          const t = tx as never as Stack['sql'];
+          expect(await shape(t)).toBe('storage.blobs storage.buckets false');
+          await tx.unsafe('delete from storage.signed_urls; delete from storage.objects; delete from storage.buckets');
+          await tx.unsafe(signedDown);
+          await tx.unsafe(bucketsDown);
+          expect(await shape(t)).toBe('- - true');
+          // The per-user files' functions read the old name again.
+          await tx.unsafe(`select * from storage.find_file('x')`);
+          await tx.unsafe(bucketsUp.replace('-- migrate:up', ''));
+          await tx.unsafe(signedUp.replace('-- migrate:up', ''));
+          expect(await shape(t)).toBe('storage.blobs storage.buckets false');
+          await tx.unsafe(`select * from storage.find_file('x')`);
+          throw new Rollback();
+        }),
+      ).rejects.toBeInstanceOf(Rollback);
     });
   });
 

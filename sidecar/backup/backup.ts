@@ -46,6 +46,8 @@ export const SKIPPED_TABLES = new Set([
   'realtime.state',
   'realtime.publications',
   'storage.deletions',
+  // Signed URLs are short-lived grants tied to blob versions; a restore starts without any.
+  'storage.signed_urls',
   'auth.postgrest_secret',
   'auth.secrets',
   // Derived from public._policies by its triggers: rebuilt when the restore re-applies those rows.

@@ -7,12 +7,13 @@ import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
 import type { Claims } from '../core/db.js';
 import { ObjectNotFound } from '../storage/backends/adapter.js';
-import { admitUpload } from '../storage/upload.js';
+import { admitUpload, refusedUnread } from '../storage/upload.js';
 import { readObjectBody } from './body.js';
 import { createBucket, deleteBucket, emptyBucket, getBucket, listBuckets, updateBucket } from './buckets.js';
-import { invalid, objectNotFound, renderError } from './errors.js';
+import { invalid, objectNotFound, renderError, StorageApiError } from './errors.js';
 import { checkObjectName, copyObject, findObject, listObjects, moveObject, putObject, removeObjects, type WriteMode } from './objects.js';
 import { sendBucketObject } from './send.js';
+import { openSignedDownload, openSignedUpload, revokeSignedUrl, signDownloads, signUpload } from './signed.js';
 import type { BucketsService } from './service.js';
 
 const PREFIX = '/storage/v1';
@@ -175,6 +176,44 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
       return { message: 'Successfully deleted' };
     });
 
+    const expiresBody = { type: 'object', required: ['expiresIn'], properties: { expiresIn: { type: 'integer' } } } as const;
+    json.post(`${PREFIX}/object/sign/:bucket/*`, { config: withCaller, schema: { body: expiresBody } }, async (request) => {
+      const { bucket, name } = target(request);
+      const [one] = await signDownloads(storage, callerOf(request).claims, bucket, [name], (request.body as { expiresIn: number }).expiresIn);
+      if (!one.signedURL) throw objectNotFound();
+      return { signedURL: one.signedURL, id: one.id };
+    });
+    json.post(`${PREFIX}/object/sign/:bucket`, {
+      config: withCaller,
+      schema: { body: { type: 'object', required: ['expiresIn', 'paths'], properties: { expiresIn: { type: 'integer' }, paths: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'string' } } } } },
+    }, async (request) => {
+      const { expiresIn, paths } = request.body as { expiresIn: number; paths: string[] };
+      return signDownloads(storage, callerOf(request).claims, (request.params as Params).bucket, paths, expiresIn);
+    });
+    json.get(`${PREFIX}/object/sign/:bucket/*`, async (request, reply) => {
+      const { bucket, name } = target(request);
+      const query = request.query as { token?: string; download?: string };
+      for (let attempt = 1; ; attempt++) {
+        const found = await openSignedDownload(storage, query.token, bucket, name);
+        try {
+          return await sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' });
+        } catch (err) {
+          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
+        }
+      }
+    });
+    json.post(`${PREFIX}/object/upload/sign/:bucket/*`, { config: withCaller }, async (request) => {
+      const { bucket, name } = target(request);
+      return signUpload(storage, callerOf(request).claims, bucket, name, request.headers['x-upsert'] === 'true');
+    });
+    // Beyond Supabase: a signed URL is revoked by the id returned when it was created.
+    json.delete(`${PREFIX}/signed-url/:id`, { config: withCaller }, async (request) => {
+      if (!(await revokeSignedUrl(storage, callerOf(request).claims, (request.params as Params).id))) {
+        throw new StorageApiError(404, 'NotFound', 'No such signed URL among those you created');
+      }
+      return { message: 'Successfully revoked' };
+    });
+
     json.get(`${PREFIX}/object/info/public/:bucket/*`, { config: anyone }, async (request) => info(request, claimsOf(request)));
     json.get(`${PREFIX}/object/info/authenticated/:bucket/*`, { config: withCaller }, async (request) => info(request, callerOf(request).claims));
     json.get(`${PREFIX}/object/info/:bucket/*`, { config: withCaller }, async (request) => info(request, callerOf(request).claims));
@@ -203,6 +242,15 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
 
     raw.post(`${PREFIX}/object/:bucket/*`, { config: withCaller, preHandler: uploadSlot }, async (request) => {
       const { id, key } = await uploadHandler(request, request.headers['x-upsert'] === 'true' ? 'upsert' : 'create');
+      return { Id: id, Key: key };
+    });
+    raw.put(`${PREFIX}/object/upload/sign/:bucket/*`, { preHandler: uploadSlot }, async (request) => {
+      const { bucket, name } = target(request);
+      const { claims, mode } = await openSignedUpload(storage, (request.query as { token?: string }).token, bucket, name).catch((err) => {
+        throw refusedUnread(err, request.raw, request.raw);
+      });
+      const body = await readObjectBody(request);
+      const { id, key } = await putObject(storage, claims, { bucket, name, mode, ...body, request: request.raw });
       return { Id: id, Key: key };
     });
     raw.put(`${PREFIX}/object/:bucket/*`, { config: withCaller, preHandler: uploadSlot }, async (request) => {
