@@ -20,6 +20,7 @@ describe('storage migrations', () => {
     const [up, down] = text.split('-- migrate:down');
     // The buckets migration renamed the table this one altered: step back over it first.
     const [bucketsUp, bucketsDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000300_buckets.sql'), 'utf8').split('-- migrate:down');
+    const [signedUp, signedDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000301_signed_urls.sql'), 'utf8').split('-- migrate:down');
     const present = async (tx: typeof stack.sql) =>
       (await tx<{ n: string }[]>`
         select (to_regprocedure('storage.check_quota(bigint)') is not null)::text || ' ' ||
@@ -27,6 +28,7 @@ describe('storage migrations', () => {
     class Rollback extends Error {}
     await expect(
       stack.sql.begin(async (tx) => {
+        await tx.unsafe(signedDown);
         await tx.unsafe(bucketsDown);
         expect(await present(tx as never)).toBe('true true');
         await tx.unsafe(down);
@@ -34,6 +36,7 @@ describe('storage migrations', () => {
         await tx.unsafe(up.replace('-- migrate:up', ''));
         expect(await present(tx as never)).toBe('true true');
         await tx.unsafe(bucketsUp.replace('-- migrate:up', ''));
+        await tx.unsafe(signedUp.replace('-- migrate:up', ''));
         throw new Rollback();
       }),
     ).rejects.toBeInstanceOf(Rollback);
