@@ -22,8 +22,8 @@ afterAll(async () => {
 type Row = Record<string, unknown>;
 type Payload = RealtimePostgresChangesPayload<Row>;
 
-function connect(token?: string): RealtimeClient {
-  const client = new RealtimeClient(`${stack.url.replace(/^http/, 'ws')}/realtime/v1`, {
+function connect(token?: string, on: Stack = stack): RealtimeClient {
+  const client = new RealtimeClient(`${on.url.replace(/^http/, 'ws')}/realtime/v1`, {
     params: { apikey: stack.anonKey },
     transport: WebSocket as never,
   });
@@ -231,6 +231,51 @@ test('broadcast reaches the other clients of the topic (and the sender only with
   const joined = await subscribe(presence);
   expect(joined.status).toBe('CHANNEL_ERROR');
   expect(joined.error?.message).toMatch(/presence is not supported by this server/);
+});
+
+test('broadcast crosses sidecars, JSON and bytes alike; one too large to announce is refused', async () => {
+  const second = await startStack({ env: { DATABASE_URL: stack.databaseUrl } });
+  try {
+    const topic = `cross-${randomUUID().slice(0, 8)}`;
+    const here: Row[] = [];
+    const there: Row[] = [];
+    const a = connect(stack.anonKey).channel(topic, { config: { broadcast: { ack: true } } }).on('broadcast', { event: '*' }, (p) => here.push(p));
+    const b = connect(second.anonKey, second).channel(topic).on('broadcast', { event: '*' }, (p) => there.push(p));
+    expect((await Promise.all([subscribe(a), subscribe(b)])).map((j) => j.status)).toEqual(['SUBSCRIBED', 'SUBSCRIBED']);
+
+    expect(await a.send({ type: 'broadcast', event: 'hello', payload: { from: 'first' } })).toBe('ok');
+    expect(await a.send({ type: 'broadcast', event: 'bytes', payload: new Uint8Array([1, 2, 3]).buffer })).toBe('ok');
+    await b.send({ type: 'broadcast', event: 'hello', payload: { from: 'second' } });
+    await until('both broadcasts on the second sidecar', () => (there.length >= 2 ? true : undefined));
+    await until('the reply on the first', () => here.find((p) => (p.payload as Row).from === 'second'));
+    expect(there[0]).toEqual({ type: 'broadcast', event: 'hello', payload: { from: 'first' } });
+    expect(there[1].event).toBe('bytes');
+    expect([...new Uint8Array(there[1].payload as ArrayBuffer)]).toEqual([1, 2, 3]);
+
+    expect(await a.send({ type: 'broadcast', event: 'big', payload: { text: 'x'.repeat(10_000) } })).toBe('error');
+    expect(here.map((p) => p.event)).toEqual(['hello']);
+  } finally {
+    await second.destroy();
+  }
+});
+
+test('vsn 1.0.0 (JSON objects) works as well, for older clients', async () => {
+  const ws = new WebSocket(`${stack.url.replace(/^http/, 'ws')}/realtime/v1/websocket?apikey=${stack.serviceKey}&vsn=1.0.0`);
+  const frames: Row[] = [];
+  ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+  await new Promise((r) => ws.once('open', r));
+  const send = (topic: string, event: string, payload: unknown, ref: string) => ws.send(JSON.stringify({ topic, event, payload, ref, join_ref: ref === 'h' ? null : '1' }));
+  send('phoenix', 'heartbeat', {}, 'h');
+  send('realtime:v1', 'phx_join', { config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'todos' }] } }, '1');
+  const reply = await until('the join reply', () => frames.find((f) => f.event === 'phx_reply' && f.ref === '1'));
+  expect(frames.find((f) => f.ref === 'h')).toEqual({ topic: 'phoenix', event: 'phx_reply', payload: { status: 'ok', response: {} }, ref: 'h', join_ref: null });
+  expect(reply).toMatchObject({ topic: 'realtime:v1', join_ref: '1', payload: { status: 'ok', response: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'todos', id: expect.any(Number) }] } } });
+  const owner = await stack.createUser();
+  await insertTodo(owner, 'over vsn 1');
+  const change = await until('the change', () => frames.find((f) => f.event === 'postgres_changes'));
+  expect(change).toMatchObject({ topic: 'realtime:v1', ref: null, payload: { ids: [(reply.payload as { response: { postgres_changes: { id: number }[] } }).response.postgres_changes[0].id], data: { type: 'INSERT', table: 'todos', record: { title: 'over vsn 1' } } } });
+  expect((change.payload as { data: { columns: unknown[] } }).data.columns).toContainEqual({ name: 'id', type: 'int8' });
+  ws.close();
 });
 
 test('supabase-js createClient(url, anonKey).channel() with a signed-in user\'s token', async () => {

@@ -16,7 +16,7 @@ import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
 import { Client, type ChangeEvent, type Subscription } from './client.js';
 import { retryable } from './hub.js';
-import { BindingError, decodeFrame, encodeBroadcast, encodeFrame, encodeRaw, FrameError, parsePostgresChange, type Broadcast, type Frame, type Vsn } from './phoenix.js';
+import { BindingError, decodeFrame, encodeFrame, encodeRaw, FrameError, parsePostgresChange, type Broadcast, type Frame, type Vsn } from './phoenix.js';
 import type { RealtimeService } from './service.js';
 import { SubscribeError, type PublishedTable } from './tables.js';
 import type { Change } from './visibility.js';
@@ -30,7 +30,6 @@ const MAX_BINDINGS = 100;
 export interface PhoenixContext {
   plinth: Plinth;
   realtime: RealtimeService;
-  topics: Topics;
   /** A request-log row for a socket action (connect, join), like the native socket's. */
   record(method: string, url: string, status: number, since: number, token: string | undefined): void;
 }
@@ -41,7 +40,7 @@ interface Binding {
   params: Record<string, unknown>;
 }
 
-interface Channel {
+export interface Channel {
   topic: string;
   /** The topic without its `realtime:` prefix, as Supabase names it in system messages. */
   name: string;
@@ -59,34 +58,7 @@ interface PhoenixSubscription extends Subscription {
   binding: Binding;
 }
 
-/** The channels of every Phoenix socket of this sidecar, by topic: where broadcasts go. */
-export class Topics {
-  private readonly members = new Map<string, Set<{ client: PhoenixClient; channel: Channel }>>();
-
-  join(topic: string, member: { client: PhoenixClient; channel: Channel }): void {
-    let set = this.members.get(topic);
-    if (!set) this.members.set(topic, (set = new Set()));
-    set.add(member);
-  }
-
-  leave(topic: string, channel: Channel): void {
-    const set = this.members.get(topic);
-    if (!set) return;
-    for (const m of set) if (m.channel === channel) set.delete(m);
-    if (set.size === 0) this.members.delete(topic);
-  }
-
-  /** Sends to every channel of the topic, the sender's own only when it asked for `self`. */
-  publish(topic: string, b: Broadcast, from: Channel): void {
-    for (const { client, channel } of this.members.get(topic) ?? []) {
-      if (channel === from && !from.broadcastSelf) continue;
-      const frame = encodeBroadcast(client.vsn, topic, b);
-      if (frame !== null) client.sendFrame(frame);
-    }
-  }
-}
-
-class PhoenixClient extends Client {
+export class PhoenixClient extends Client {
   readonly channels = new Map<string, Channel>();
   /** The last change serialised, shared by the bindings of this socket that receive it. */
   private lastData: { change: Change; row: Record<string, unknown> | null; json: string } | null = null;
@@ -160,8 +132,8 @@ class PhoenixClient extends Client {
 }
 
 export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Caller | null, vsn: Vsn): void {
-  const { plinth, topics } = ctx;
-  const { hub, tables, clients } = ctx.realtime;
+  const { plinth } = ctx;
+  const { hub, tables, clients, topics } = ctx.realtime;
   const client = new PhoenixClient(ws, plinth.config.realtime.clientBufferBytes, vsn);
   clients.add(client);
   let nextBindingId = 1;
@@ -242,7 +214,12 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
       case 'broadcast': {
         const b = isBinary ? (frame.payload as Broadcast) : broadcastOf(frame.payload);
         if (!b) return reply('error', { reason: 'a broadcast needs {"type":"broadcast","event":<string>,"payload":…}' });
-        topics.publish(channel.topic, b, channel);
+        try {
+          await topics.publish(channel.topic, b, channel);
+        } catch (err) {
+          if (channel.broadcastAck && frame.ref !== null) reply('error', { reason: err instanceof PlinthError ? err.message : 'the broadcast could not reach the other servers' });
+          return;
+        }
         if (channel.broadcastAck && frame.ref !== null) reply('ok', {});
         return;
       }

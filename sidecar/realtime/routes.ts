@@ -17,7 +17,7 @@ import { MessageError, parseMessage, type ClientMessage } from './messages.js';
 import { retryable } from './hub.js';
 import type { RealtimeService } from './service.js';
 import { SubscribeError } from './tables.js';
-import { PHOENIX_PATH, phoenixConnected, Topics, type PhoenixContext } from './phoenix-socket.js';
+import { PHOENIX_PATH, phoenixConnected, type PhoenixContext } from './phoenix-socket.js';
 import { VSN_1, VSN_2, type Vsn } from './phoenix.js';
 
 const HEARTBEAT_MS = 25_000;
@@ -72,8 +72,6 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
       'createClient(url, anonKey).channel("room").on("postgres_changes", …).subscribe()', { upgrade: 'websocket' });
   });
 
-  // The Phoenix sockets' channels by topic, for broadcast.
-  const topics = new Topics();
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://x');
@@ -110,7 +108,7 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
       wss.handleUpgrade(req, socket, head, (ws) => {
         record(socketRequest, 'CONNECT', req.url ?? '/realtime', 101, since, caller?.token);
         if (isPhoenix) {
-          const context: PhoenixContext = { plinth, realtime, topics, record: (method, u, status, t0, token) => record(socketRequest, method, u, status, t0, token) };
+          const context: PhoenixContext = { plinth, realtime, record: (method, u, status, t0, token) => record(socketRequest, method, u, status, t0, token) };
           phoenixConnected(context, ws, caller, vsn);
         } else connected(ws, caller, socketRequest);
       });
