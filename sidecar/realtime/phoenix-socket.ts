@@ -261,7 +261,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
     if (token !== client.token || client.claims === null) {
       const refused = await switchToken(token);
       if (refused !== null) {
-        ctx.record('JOIN', `/realtime/v1/${topic}`, 401, since, undefined);
+        ctx.record('JOIN', `/realtime/v1/join?topic=${encodeURIComponent(topic)}`, 401, since, undefined);
         return fail(refused);
       }
       if (client.closed) return;
@@ -291,7 +291,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
       }
     } catch (err) {
       if (err instanceof BindingError || err instanceof SubscribeError) {
-        ctx.record('JOIN', `/realtime/v1/${topic}`, err instanceof SubscribeError && /\d{3}$/.test(err.code) ? Number(err.code.slice(-3)) : 400, since, client.token ?? undefined);
+        ctx.record('JOIN', `/realtime/v1/join?topic=${encodeURIComponent(topic)}`, err instanceof SubscribeError && err.code === '42501' ? 403 : err instanceof SubscribeError && err.code === '42P01' ? 404 : 400, since, client.token ?? undefined);
         const message = err instanceof SubscribeError && err.hint ? `${err.message}. ${err.hint}` : err.message;
         // Supabase reports a binding it cannot subscribe as a system message; the join fails here too, so the subscribe callback sees it.
         client.push(channel, 'system', { extension: 'postgres_changes', status: 'error', message, channel: channel.name });
@@ -323,7 +323,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
       client.subscriptions.set(sub.id, sub);
       hub.add(sub);
     }
-    ctx.record('JOIN', `/realtime/v1/${topic}`, 200, since, client.token ?? undefined);
+    ctx.record('JOIN', `/realtime/v1/join?topic=${encodeURIComponent(topic)}`, 200, since, client.token ?? undefined);
     if (channel.pending.waiting.size === 0) joined(channel);
   }
 
