@@ -2,12 +2,14 @@
 // RealtimeClient (Phoenix protocol vsn 2.0.0) and supabase-js's channel(). Changes come from the
 // same RLS-exact feed as /realtime: each is judged by PostgreSQL as the subscriber.
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { RealtimeClient, type RealtimeChannel, type RealtimePostgresChangesPayload } from '@supabase/realtime-js';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { addSigningKey, retireSigningKey } from '../sidecar/core/keys.ts';
-import { eventually, startStack, type Stack, type TestUser } from './harness.ts';
+import { eventually, REPO_ROOT, startStack, type Stack, type TestUser } from './harness.ts';
 
 let stack: Stack;
 const sockets: RealtimeClient[] = [];
@@ -210,7 +212,7 @@ test('heartbeats on topic "phoenix" are answered', async () => {
   expect(await heartbeat(client)).toBe('ok');
 });
 
-test('broadcast reaches the other clients of the topic (and the sender only with self: true); presence is refused clearly', async () => {
+test('broadcast reaches the other clients of the topic (and the sender only with self: true)', async () => {
   const topic = `room-${randomUUID().slice(0, 8)}`;
   const got: Record<string, Row[]> = { a: [], b: [], c: [] };
   const a = connect(stack.anonKey).channel(topic, { config: { broadcast: { self: true, ack: true } } }).on('broadcast', { event: 'cursor' }, (p) => got.a.push(p));
@@ -226,11 +228,41 @@ test('broadcast reaches the other clients of the topic (and the sender only with
   expect(got.b).toEqual([{ type: 'broadcast', event: 'cursor', payload: { x: 1, y: 2 } }]);
   expect(got.a.map((p) => p.payload)).toEqual([{ x: 1, y: 2 }, { x: 3 }]);
   expect(got.c).toEqual([]);
+});
 
-  const presence = connect(stack.anonKey).channel(`presence-${topic}`).on('presence', { event: 'sync' }, () => {});
-  const joined = await subscribe(presence);
-  expect(joined.status).toBe('CHANNEL_ERROR');
-  expect(joined.error?.message).toMatch(/presence is not supported by this server/);
+test('presence: track, update and untrack are seen by the other channels of the topic, on every sidecar; a closed socket leaves', async () => {
+  const second = await startStack({ env: { DATABASE_URL: stack.databaseUrl } });
+  try {
+    const topic = `lobby-${randomUUID().slice(0, 8)}`;
+    const seen: Row[] = [];
+    const watcher = connect(second.anonKey, second).channel(topic).on('presence', { event: '*' }, (p) => seen.push(p as unknown as Row));
+    const alice = connect(stack.anonKey);
+    const ann = alice.channel(topic, { config: { presence: { key: 'alice' } } }).on('presence', { event: 'sync' }, () => {});
+    expect((await subscribe(ann)).status).toBe('SUBSCRIBED');
+    expect(await ann.track({ status: 'online' })).toBe('ok');
+    expect((await subscribe(watcher)).status).toBe('SUBSCRIBED');
+    // The watcher joined after the track: it learns of it from presence_state.
+    await until('alice in the watcher\'s state', () => (watcher.presenceState().alice ? true : undefined));
+    expect(watcher.presenceState().alice).toEqual([expect.objectContaining({ status: 'online', presence_ref: expect.any(String) })]);
+
+    expect(await ann.track({ status: 'away' })).toBe('ok');
+    await until('the update', () => (watcher.presenceState().alice?.[0] && (watcher.presenceState().alice[0] as Row).status === 'away' ? true : undefined));
+    expect(watcher.presenceState().alice).toHaveLength(1);
+
+    const bob = connect(second.anonKey, second).channel(topic, { config: { presence: { key: 'bob' } } }).on('presence', { event: 'sync' }, () => {});
+    expect((await subscribe(bob)).status).toBe('SUBSCRIBED');
+    expect(await bob.track({ status: 'here' })).toBe('ok');
+    await until('bob in alice\'s state', () => (ann.presenceState().bob ? true : undefined));
+    expect(await bob.untrack()).toBe('ok');
+    await until('bob gone from alice\'s state', () => (ann.presenceState().bob ? undefined : true));
+
+    await alice.disconnect();
+    await until('alice left', () => (watcher.presenceState().alice ? undefined : true));
+    expect(seen.some((p) => (p as Row).event === 'leave' && (p as Row).key === 'alice')).toBe(true);
+    expect(Object.keys(watcher.presenceState())).toEqual([]);
+  } finally {
+    await second.destroy();
+  }
 });
 
 test('broadcast crosses sidecars, JSON and bytes alike; one too large to announce is refused', async () => {
@@ -318,6 +350,24 @@ test('a logout closes the Phoenix sockets of that session with 4001, like native
   await until('the socket closed', () => (closes.length > 0 ? true : undefined));
   expect(closes[0]).toBe(4001);
   expect(w.system).toContainEqual(expect.objectContaining({ extension: 'system', status: 'error', message: expect.stringMatching(/session of this token has ended/) }));
+});
+
+test('the presence migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000500_realtime_presence.sql'), 'utf8');
+  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
+  const down = file.slice(file.indexOf('-- migrate:down'));
+  const rollback = new Error('rollback');
+  await expect(
+    stack.sql.begin(async (tx) => {
+      await tx.unsafe(down);
+      const [{ gone }] = await tx`select to_regclass('realtime.presences') is null and to_regclass('realtime.sidecars') is null as gone`;
+      expect(gone).toBe(true);
+      await tx.unsafe(up);
+      const [{ back }] = await tx`select to_regclass('realtime.presences') is not null as back`;
+      expect(back).toBe(true);
+      throw rollback;
+    }),
+  ).rejects.toBe(rollback);
 });
 
 // Last: it retires the key every earlier test's tokens were signed with.

@@ -9,6 +9,7 @@
 // once it verifies, and the change feed judges every channel's changes with it from then on. The
 // socket is registered with Clients like a native one, so a retired key or an ended session closes
 // it with 4001.
+import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import type { Caller } from '../core/caller.js';
 import type { Claims } from '../core/db.js';
@@ -23,6 +24,8 @@ import type { Change } from './visibility.js';
 
 export const PHOENIX_PATH = '/realtime/v1/websocket';
 const HEARTBEAT_MS = 25_000;
+/** A socket opened without a token must join with one within this time, as native sockets must authenticate. */
+const AUTH_TIMEOUT_MS = 10_000;
 const MAX_CHANNELS = 100;
 const MAX_BINDINGS = 100;
 
@@ -49,6 +52,10 @@ export interface Channel {
   subscriptions: PhoenixSubscription[];
   broadcastSelf: boolean;
   broadcastAck: boolean;
+  /** The key its presence is tracked under (config.presence.key, or a random one). */
+  presenceKey: string;
+  /** Sent the topic's presence_state once joined. */
+  presenceEnabled: boolean;
   /** Until every binding is live: the join's ref and the subscriptions not yet acknowledged. */
   pending?: { ref: string | null; waiting: Set<string> };
 }
@@ -147,6 +154,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
     client.claimsKey = '';
   };
   let queue = caller ? clients.admit(client, caller.token, caller.claims, expired).then(() => {}) : Promise.resolve();
+  const authDeadline = caller ? undefined : setTimeout(() => client.token === null && client.close(4001, 'no token'), AUTH_TIMEOUT_MS);
 
   const heartbeat = setInterval(() => {
     if (!client.alive) return ws.terminate();
@@ -163,6 +171,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
   });
   ws.on('close', () => {
     clearInterval(heartbeat);
+    clearTimeout(authDeadline);
     for (const channel of client.channels.values()) drop(channel);
     client.channels.clear();
     client.dispose();
@@ -224,7 +233,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
         return;
       }
       case 'presence':
-        return reply('error', { reason: 'Presence is not supported by this server' });
+        return presence(channel, frame.payload, reply);
       default:
         // Supabase ignores events it does not know.
         return;
@@ -253,9 +262,6 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
     if (config.private === true) {
       return fail('PrivateChannelsNotSupported: private channels (authorised by policies on realtime.messages) are not supported by this server; join without `private: true`');
     }
-    if (isObject(config.presence) && config.presence.enabled === true) {
-      return fail('PresenceNotSupported: presence is not supported by this server; join without presence callbacks or `presence.enabled`');
-    }
     const token = typeof payload.access_token === 'string' ? payload.access_token : typeof payload.user_token === 'string' ? payload.user_token : client.token;
     if (token === null) return fail('Unauthorized: no token: connect with ?apikey=<anon key> or send access_token in the join');
     if (token !== client.token || client.claims === null) {
@@ -276,6 +282,8 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
       subscriptions: [],
       broadcastSelf: isObject(config.broadcast) && config.broadcast.self === true,
       broadcastAck: isObject(config.broadcast) && config.broadcast.ack === true,
+      presenceKey: isObject(config.presence) && typeof config.presence.key === 'string' && config.presence.key !== '' ? config.presence.key : randomUUID(),
+      presenceEnabled: isObject(config.presence) && config.presence.enabled === true,
     };
     const claims = client.claims!;
     const wanted: Array<{ binding: Binding; table: PublishedTable; events: ChangeEvent[]; filter: string; conditions: Awaited<ReturnType<typeof tables.checkFilter>> }> = [];
@@ -334,6 +342,36 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
     const postgresChanges = channel.bindings.map((b) => ({ ...b.params, id: b.id }));
     client.push(channel, 'phx_reply', { status: 'ok', response: { postgres_changes: postgresChanges } }, ref);
     if (channel.bindings.length > 0) client.system(channel, 'postgres_changes', 'ok', 'Subscribed to PostgreSQL');
+    if (channel.presenceEnabled) {
+      topics
+        .state(channel.topic)
+        .then((state) => client.channels.get(channel.topic) === channel && client.push(channel, 'presence_state', state))
+        .catch((err) => {
+          plinth.log.warn(`realtime: reading the presence of a topic failed: ${(err as Error).message}`);
+          if (client.channels.get(channel.topic) === channel) shutdown(channel, 'Presence could not be read; join again in a moment');
+        });
+    }
+  }
+
+  /** `track(payload)` / `untrack()`: {type: "presence", event, payload}. */
+  async function presence(channel: Channel, payload: unknown, reply: (status: 'ok' | 'error', response: unknown) => unknown) {
+    const event = isObject(payload) && typeof payload.event === 'string' ? payload.event.toLowerCase() : '';
+    try {
+      if (event === 'track') {
+        const meta = isObject(payload) && payload.payload !== undefined ? payload.payload : {};
+        if (!isObject(meta)) return reply('error', { reason: 'Presence track payload must be a map' });
+        await topics.track(channel.topic, channel, channel.presenceKey, meta);
+      } else if (event === 'untrack') {
+        await topics.untrack(channel);
+      } else {
+        return reply('error', { reason: 'a presence message needs "event": "track" or "untrack"' });
+      }
+    } catch (err) {
+      if (err instanceof PlinthError) return reply('error', { reason: err.message });
+      plinth.log.warn(`realtime: presence ${event} failed: ${(err as Error).message}`);
+      return reply('error', { reason: 'Presence could not be updated; try again in a moment' });
+    }
+    reply('ok', {});
   }
 
   function refuseJoin(channel: Channel, ref: string | null, reason: string, close: boolean) {
@@ -418,6 +456,7 @@ export function phoenixConnected(ctx: PhoenixContext, ws: WebSocket, caller: Cal
     channel.subscriptions = [];
     channel.pending = undefined;
     topics.leave(channel.topic, channel);
+    topics.untrack(channel).catch((err) => plinth.log.warn(`realtime: removing a presence failed: ${(err as Error).message}`));
   }
 }
 
