@@ -195,6 +195,19 @@ test('setAuth with another user\'s token changes what is delivered; a garbage to
   expect(w.events.map((e) => (e.new as Row).title)).not.toContain('after garbage');
 });
 
+test('an expired token cannot join; a token that expires while joined ends its channel with "Token has expired"', async () => {
+  const user = await stack.createUser();
+  const stale = await watch(connect(await stack.mint({ sub: user.id, role: 'authenticated' }, -10)));
+  expect(stale.joined.status).toBe('CHANNEL_ERROR');
+  expect(stale.joined.error?.message).toMatch(/InvalidJWTToken: .*expired/i);
+
+  const short = await watch(connect(await stack.mint({ sub: user.id, role: 'authenticated' }, 3)));
+  expect(short.joined.status).toBe('SUBSCRIBED');
+  await until('the expiry', () => short.system.find((m) => m.status === 'error'));
+  expect(short.system.find((m) => m.status === 'error')).toMatchObject({ extension: 'system', message: 'Token has expired' });
+  await until('the channel closed', () => (short.channel.state === 'closed' ? true : undefined));
+});
+
 async function heartbeat(client: RealtimeClient): Promise<string> {
   return new Promise((resolve) => {
     client.onHeartbeat((status) => {
