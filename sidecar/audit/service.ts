@@ -168,6 +168,10 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
     gauge(name, help, read) {
       new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
     },
+    histogram(name, help, buckets, labelNames = []) {
+      const h = new Histogram({ name, help, buckets, labelNames, registers: [registry] });
+      return (value, labels) => (labels ? h.observe(labels, value) : h.observe(value));
+    },
     flush,
     async stop() {
       clearInterval(timer);

@@ -45,6 +45,9 @@ export const SKIPPED_TABLES = new Set([
   'realtime.changes',
   'realtime.state',
   'realtime.publications',
+  // Who is connected to which running sidecar now: the target's own sidecars keep theirs.
+  'realtime.sidecars',
+  'realtime.presences',
   'storage.deletions',
   // Signed URLs are short-lived grants tied to blob versions; a restore starts without any.
   'storage.signed_urls',

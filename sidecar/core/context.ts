@@ -57,6 +57,8 @@ export interface Audit {
   activity(action: string, target: string | null, details?: Record<string, unknown> | null, actorId?: string | null): void;
   /** A gauge read when /metrics is scraped. */
   gauge(name: string, help: string, read: () => number): void;
+  /** A histogram; the returned function records one observation (in the unit the name says). */
+  histogram(name: string, help: string, buckets: number[], labelNames?: string[]): (value: number, labels?: Record<string, string>) => void;
   /** Whether request rows are recorded (PLINTH_AUDIT). */
   readonly requests: boolean;
 }

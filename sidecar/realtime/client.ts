@@ -7,6 +7,7 @@ import type { WebSocket } from 'ws';
 import type { Claims } from '../core/db.js';
 import type { Condition } from './filter.js';
 import type { PublishedTable } from './tables.js';
+import type { Change } from './visibility.js';
 
 export const CLOSE_UNAUTHORIZED = 4001;
 export const CLOSE_TOO_SLOW = 4008;
@@ -45,7 +46,7 @@ export class Client {
 
   constructor(
     readonly ws: WebSocket,
-    private readonly bufferLimit: number,
+    protected readonly bufferLimit: number,
   ) {}
 
   authenticate(token: string, claims: Claims, onExpired: () => void): void {
@@ -78,6 +79,19 @@ export class Client {
     }
     this.ws.send(text);
     return true;
+  }
+
+  /** Which protocol this client speaks (a metrics label). */
+  get protocol(): string {
+    return 'plinth';
+  }
+
+  /**
+   * Sends one change of `sub` that the client may see. `body` is the rest of the native message,
+   * serialised once per group by the hub; other protocols build their own frame from change and row.
+   */
+  sendChange(sub: Subscription, _change: Change, _row: Record<string, unknown> | null, body: string): boolean {
+    return this.sendRaw(`{"type":"change","id":${JSON.stringify(sub.id)}${body}`);
   }
 
   send(message: Record<string, unknown>): boolean {

@@ -56,6 +56,7 @@ interface EntryRow {
   keys: Record<string, unknown>[];
   old_keys: Record<string, unknown>[] | null;
   old_rows: Record<string, unknown>[] | null;
+  at: number;
 }
 /** The most row changes one log entry holds (realtime.capture_function). */
 const ENTRY_MAX = 500;
@@ -77,6 +78,8 @@ export class Hub {
   private loopDone?: Promise<void>;
   private timers: NodeJS.Timeout[] = [];
   private unlisten?: () => Promise<void>;
+  /** Called for every change frame sent (the delivery-lag metric). */
+  delivered?: (change: Change, client: Client) => void;
 
   constructor(
     private readonly sql: Sql,
@@ -239,7 +242,7 @@ export class Hub {
    */
   private async read(after: number, upTo: number, relid?: number): Promise<{ changes: Change[]; through: number }> {
     const rows = await this.sql<EntryRow[]>`
-      select position, n, relid::int8 as relid, event, keys, old_keys, old_rows
+      select position, n, relid::int8 as relid, event, keys, old_keys, old_rows, (extract(epoch from stamped_at) * 1000)::float8 as at
       from realtime.changes
       where position > ${after - ENTRY_MAX} and position + n - 1 > ${after} and position <= ${upTo}
         ${relid === undefined ? this.sql`` : this.sql`and relid = ${relid}::oid`}
@@ -258,6 +261,7 @@ export class Hub {
           key: r.keys[i],
           oldKey: r.old_keys?.[i] ?? null,
           oldRow: r.old_rows?.[i] ?? null,
+          at: r.at,
         });
       }
     }
@@ -393,7 +397,7 @@ export class Hub {
         if (c.position <= s.after || !s.events.has(c.event)) continue;
         const f = filterIndex.get(s.filter);
         if (f !== undefined && !verdict.matches[f]) continue;
-        s.client.sendRaw(`{"type":"change","id":${JSON.stringify(s.id)}${body}`);
+        if (s.client.sendChange(s, c, verdict.row, body)) this.delivered?.(c, s.client);
       }
     }
   }

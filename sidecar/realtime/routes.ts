@@ -1,5 +1,7 @@
-// GET /realtime: the WebSocket endpoint (protocol in the README, "Realtime"). The upgrade arrives
-// on the http server's 'upgrade' event; a plain GET gets 426 with an explanation.
+// GET /realtime: the WebSocket endpoint (protocol in the README, "Realtime"), and
+// /realtime/v1/websocket, the same feed in the Phoenix protocol of Supabase's clients
+// (phoenix-socket.ts). The upgrade arrives on the http server's 'upgrade' event; a plain GET gets
+// 426 with an explanation.
 import type { FastifyInstance } from 'fastify';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -15,6 +17,8 @@ import { MessageError, parseMessage, type ClientMessage } from './messages.js';
 import { retryable } from './hub.js';
 import type { RealtimeService } from './service.js';
 import { SubscribeError } from './tables.js';
+import { PHOENIX_PATH, phoenixConnected, type PhoenixContext } from './phoenix-socket.js';
+import { VSN_1, VSN_2, type Vsn } from './phoenix.js';
 
 const HEARTBEAT_MS = 25_000;
 const AUTH_TIMEOUT_MS = 10_000;
@@ -37,6 +41,15 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
     return n;
   });
 
+  // From the change being numbered (just after its commit) to its frame being handed to the socket.
+  const lag = plinth.audit?.histogram(
+    'plinth_realtime_delivery_lag_seconds',
+    'Time from a change being numbered after its commit to its frame being sent, by protocol',
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    ['protocol'],
+  );
+  if (lag) hub.delivered = (change, client) => lag(Math.max(0, Date.now() - change.at) / 1000, { protocol: client.protocol });
+
   // Connects and subscriptions go to the request log like HTTP requests (the upgrade never reaches the front door's hook).
   const audit = plinth.audit?.requests ? plinth.audit : undefined;
   const trust = proxyTrust(plinth.config.trustProxy);
@@ -54,9 +67,19 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
     });
   });
 
+  app.get(PHOENIX_PATH, async () => {
+    throw new PlinthError(426, `GET ${PHOENIX_PATH} is a WebSocket endpoint for Supabase's realtime clients: connect with a WebSocket client`, 'PLINTH426', null,
+      'createClient(url, anonKey).channel("room").on("postgres_changes", …).subscribe()', { upgrade: 'websocket' });
+  });
+
+
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname !== '/realtime') {
+    const isPhoenix = url.pathname === PHOENIX_PATH;
+    // Phoenix's server reads frames as vsn 1.0.0 when the client names none.
+    const vsn = (url.searchParams.get('vsn') ?? VSN_1) as Vsn;
+    if (isPhoenix && vsn !== VSN_1 && vsn !== VSN_2) return refuse(socket, new PlinthError(400, `vsn ${JSON.stringify(vsn)} is not supported: use ${VSN_1} or ${VSN_2}`, 'PLINTH400'));
+    if (url.pathname !== '/realtime' && !isPhoenix) {
       // Only realtime speaks WebSocket; anything else is refused rather than left hanging.
       if (app.server.listenerCount('upgrade') === 1) refuse(socket, new PlinthError(404, `No WebSocket endpoint at ${url.pathname}`));
       return;
@@ -84,7 +107,10 @@ export async function realtimeRoutes(app: FastifyInstance, { plinth, realtime }:
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         record(socketRequest, 'CONNECT', req.url ?? '/realtime', 101, since, caller?.token);
-        connected(ws, caller, socketRequest);
+        if (isPhoenix) {
+          const context: PhoenixContext = { plinth, realtime, record: (method, u, status, t0, token) => record(socketRequest, method, u, status, t0, token) };
+          phoenixConnected(context, ws, caller, vsn);
+        } else connected(ws, caller, socketRequest);
       });
     })().catch((err) => {
       plinth.log.warn(`realtime: upgrade failed: ${(err as Error).message}`);

@@ -4,22 +4,28 @@
 import type { Plinth, Service } from '../core/context.js';
 import { Clients } from './clients.js';
 import { Hub } from './hub.js';
+import { Topics } from './phoenix-topics.js';
 import { Tables } from './tables.js';
 
 export interface RealtimeService extends Service {
   hub: Hub;
   tables: Tables;
   clients: Clients;
+  /** Broadcast between the Phoenix channels of a topic, across sidecars. */
+  topics: Topics;
 }
 
 export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
   const tables = new Tables(plinth.sql);
   const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
+  const topics = new Topics(plinth.sql, plinth.log);
   await clients.start();
   try {
+    await topics.start();
     await hub.start();
   } catch (err) {
+    await topics.stop();
     await clients.stop();
     throw err;
   }
@@ -27,8 +33,10 @@ export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
     hub,
     tables,
     clients,
+    topics,
     stop: async () => {
       await hub.stop();
+      await topics.stop();
       await clients.stop();
     },
   };

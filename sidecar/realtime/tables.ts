@@ -17,6 +17,8 @@ export interface PublishedTable {
   keyColumns: string[];
   /** column name → SQL type (format_type, without modifiers). */
   columns: Map<string, string>;
+  /** Every column in table order with its type's name (`int8`, `text`, `_uuid`), as Supabase clients expect them. */
+  columnList: { name: string; type: string }[];
 }
 
 export class SubscribeError extends Error {
@@ -58,10 +60,13 @@ export class Tables {
   }
 
   private async load(schema: string, table: string): Promise<PublishedTable | null> {
-    const rows = await this.sql<{ relid: number; key_columns: string[]; columns: Record<string, string> }[]>`
+    const rows = await this.sql<{ relid: number; key_columns: string[]; columns: Record<string, string>; column_list: { name: string; type: string }[] }[]>`
       select p.relid::int8 as relid, p.key_columns,
              (select jsonb_object_agg(a.attname, format_type(a.atttypid, null))
-                from pg_attribute a where a.attrelid = p.relid and a.attnum > 0 and not a.attisdropped) as columns
+                from pg_attribute a where a.attrelid = p.relid and a.attnum > 0 and not a.attisdropped) as columns,
+             (select jsonb_agg(jsonb_build_object('name', a.attname, 'type', t.typname) order by a.attnum)
+                from pg_attribute a join pg_type t on t.oid = a.atttypid
+                where a.attrelid = p.relid and a.attnum > 0 and not a.attisdropped) as column_list
       from realtime.publications p
       join pg_class c on c.oid = p.relid
       join pg_namespace n on n.oid = c.relnamespace
@@ -76,6 +81,7 @@ export class Tables {
       alias: quoteIdent(table),
       keyColumns: r.key_columns,
       columns: new Map(Object.entries(r.columns)),
+      columnList: r.column_list,
     };
   }
 

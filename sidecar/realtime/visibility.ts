@@ -22,6 +22,8 @@ export interface Change {
   key: Record<string, unknown>;
   oldKey: Record<string, unknown> | null;
   oldRow: Record<string, unknown> | null;
+  /** When the change was numbered, just after its commit (epoch ms): delivery lag and commit_timestamp. */
+  at: number;
 }
 
 export interface Verdict {
