@@ -8,6 +8,7 @@ import { SAMPLE_APP_MIGRATIONS, startStack, type Stack } from '../tests/harness.
 import { benchAudit } from './audit.ts';
 import { benchBackup } from './backup.ts';
 import { benchByteaRpc } from './bytea-rpc.ts';
+import { benchBuckets, bucketsBenchSize } from './buckets.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
 import { benchAfterRotation, benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
@@ -20,7 +21,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup'];
+const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup', 'buckets'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -126,6 +127,7 @@ async function main() {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       return benchBigFile(stack, token, { size: 1 * GiB, rounds: 3, budgetSeconds: 60 });
     });
+    await section(rows, timings, 'buckets', '11 buckets', () => benchBuckets(stack, token, { size: bucketsBenchSize(), rounds: 3, budgetSeconds: 60 }));
     await section(rows, timings, 'bytea-rpc', '5 vs bytea RPC', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       const bigOk = rows.some((r) => r.section === '2 upload' && r.plinth !== null && r.unit === 'MiB/s');

@@ -466,10 +466,11 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
   });
 
   describe('migrations', () => {
-    test('20250101000300_buckets and 20250101000301_signed_urls: down restores storage.objects as the blob table, up applies again', async () => {
+    test('20250101000300_buckets, 20250101000301_signed_urls and 20250101000320_tus_uploads: down restores storage.objects as the blob table, up applies again', async () => {
       const read = (f: string) => fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', f), 'utf8').split('-- migrate:down');
       const [bucketsUp, bucketsDown] = read('20250101000300_buckets.sql');
       const [signedUp, signedDown] = read('20250101000301_signed_urls.sql');
+      const [tusUp, tusDown] = read('20250101000320_tus_uploads.sql');
       const shape = async (tx: Stack['sql']) =>
         (await tx<{ s: string }[]>`
           select coalesce(to_regclass('storage.blobs')::text, '-') || ' ' || coalesce(to_regclass('storage.buckets')::text, '-') || ' ' ||
@@ -480,6 +481,7 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
           const t = tx as never as Stack['sql'];
           expect(await shape(t)).toBe('storage.blobs storage.buckets false');
           await tx.unsafe('delete from storage.signed_urls; delete from storage.objects; delete from storage.buckets');
+          await tx.unsafe(tusDown);
           await tx.unsafe(signedDown);
           await tx.unsafe(bucketsDown);
           expect(await shape(t)).toBe('- - true');
@@ -487,6 +489,7 @@ export function bucketsSuite(makeBackend: () => Promise<BackendUnderTest> | Back
           await tx.unsafe(`select * from storage.find_file('x')`);
           await tx.unsafe(bucketsUp.replace('-- migrate:up', ''));
           await tx.unsafe(signedUp.replace('-- migrate:up', ''));
+          await tx.unsafe(tusUp.replace('-- migrate:up', ''));
           expect(await shape(t)).toBe('storage.blobs storage.buckets false');
           await tx.unsafe(`select * from storage.find_file('x')`);
           throw new Rollback();

@@ -21,6 +21,7 @@ describe('storage migrations', () => {
     // The buckets migration renamed the table this one altered: step back over it first.
     const [bucketsUp, bucketsDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000300_buckets.sql'), 'utf8').split('-- migrate:down');
     const [signedUp, signedDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000301_signed_urls.sql'), 'utf8').split('-- migrate:down');
+    const [tusUp, tusDown] = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000320_tus_uploads.sql'), 'utf8').split('-- migrate:down');
     const present = async (tx: typeof stack.sql) =>
       (await tx<{ n: string }[]>`
         select (to_regprocedure('storage.check_quota(bigint)') is not null)::text || ' ' ||
@@ -28,6 +29,7 @@ describe('storage migrations', () => {
     class Rollback extends Error {}
     await expect(
       stack.sql.begin(async (tx) => {
+        await tx.unsafe(tusDown);
         await tx.unsafe(signedDown);
         await tx.unsafe(bucketsDown);
         expect(await present(tx as never)).toBe('true true');
@@ -37,6 +39,7 @@ describe('storage migrations', () => {
         expect(await present(tx as never)).toBe('true true');
         await tx.unsafe(bucketsUp.replace('-- migrate:up', ''));
         await tx.unsafe(signedUp.replace('-- migrate:up', ''));
+        await tx.unsafe(tusUp.replace('-- migrate:up', ''));
         throw new Rollback();
       }),
     ).rejects.toBeInstanceOf(Rollback);

@@ -7,6 +7,7 @@ import { h, replace } from './dom';
 import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } from './session';
 import { accountView } from './views/account';
 import { adminView } from './views/admin';
+import { bucketsView } from './views/buckets';
 import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
@@ -16,10 +17,10 @@ const BASE = '/console/';
 const main = document.getElementById('main') as HTMLElement;
 const app = document.getElementById('app') as HTMLElement;
 
-function route(): { view: 'files' | 'tables' | 'admin' | 'account'; rest: string[] } {
+function route(): { view: 'files' | 'tables' | 'admin' | 'account' | 'buckets'; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
   const [first, ...rest] = parts;
-  if (first === 'tables' || first === 'admin' || first === 'account') return { view: first, rest };
+  if (first === 'tables' || first === 'admin' || first === 'account' || first === 'buckets') return { view: first, rest };
   return { view: 'files', rest };
 }
 
@@ -43,6 +44,7 @@ function header(active: string): HTMLElement {
       'nav',
       { 'aria-label': 'Console sections' },
       link('files', 'Files'),
+      link('buckets', 'Buckets'),
       link('tables', 'Tables'),
       s.user.app_role === 'admin' ? link('admin', 'Admin') : null,
       link('account', 'Account'),
@@ -80,6 +82,7 @@ function render(): void {
   } else if (view === 'admin') adminView(main);
   else if (view === 'account') accountView(main);
   else if (view === 'tables') tablesView(main, rest[0]);
+  else if (view === 'buckets') bucketsView(main, rest[0], rest.length > 1 ? `${rest.slice(1).join('/')}/` : '');
   else filesView(main);
   document.title = `${view[0].toUpperCase()}${view.slice(1)} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).

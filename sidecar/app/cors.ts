@@ -32,6 +32,15 @@ export const EXPOSED_HEADERS = [
   'Content-Disposition',
   'Retry-After',
   'WWW-Authenticate',
+  // TUS resumable uploads (/storage/v1/upload/resumable).
+  'Tus-Resumable',
+  'Tus-Version',
+  'Tus-Extension',
+  'Tus-Max-Size',
+  'Upload-Offset',
+  'Upload-Length',
+  'Upload-Expires',
+  'Upload-Metadata',
 ].join(', ');
 
 /** A day, as PostgREST: the browser asks again at most daily per URL. */

@@ -67,7 +67,7 @@ export interface PutInput {
 class RolledBack extends Error {}
 
 /** Writes the object's row as the caller: RLS's INSERT/UPDATE policies decide. */
-async function writeRow(tx: Tx, mode: WriteMode, bucket: string, name: string, metadata: unknown, userMetadata: unknown, version: string | null): Promise<void> {
+export async function writeRow(tx: Tx, mode: WriteMode, bucket: string, name: string, metadata: unknown, userMetadata: unknown, version: string | null): Promise<void> {
   const meta = metadata as never;
   const user = userMetadata as never;
   if (mode === 'update') {
@@ -89,7 +89,7 @@ async function writeRow(tx: Tx, mode: WriteMode, bucket: string, name: string, m
   }
 }
 
-interface Limits {
+export interface Limits {
   file_size_limit: string | null;
   allowed_mime_types: string[] | null;
 }
@@ -114,7 +114,7 @@ export async function checkWrite(storage: Storage, claims: Claims, bucket: strin
 }
 
 /** The byte limit for this bucket: its own, under the server's PLINTH_MAX_FILE_SIZE. */
-function byteLimit(storage: Storage, limits: Limits): number {
+export function byteLimit(storage: Storage, limits: Limits): number {
   const max = storage.plinth.config.storage.maxFileSize;
   return limits.file_size_limit === null ? max : Math.min(max, Number(limits.file_size_limit));
 }

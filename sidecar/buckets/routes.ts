@@ -15,6 +15,7 @@ import { checkObjectName, copyObject, findObject, listObjects, moveObject, putOb
 import { sendBucketObject } from './send.js';
 import { openSignedDownload, openSignedUpload, revokeSignedUrl, signDownloads, signUpload } from './signed.js';
 import type { BucketsService } from './service.js';
+import { appendUpload, cancelUpload, createUpload, parseUploadUrlId, TUS_EXTENSIONS, TUS_VERSION, uploadNotFound, uploadStatus } from './tus.js';
 
 const PREFIX = '/storage/v1';
 const ANON: Claims = { role: 'anon' };
@@ -56,7 +57,7 @@ const moveBody = {
 } as const;
 
 export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: { plinth: Plinth; buckets: BucketsService }) {
-  const { storage } = buckets;
+  const { storage, tus } = buckets;
 
   async function download(request: FastifyRequest, reply: FastifyReply, claims: Claims) {
     const { bucket, name } = target(request);
@@ -258,5 +259,89 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
       return { Id: id, Key: key };
     });
 
+  });
+  // TUS 1.0 resumable uploads, at Supabase's paths; bodies are streamed untouched.
+  await app.register(async (resumable) => {
+    resumable.setErrorHandler(renderError(plinth.log));
+    resumable.removeAllContentTypeParsers();
+    resumable.addContentTypeParser('*', (_req, _payload, done) => done(null));
+    resumable.addHook('onSend', async (_request, reply) => {
+      reply.header('tus-resumable', TUS_VERSION);
+    });
+    // Every request but OPTIONS names the protocol version it speaks.
+    resumable.addHook('preHandler', async (request, reply) => {
+      if (request.method === 'OPTIONS' || request.headers['tus-resumable'] === TUS_VERSION) return;
+      reply.header('tus-version', TUS_VERSION);
+      throw new StorageApiError(412, 'PreconditionFailed', `Tus-Resumable: ${TUS_VERSION} is required (the only version served)`);
+    });
+
+    const base = `${PREFIX}/upload/resumable`;
+    const uploadIdOf = (request: FastifyRequest) => {
+      const id = parseUploadUrlId((request.params as { uploadId: string }).uploadId);
+      if (!id) throw uploadNotFound();
+      return id;
+    };
+    const origin = (request: FastifyRequest) => (plinth.config.publicUrlSet ? plinth.config.publicUrl : `${request.protocol}://${request.host}`);
+
+    const discovery = async (_request: FastifyRequest, reply: FastifyReply) => {
+      reply.code(204).headers({
+        'tus-version': TUS_VERSION,
+        'tus-extension': TUS_EXTENSIONS,
+        'tus-max-size': String(plinth.config.storage.maxFileSize),
+      });
+    };
+    resumable.options(base, discovery);
+    resumable.options(`${base}/:uploadId`, discovery);
+
+    resumable.post(base, { config: withCaller }, async (request, reply) => {
+      const claims = callerOf(request).claims;
+      const created = await createUpload(tus, claims, {
+        length: request.headers['upload-length'] as string | undefined,
+        metadata: request.headers['upload-metadata'] as string | undefined,
+        upsert: request.headers['x-upsert'] === 'true',
+      }).catch((err) => {
+        throw refusedUnread(err, request.raw, request.raw);
+      });
+      reply.code(201).headers({ location: `${origin(request)}${base}/${created.urlId}`, 'upload-expires': created.expiresAt.toUTCString() });
+      // creation-with-upload: the first bytes may come with the POST.
+      if (request.headers['content-type'] === 'application/offset+octet-stream' && Number(request.headers['content-length'] ?? 0) > 0) {
+        reply.raw.once('close', admitUpload(storage, request.ip));
+        const { offset } = await appendUpload(tus, claims, created.id, '0', request.raw);
+        reply.header('upload-offset', String(offset));
+      } else {
+        request.raw.resume();
+      }
+      return reply.send();
+    });
+
+    resumable.head(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
+      const status = await uploadStatus(tus, callerOf(request).claims, uploadIdOf(request));
+      reply.code(200).headers({
+        'upload-offset': String(status.offset),
+        'upload-length': String(status.length),
+        'upload-expires': status.expiresAt.toUTCString(),
+        'cache-control': 'no-store',
+      });
+      if (status.metadata) reply.header('upload-metadata', status.metadata);
+      return reply.send();
+    });
+
+    resumable.patch(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
+      if (request.headers['content-type'] !== 'application/offset+octet-stream') {
+        throw refusedUnread(new StorageApiError(415, 'InvalidContentType', 'A PATCH body is Content-Type: application/offset+octet-stream'), request.raw, request.raw);
+      }
+      reply.raw.once('close', admitUpload(storage, request.ip));
+      const { offset } = await appendUpload(tus, callerOf(request).claims, uploadIdOf(request), request.headers['upload-offset'] as string | undefined, request.raw)
+        .catch((err) => {
+          // Refused before its body was read (unknown upload, offset conflict): don't wait for it.
+          throw request.raw.readableEnded || request.raw.destroyed ? err : refusedUnread(err, request.raw, request.raw);
+        });
+      return reply.code(204).header('upload-offset', String(offset)).send();
+    });
+
+    resumable.delete(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
+      await cancelUpload(tus, callerOf(request).claims, uploadIdOf(request));
+      return reply.code(204).send();
+    });
   });
 }

@@ -296,6 +296,8 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
       diskDir: path.resolve(dataDir, 'storage'),
       maxFileSize: bytes(env, 'PLINTH_MAX_FILE_SIZE', 5 * 1024 ** 3),
       sweepAge: int(env, 'PLINTH_SWEEP_AGE', 3600, 0, 86400 * 365),
+      /** Seconds a resumable (TUS) upload may go without a PATCH before it is swept. */
+      tusExpiry: int(env, 'PLINTH_TUS_EXPIRY', 86400, 1, 86400 * 365),
       /** Bytes each signed-in user may keep stored in total; null: unlimited. */
       userQuota: optional(env, 'PLINTH_USER_QUOTA') === undefined ? null : bytes(env, 'PLINTH_USER_QUOTA', 0),
       /** Seconds an upload body may send nothing before it fails (and keeps nothing). */

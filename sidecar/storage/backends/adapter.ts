@@ -15,6 +15,33 @@ export interface StorageBackend {
   /** For GET /health: throws when the store cannot be reached or written. */
   check(): Promise<Record<string, unknown>>;
   close(): Promise<void>;
+  /** Bytes that arrive over many requests (resumable uploads), staged in a local file. */
+  readonly staged: StagedWrites;
+}
+
+/** A stored piece of a staged object (an S3 part). */
+export interface Piece {
+  n: number;
+  tag: string;
+  size: number;
+}
+
+/**
+ * How a backend takes an object whose bytes arrive over many requests. The bytes wait in a local
+ * file; a backend with pieces (S3 multipart) takes them in pieces of at least `minPiece` bytes as
+ * they come, the rest at the end. Nothing is readable under the key before finish().
+ */
+export interface StagedWrites {
+  /** Pieces smaller than this are refused, except the last; Infinity: the file is stored whole at the end. */
+  readonly minPiece: number;
+  /** Starts a staged object; returns the backend's handle for it (S3: the multipart upload id), or null. */
+  begin(key: string): Promise<string | null>;
+  /** Stores the local file's first `length` bytes as piece `n`. */
+  storePiece(key: string, handle: string | null, n: number, file: string, length: number): Promise<Piece>;
+  /** Makes the object readable under key: the pieces, then the local file's first `length` bytes. */
+  finish(key: string, handle: string | null, pieces: Piece[], file: string, length: number): Promise<void>;
+  /** Drops the pieces of an unfinished object (delete(key) removes a finished one). */
+  abandon(key: string, handle: string | null): Promise<void>;
 }
 
 export class ObjectNotFound extends Error {}

@@ -81,5 +81,31 @@ export function diskBackend(root: string): StorageBackend {
     },
 
     async close() {},
+
+    // The staged file is the object: at the end it is fsync'd and renamed into place (it lives
+    // under the same root, so the rename is atomic).
+    staged: {
+      minPiece: Infinity,
+      async begin() {
+        return null;
+      },
+      async storePiece() {
+        throw new Error('the disk store takes staged objects whole');
+      },
+      async finish(key, _handle, _pieces, file, length) {
+        const fh = await fs.promises.open(file, 'r+');
+        try {
+          await fh.truncate(length);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        const target = finalPath(key);
+        await fs.promises.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+        await fs.promises.rename(file, target);
+        await fsyncDir(path.dirname(target));
+      },
+      async abandon() {},
+    },
   };
 }

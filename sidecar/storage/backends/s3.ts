@@ -3,14 +3,19 @@
 // only when the upload completes, and an error aborts the multipart upload.
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   NoSuchKey,
   S3Client,
+  PutObjectCommand,
   S3ServiceException,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Config } from '../../core/config.js';
 import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
@@ -82,6 +87,43 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
 
     async close() {
       client.destroy();
+    },
+
+    // Staged objects are multipart uploads: each piece a part (S3 wants 5 MiB but for the last),
+    // readable only once completed.
+    staged: {
+      minPiece: 5 * 1024 * 1024,
+      async begin(key) {
+        const out = await client.send(new CreateMultipartUploadCommand({ Bucket, Key: objectKey(key) }));
+        return out.UploadId!;
+      },
+      async storePiece(key, handle, n, file, length) {
+        const Body = fs.createReadStream(file, { start: 0, end: length - 1 });
+        try {
+          const out = await client.send(new UploadPartCommand({ Bucket, Key: objectKey(key), UploadId: handle!, PartNumber: n, Body, ContentLength: length }));
+          return { n, tag: out.ETag!, size: length };
+        } finally {
+          Body.destroy();
+        }
+      },
+      async finish(key, handle, pieces, file, length) {
+        const all = [...pieces];
+        if (length > 0) all.push(await this.storePiece(key, handle, all.length + 1, file, length));
+        if (all.length === 0) {
+          // An empty object: S3 completes no multipart upload without parts.
+          await client.send(new PutObjectCommand({ Bucket, Key: objectKey(key), Body: Buffer.alloc(0) }));
+          await this.abandon(key, handle);
+          return;
+        }
+        await client.send(new CompleteMultipartUploadCommand({
+          Bucket, Key: objectKey(key), UploadId: handle!,
+          MultipartUpload: { Parts: all.map((p) => ({ PartNumber: p.n, ETag: p.tag })) },
+        }));
+      },
+      async abandon(key, handle) {
+        if (!handle) return;
+        await client.send(new AbortMultipartUploadCommand({ Bucket, Key: objectKey(key), UploadId: handle })).catch(() => {});
+      },
     },
   };
 }

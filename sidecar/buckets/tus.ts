@@ -1,0 +1,414 @@
+// Resumable uploads (TUS 1.0) as Supabase Storage serves them under /storage/v1/upload/resumable.
+// An upload is a row in storage.tus_uploads, created as the caller (RLS on storage.objects is
+// tested then, and again when the object is written). Bytes wait in a local file under the data
+// directory: a PATCH appends to it and acknowledges an offset only once the bytes are fsync'd and
+// counted in the row; on S3 every 5 MiB or more become a multipart part. The last byte makes the
+// object visible, all or nothing, through the same row write and storage.link_object as any upload.
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
+import { asCaller, type Claims } from '../core/db.js';
+import type { Piece } from '../storage/backends/adapter.js';
+import { parseContentType } from '../storage/content-types.js';
+import type { Storage } from '../storage/types.js';
+import { invalid, StorageApiError } from './errors.js';
+import { tooLarge, typeRefused } from './guard.js';
+import { effectiveType, mimeAllowed, sniff, SNIFF_BYTES } from './limits.js';
+import { byteLimit, checkBucketName, checkObjectName, checkWrite, parseUserMetadata, writeRow, type WriteMode } from './objects.js';
+
+export const TUS_VERSION = '1.0.0';
+export const TUS_EXTENSIONS = 'creation,creation-with-upload,termination,expiration';
+
+/** Bytes appended between two acknowledgements (fsync + row update) within one PATCH. */
+const CHECKPOINT = 8 * 1024 * 1024;
+
+export interface TusState {
+  storage: Storage;
+  /** Where staged bytes wait: under the data directory, beside the disk store's objects. */
+  dir: string;
+  /** One request at a time per upload in this process: PATCH, HEAD and DELETE take turns. */
+  locks: Map<string, Promise<void>>;
+  /** Uploads being written by this process now: the sweeper leaves them alone. */
+  busy: Set<string>;
+  /** The SHA-256 of an upload's acknowledged bytes, kept between PATCHes (recomputed after a restart). */
+  hashes: Map<string, { hash: Hash; bytes: number }>;
+}
+
+interface UploadRow {
+  id: string;
+  bucket_id: string;
+  name: string;
+  upsert: boolean;
+  upload_length: string;
+  upload_offset: string;
+  content_type: string;
+  cache_control: string;
+  user_metadata: Record<string, unknown> | null;
+  metadata_header: string;
+  s3_upload_id: string | null;
+  parts: Piece[];
+  parts_bytes: string;
+  expires_at: Date;
+  expired: boolean;
+}
+
+export const uploadNotFound = () => new StorageApiError(404, 'NotFound', 'The upload for this URL was not found (finished, cancelled, expired, or not yours)');
+const gone = () => new StorageApiError(410, 'Gone', 'The upload expired (no PATCH for PLINTH_TUS_EXPIRY seconds); start a new one');
+const offsetConflict = (expected: number) =>
+  new StorageApiError(409, 'Conflict', `Upload-Offset does not match the upload's offset, ${expected}: send HEAD and continue from there`);
+
+export function tusState(storage: Storage): TusState {
+  const dir = path.join(storage.plinth.config.storage.diskDir, 'tus');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return { storage, dir, locks: new Map(), busy: new Set(), hashes: new Map() };
+}
+
+export const stagedFile = (tus: TusState, id: string) => path.join(tus.dir, `${id}.part`);
+
+/** The upload id in URLs, as Supabase shapes it: base64url of "bucket/name/version". */
+export function uploadUrlId(bucket: string, name: string, id: string): string {
+  return Buffer.from(`${bucket}/${name}/${id}`, 'utf8').toString('base64url');
+}
+
+/** The upload's own id (the version after the last "/"), or null when the URL names none. */
+export function parseUploadUrlId(raw: string): string | null {
+  const decoded = Buffer.from(raw, 'base64url').toString('utf8');
+  const version = decoded.slice(decoded.lastIndexOf('/') + 1);
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(version) ? version : null;
+}
+
+/** Upload-Metadata: comma-separated "key base64value" pairs (the value may be absent). */
+export function parseUploadMetadata(header: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!header) return out;
+  for (const pair of header.split(',')) {
+    const [key, value, extra] = pair.trim().split(' ');
+    if (!key || extra !== undefined || (value !== undefined && !/^[A-Za-z0-9+/]*={0,2}$/.test(value))) {
+      throw invalid('Upload-Metadata must be comma-separated "key base64value" pairs');
+    }
+    out[key] = value === undefined ? '' : Buffer.from(value, 'base64').toString('utf8');
+  }
+  return out;
+}
+
+/** Waits for this upload's other requests in this process, then runs fn alone. */
+export async function exclusive<T>(tus: TusState, id: string, fn: () => Promise<T>): Promise<T> {
+  const before = tus.locks.get(id) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = before.then(() => new Promise<void>((r) => (release = r)));
+  tus.locks.set(id, mine);
+  await before;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (tus.locks.get(id) === mine) tus.locks.delete(id);
+  }
+}
+
+function modeOf(row: { upsert: boolean }): WriteMode {
+  return row.upsert ? 'upsert' : 'create';
+}
+
+export interface Created {
+  id: string;
+  urlId: string;
+  expiresAt: Date;
+  length: number;
+}
+
+/** POST: checks the caller may write the object (RLS, as the caller) and the bucket's limits, then opens the upload. */
+export async function createUpload(tus: TusState, claims: Claims, input: { length: string | undefined; metadata: string | undefined; upsert: boolean }): Promise<Created> {
+  const { storage } = tus;
+  if (input.length === undefined || !/^\d{1,16}$/.test(input.length)) {
+    throw invalid('Upload-Length is required: the number of bytes of the file (deferred lengths are not supported)');
+  }
+  const length = Number(input.length);
+  const meta = parseUploadMetadata(input.metadata);
+  if (!meta.bucketName || !meta.objectName) throw invalid('Upload-Metadata needs bucketName and objectName');
+  const bucket = checkBucketName(meta.bucketName);
+  const name = checkObjectName(meta.objectName);
+  let contentType: string;
+  try {
+    contentType = parseContentType(meta.contentType || undefined, 'application/octet-stream');
+  } catch (err) {
+    throw invalid((err as Error).message);
+  }
+  // As Supabase: seconds become max-age, anything else no-cache.
+  const cacheControl = /^\d+$/.test(meta.cacheControl ?? '') ? `max-age=${meta.cacheControl}` : 'no-cache';
+  const userMetadata = parseUserMetadata(meta.metadata, false);
+
+  const limits = await checkWrite(storage, claims, bucket, name, input.upsert ? 'upsert' : 'create');
+  const limit = byteLimit(storage, limits);
+  if (length > limit) throw tooLarge(limit);
+  if (!mimeAllowed(contentType, limits.allowed_mime_types)) throw typeRefused(contentType, limits.allowed_mime_types ?? []);
+
+  const id = randomUUID();
+  const handle = await storage.backend.staged.begin(id);
+  try {
+    await fs.promises.writeFile(stagedFile(tus, id), '', { mode: 0o600 });
+    const [row] = await asCaller(storage.plinth.callerSql, claims, (tx) => tx<{ expires_at: Date }[]>`
+      insert into storage.tus_uploads (id, bucket_id, name, upsert, upload_length, content_type, cache_control, user_metadata,
+        metadata_header, backend, s3_upload_id, expires_at)
+      values (${id}, ${bucket}, ${name}, ${input.upsert}, ${length}, ${contentType}, ${cacheControl},
+        ${userMetadata === null ? null : tx.json(userMetadata as never)}, ${input.metadata ?? ''}, ${storage.backend.name}, ${handle},
+        now() + make_interval(secs => ${storage.plinth.config.storage.tusExpiry}))
+      returning expires_at`);
+    return { id, urlId: uploadUrlId(bucket, name, id), expiresAt: row.expires_at, length };
+  } catch (err) {
+    await storage.backend.staged.abandon(id, handle).catch(() => {});
+    await fs.promises.rm(stagedFile(tus, id), { force: true });
+    throw err;
+  }
+}
+
+/** The upload as the caller may see it (RLS: its creator only). */
+async function loadUpload(tus: TusState, claims: Claims, id: string): Promise<UploadRow> {
+  const [row] = await asCaller(tus.storage.plinth.callerSql, claims, (tx) => tx<UploadRow[]>`
+    select *, expires_at < now() as expired from storage.tus_uploads where id = ${id}`);
+  if (!row) throw uploadNotFound();
+  if (row.expired) throw gone();
+  return row;
+}
+
+export interface UploadStatus {
+  offset: number;
+  length: number;
+  metadata: string;
+  expiresAt: Date;
+}
+
+/** HEAD: the acknowledged offset, once this process's PATCH of it (if any) has settled. */
+export async function uploadStatus(tus: TusState, claims: Claims, id: string): Promise<UploadStatus> {
+  return exclusive(tus, id, async () => {
+    const row = await loadUpload(tus, claims, id);
+    return { offset: Number(row.upload_offset), length: Number(row.upload_length), metadata: row.metadata_header, expiresAt: row.expires_at };
+  });
+}
+
+/** DELETE: the caller cancels its upload; its staged bytes and parts go. */
+export async function cancelUpload(tus: TusState, claims: Claims, id: string): Promise<void> {
+  await exclusive(tus, id, async () => {
+    const [row] = await asCaller(tus.storage.plinth.callerSql, claims, (tx) => tx<{ s3_upload_id: string | null }[]>`
+      delete from storage.tus_uploads where id = ${id} returning s3_upload_id`);
+    if (!row) throw uploadNotFound();
+    await dropBytes(tus, id, row.s3_upload_id);
+  });
+}
+
+/** Removes whatever an unfinished (or failed) upload left: staged file, parts, a completed object. */
+export async function dropBytes(tus: TusState, id: string, handle: string | null): Promise<void> {
+  tus.hashes.delete(id);
+  await fs.promises.rm(stagedFile(tus, id), { force: true });
+  await tus.storage.backend.staged.abandon(id, handle).catch(() => {});
+  await tus.storage.backend.delete(id);
+}
+
+function stalled(seconds: number) {
+  return new StorageApiError(408, 'RequestTimeout', `The PATCH stalled: no bytes for ${seconds} s (PLINTH_UPLOAD_IDLE_TIMEOUT); the bytes before were kept`);
+}
+
+/**
+ * PATCH: appends the body at Upload-Offset. Bytes that arrived are kept even if the client goes
+ * away mid-body (that is the point of resuming); returns the acknowledged offset and whether the
+ * upload finished (the object is then written).
+ */
+export async function appendUpload(
+  tus: TusState, claims: Claims, id: string, clientOffset: string | undefined, body: IncomingMessage,
+): Promise<{ offset: number; finished: boolean }> {
+  if (clientOffset === undefined || !/^\d{1,16}$/.test(clientOffset)) throw invalid('Upload-Offset is required: the number of bytes already uploaded');
+  return exclusive(tus, id, async () => {
+    const { storage } = tus;
+    const { sql, config } = storage.plinth;
+    const row = await loadUpload(tus, claims, id);
+    const length = Number(row.upload_length);
+    const declared = body.headers['content-length'] === undefined ? null : Number(body.headers['content-length']);
+    const file = stagedFile(tus, id);
+    tus.busy.add(id);
+    const fh = await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    let fhOpen = true;
+    try {
+      const parts = [...row.parts];
+      let flushed = Number(row.parts_bytes);
+      let offset = Number(row.upload_offset);
+      let local = offset - flushed;
+      const { size } = await fh.stat();
+      if (size < local) {
+        // Acknowledged bytes that are not here (another host's data directory, or a lost disk):
+        // go back to what is, and let the client resume from there.
+        offset = flushed + size;
+        local = size;
+        await sql`update storage.tus_uploads set upload_offset = ${offset} where id = ${id}`;
+        tus.hashes.delete(id);
+      } else if (size > local) {
+        await fh.truncate(local); // bytes written but never acknowledged
+      }
+      if (Number(clientOffset) !== offset) throw offsetConflict(offset);
+      if (declared !== null && offset + declared > length) {
+        throw new StorageApiError(413, 'EntityTooLarge', `The body goes past Upload-Length (${length} bytes); nothing of it was kept`);
+      }
+
+      const known = tus.hashes.get(id);
+      let working: Hash | null = offset === 0 ? createHash('sha256') : known && known.bytes === offset ? known.hash.copy() : null;
+      let pending = 0;
+
+      async function checkpoint() {
+        if (pending === 0) return;
+        await fh.sync();
+        const next = offset + pending;
+        const moved = await sql`
+          update storage.tus_uploads set upload_offset = ${next}, expires_at = now() + make_interval(secs => ${config.storage.tusExpiry})
+          where id = ${id} and upload_offset = ${offset} returning id`;
+        if (moved.length === 0) {
+          tus.hashes.delete(id);
+          throw offsetConflict(offset);
+        }
+        offset = next;
+        local += pending;
+        pending = 0;
+        if (working) tus.hashes.set(id, { hash: working.copy(), bytes: offset });
+        // A full part goes to the store now; the last one waits for the end.
+        if (local >= storage.backend.staged.minPiece && offset < length) {
+          parts.push(await storage.backend.staged.storePiece(id, row.s3_upload_id, parts.length + 1, file, local));
+          await sql`update storage.tus_uploads set parts = ${sql.json(parts as never)}, parts_bytes = ${flushed + local} where id = ${id}`;
+          await fh.truncate(0);
+          flushed += local;
+          local = 0;
+        }
+      }
+
+      let failure: unknown = null;
+      const idleSeconds = config.storage.uploadIdleTimeout;
+      const idle = setTimeout(() => body.destroy(stalled(idleSeconds)), idleSeconds * 1000);
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          idle.refresh();
+          if (offset + pending + chunk.length > length) {
+            failure = new StorageApiError(413, 'EntityTooLarge', `The body goes past Upload-Length (${length} bytes); the bytes after it were refused`);
+            break;
+          }
+          await fh.write(chunk, 0, chunk.length, local + pending);
+          working?.update(chunk);
+          pending += chunk.length;
+          if (pending >= CHECKPOINT) await checkpoint();
+        }
+      } catch (err) {
+        // The client went away (or stalled): what arrived is kept and acknowledged below.
+        failure = err instanceof StorageApiError ? err : body.errored ?? err;
+      } finally {
+        clearTimeout(idle);
+      }
+      await checkpoint();
+      working = null;
+      if (failure) throw failure;
+      if (offset < length) return { offset, finished: false };
+
+      await fh.close();
+      fhOpen = false;
+      await finishUpload(tus, claims, row, parts, local);
+      return { offset, finished: true };
+    } finally {
+      if (fhOpen) await fh.close().catch(() => {});
+      tus.busy.delete(id);
+    }
+  });
+}
+
+/** The last byte arrived: the object is stored whole, checked, and written as the caller. */
+async function finishUpload(tus: TusState, claims: Claims, row: UploadRow, parts: Piece[], local: number): Promise<void> {
+  const { storage } = tus;
+  const { backend, plinth } = storage;
+  const { id } = row;
+  const length = Number(row.upload_length);
+  const mode = modeOf(row);
+  // The caller may still write it (policies or the bucket may have changed since the POST).
+  const limits = await checkWrite(storage, claims, row.bucket_id, row.name, mode);
+  const limit = byteLimit(storage, limits);
+  if (length > limit) {
+    await abandon(tus, row);
+    throw tooLarge(limit);
+  }
+  try {
+    await backend.staged.finish(id, row.s3_upload_id, parts, stagedFile(tus, id), local);
+    await fs.promises.rm(stagedFile(tus, id), { force: true });
+    const known = tus.hashes.get(id);
+    const sha256 = known && known.bytes === length ? known.hash.digest('hex') : await hashStored(tus, id);
+    const head = length === 0 ? Buffer.alloc(0) : await readStored(tus, id, Math.min(SNIFF_BYTES, length));
+    const mimetype = effectiveType(row.content_type, sniff(head));
+    if (!mimeAllowed(mimetype, limits.allowed_mime_types)) throw typeRefused(mimetype, limits.allowed_mime_types ?? []);
+    await asCaller(plinth.callerSql, claims, async (tx) => {
+      const [{ blob }] = await tx<{ blob: string }[]>`select storage.begin_resumable_blob(${id}) as blob`;
+      const metadata = {
+        eTag: `"${sha256}"`,
+        size: length,
+        mimetype,
+        cacheControl: row.cache_control,
+        lastModified: new Date().toUTCString(),
+        contentLength: length,
+        httpStatusCode: 200,
+      };
+      await writeRow(tx, mode, row.bucket_id, row.name, metadata, row.user_metadata, blob);
+      await tx`select storage.link_object(${row.bucket_id}, ${row.name}, ${blob}, ${length}, ${sha256}, ${mimetype})`;
+      if (plinth.config.storage.userQuota !== null) await tx`select storage.check_quota(${plinth.config.storage.userQuota})`;
+      await tx`delete from storage.tus_uploads where id = ${id}`;
+    });
+    tus.hashes.delete(id);
+  } catch (err) {
+    await abandon(tus, row);
+    throw err;
+  }
+}
+
+async function abandon(tus: TusState, row: UploadRow): Promise<void> {
+  try {
+    await tus.storage.plinth.sql`delete from storage.tus_uploads where id = ${row.id}`;
+    await dropBytes(tus, row.id, row.s3_upload_id);
+  } catch (err) {
+    tus.storage.plinth.log.warn(`buckets: could not remove failed resumable upload ${row.id} (the sweeper will): ${(err as Error).message}`);
+  }
+}
+
+async function hashStored(tus: TusState, id: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of await tus.storage.backend.get(id)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function readStored(tus: TusState, id: string, n: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of await tus.storage.backend.get(id, { start: 0, end: n - 1 })) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Removes uploads with no PATCH for PLINTH_TUS_EXPIRY, and staged files no upload owns. */
+export async function sweepExpired(tus: TusState): Promise<number> {
+  const { sql, config } = tus.storage.plinth;
+  const backend = tus.storage.backend.name;
+  let total = 0;
+  for (;;) {
+    const n = await sql.begin(async (tx) => {
+      const rows = await tx<{ id: string; s3_upload_id: string | null }[]>`
+        select id, s3_upload_id from storage.tus_uploads
+        where expires_at < now() and backend = ${backend}
+          ${tus.busy.size ? tx`and id not in ${tx([...tus.busy])}` : tx``}
+        order by expires_at limit 100 for update skip locked`;
+      for (const row of rows) await dropBytes(tus, row.id, row.s3_upload_id);
+      if (rows.length) await tx`delete from storage.tus_uploads where id in ${tx(rows.map((r) => r.id))}`;
+      return rows.length;
+    });
+    total += n;
+    if (n < 100) break;
+  }
+  // Staged files whose upload row never committed (or was removed by a crash mid-cleanup).
+  const cutoff = Date.now() - config.storage.tusExpiry * 1000;
+  for (const entry of await fs.promises.readdir(tus.dir)) {
+    const id = entry.replace(/\.part$/, '');
+    if (tus.busy.has(id) || !/^[0-9a-f-]{36}$/.test(id)) continue;
+    const stat = await fs.promises.stat(path.join(tus.dir, entry)).catch(() => null);
+    if (!stat || stat.mtimeMs > cutoff) continue;
+    const [row] = await sql`select 1 from storage.tus_uploads where id = ${id}`;
+    if (!row) await fs.promises.rm(path.join(tus.dir, entry), { force: true });
+  }
+  return total;
+}
