@@ -217,4 +217,73 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(same.headers.get('content-range')).toBe('0-4/5');
     expect((await same.json()).map((r: { rating: number }) => r.rating)).toEqual([12, 10, 9, 7, 6]);
   });
+
+  test('SQL editor: the policy tester runs as a chosen user, anon or the service role, rolls back unless a write is confirmed', async () => {
+    // Only admins: the page says so, and the server refuses (decided in SQL).
+    const editorPage = await newPage();
+    await signIn(editorPage, alice);
+    expect(await editorPage.getByRole('link', { name: 'SQL' }).count()).toBe(0);
+    await editorPage.goto(`${stack.url}/console/sql`);
+    await eventually(() => editorPage.getByRole('alert').textContent()).toContain('Not allowed');
+    const refused = await api('/console/api/sql', alice.token, { method: 'POST', json: { statement: 'select 1', role: 'service_role' } });
+    expect(refused.status).toBe(403);
+    expect((await refused.json()).message).toBe("The SQL editor is for admins: it needs an admin's token or the service key");
+
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'SQL' }).click();
+    const status = page.locator('.card[aria-label="Result"] .status');
+    const results = () => page.locator('table.sql-result tbody tr').allTextContents();
+    const runAs = async (statement: string, role: string, email?: string) => {
+      await page.getByRole('textbox', { name: 'Statement' }).fill(statement);
+      await page.getByLabel('Run as').selectOption(role);
+      if (email) await page.getByLabel('User', { exact: true }).selectOption({ label: email });
+      await page.getByRole('button', { name: 'Run (rolled back)' }).click();
+    };
+    await eventually(() => page.getByLabel('User', { exact: true }).locator('option').allTextContents()).toEqual(expect.arrayContaining([alice.email, bob.email]));
+
+    // Alice sees her twelve rows; Bob, running the same statement, sees none of them.
+    await runAs('select title, rating from journal order by rating', 'authenticated', alice.email);
+    await eventually(() => status.textContent()).toBe(`SELECT: 12 rows as ${alice.email} (authenticated) · rolled back`);
+    expect((await results())[0]).toBe('entry 011');
+    await runAs('select title, rating from journal order by rating', 'authenticated', bob.email);
+    await eventually(() => status.textContent()).toBe(`SELECT: 0 rows as ${bob.email} (authenticated) · rolled back`);
+    // Bob cannot change Alice's rows either: the update reaches nothing.
+    await runAs("update journal set title = 'taken' returning id", 'authenticated', bob.email);
+    await eventually(() => status.textContent()).toBe(`UPDATE: 0 rows as ${bob.email} (authenticated) · rolled back`);
+    // anon has no grant at all; the service role sees everyone's rows.
+    await runAs('select count(*) from journal', 'anon');
+    await eventually(() => page.locator('.card[aria-label="Result"] .alert').textContent()).toContain('permission denied for table journal');
+    await runAs('select count(*) as n from journal', 'service_role');
+    await eventually(() => results()).toEqual(['12']);
+    await shot(page, 'sql-editor-desktop');
+
+    // A write is rolled back unless confirmed.
+    await runAs("insert into journal (title) values ('by bob') returning title, user_id", 'authenticated', bob.email);
+    await eventually(() => status.textContent()).toBe(`INSERT: 1 row as ${bob.email} (authenticated) · rolled back`);
+    expect(await results()).toEqual([`by bob${bob.id}`]);
+    expect(await (await api('/journal', bob.token)).json()).toEqual([]);
+    await page.getByRole('button', { name: 'Run and commit…' }).click();
+    const confirm = page.getByRole('dialog', { name: 'Commit this statement?' });
+    // Cancelling runs nothing.
+    await confirm.getByRole('button', { name: 'Cancel' }).click();
+    expect(await (await api('/journal', bob.token)).json()).toEqual([]);
+    await page.getByRole('button', { name: 'Run and commit…' }).click();
+    await confirm.getByRole('button', { name: 'Run and commit' }).click();
+    await eventually(() => status.textContent()).toBe(`INSERT: 1 row as ${bob.email} (authenticated) · committed`);
+    expect((await (await api('/journal', bob.token)).json()).map((r: { title: string }) => r.title)).toEqual(['by bob']);
+
+    // The time limit and the row cap.
+    await page.getByLabel('Time limit (ms)').fill('300');
+    await runAs('select pg_sleep(5)', 'service_role');
+    await eventually(() => page.locator('.card[aria-label="Result"] .alert').textContent()).toContain('canceling statement due to statement timeout');
+    await page.getByLabel('Row cap').fill('10');
+    await runAs('select generate_series(1, 50) as n', 'service_role');
+    await eventually(() => status.textContent()).toBe('Statement: the first 10 rows (more were cut off by the row cap) as service_role · rolled back');
+    expect(await results()).toHaveLength(10);
+    // A syntax error is the statement's fault: 400 in PostgREST's shape.
+    const bad = await api('/console/api/sql', (await (await stack.fetch('/rpc/login', { method: 'POST', apikey: stack.anonKey, json: ADMIN })).json())[0].token, { method: 'POST', json: { statement: 'selec 1', role: 'service_role' } });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ code: '42601', details: null, hint: null, message: 'syntax error at or near "selec"' });
+  });
 });

@@ -47,19 +47,20 @@ export async function runStatement(plinth: Plinth, admin: Claims, req: SqlReques
     // and then run outside it. The cursor fetches at most max_rows + 1 rows, to know there were more.
     let first: Batch | null = null;
     const query = conn.unsafe(req.statement, [], { simple: false, prepare: false } as never);
-    for await (const batch of query.cursor(req.max_rows + 1) as AsyncIterable<Batch>) {
-      first = batch;
-      break;
-    }
-    const rows = first ? [...first] : [];
+    const done = (await query.cursor(req.max_rows + 1, (batch: Batch) => {
+      first ??= batch;
+      return plinth.callerSql.CLOSE;
+    })) as unknown as Batch;
+    first ??= done;
+    const rows = [...first];
     const truncated = rows.length > req.max_rows;
     if (truncated) rows.length = req.max_rows;
-    const columns = (first?.columns ?? []).map((c) => ({ name: c.name, type: c.type }));
+    const columns = (first.columns ?? done.columns ?? []).map((c) => ({ name: c.name, type: c.type }));
     const result: SqlResult = {
       role: chosen.role,
       user_id: chosen.sub ?? null,
-      command: first?.command ?? null,
-      row_count: truncated ? null : (first?.count ?? rows.length),
+      command: done.command ?? first.command ?? null,
+      row_count: truncated ? null : (done.count ?? first.count ?? rows.length),
       columns,
       rows: rows.map((r) => columns.map((c) => r[c.name])),
       truncated,
