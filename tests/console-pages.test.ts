@@ -286,4 +286,33 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ code: '42601', details: null, hint: null, message: 'syntax error at or near "selec"' });
   });
+
+  test('policies: RLS per table, each policy, what every role reaches; tables without RLS flagged', async () => {
+    expect((await api('/console/api/policies', alice.token)).status).toBe(403);
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'Policies' }).click();
+    const flagged = page.getByRole('region', { name: 'Tables without row-level security' });
+    // The sample app's tables with RLS are not flagged; the fixtures' open tables are.
+    await eventually(() => flagged.locator('li a').allTextContents()).toEqual(expect.arrayContaining(['open_notes', 'guestbook', 'api.notes']));
+    expect(await flagged.locator('li a').allTextContents()).not.toEqual(expect.arrayContaining(['journal']));
+    expect(await flagged.locator('li a').allTextContents()).not.toEqual(expect.arrayContaining(['todos']));
+    const card = (table: string) => page.locator(`section.policy-card[data-table="${table}"]`);
+    const reach = (table: string, role: string) => card(table).locator(`table.coverage tr[data-role="${role}"] td`).allTextContents();
+
+    expect(await card('journal').locator('.card-head').textContent()).toBe('journalRLS on');
+    expect(await card('journal').locator('table.policies tbody tr').allTextContents()).toEqual(['journal_ownerALLauthenticatedpermissive(user_id = auth.uid())(user_id = auth.uid())']);
+    expect(await reach('journal', 'anon')).toEqual(['no grant', 'no grant', 'no grant', 'no grant']);
+    expect(await reach('journal', 'authenticated')).toEqual(['by policy', 'by policy', 'by policy', 'by policy']);
+    expect(await reach('journal', 'service_role')).toEqual(['every row', 'every row', 'every row', 'every row']);
+    // posts: anon may read the published ones; open_notes: no RLS, so a grant is every row.
+    expect(await reach('posts', 'anon')).toEqual(['by policy', 'no grant', 'no grant', 'no grant']);
+    expect(await card('open_notes').locator('.flag').textContent()).toBe('RLS off');
+    expect(await reach('open_notes', 'authenticated')).toEqual(['every row', 'every row', 'no grant', 'no grant']);
+    // The flagged table's link brings its card into view and focus, and the page stays.
+    await flagged.getByRole('link', { name: 'open_notes' }).click();
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('policies-public-open_notes');
+    expect(new URL(page.url()).pathname).toBe('/console/policies');
+    await shot(page, 'policies-desktop');
+  });
 });
