@@ -95,6 +95,13 @@ async function signIn(page: Page, who: { email: string; password: string }): Pro
   await eventually(() => page.locator('header .email').textContent()).toBe(who.email);
 }
 
+/** A fresh access token of the admin (the page's own stays in the page's memory). */
+async function adminToken(): Promise<string> {
+  const r = await stack.fetch('/rpc/login', { method: 'POST', json: ADMIN });
+  expect(r.status).toBe(200);
+  return (await r.json())[0].token;
+}
+
 const api = (path: string, token: string, init: { method?: string; json?: unknown; headers?: Record<string, string> } = {}) => stack.fetch(path, { token, ...init });
 
 describe.sequential('console pages', { timeout: 180_000 }, () => {
@@ -282,7 +289,7 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     await eventually(() => status.textContent()).toBe('Statement: the first 10 rows (more were cut off by the row cap) as service_role · rolled back');
     expect(await results()).toHaveLength(10);
     // A syntax error is the statement's fault: 400 in PostgREST's shape.
-    const bad = await api('/console/api/sql', (await (await stack.fetch('/rpc/login', { method: 'POST', apikey: stack.anonKey, json: ADMIN })).json())[0].token, { method: 'POST', json: { statement: 'selec 1', role: 'service_role' } });
+    const bad = await api('/console/api/sql', await adminToken(), { method: 'POST', json: { statement: 'selec 1', role: 'service_role' } });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ code: '42601', details: null, hint: null, message: 'syntax error at or near "selec"' });
   });
@@ -314,5 +321,53 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('policies-public-open_notes');
     expect(new URL(page.url()).pathname).toBe('/console/policies');
     await shot(page, 'policies-desktop');
+  });
+
+  test('keys: copy the anon key, rotate, retire the old key (its tokens stop working; the console refreshes its own)', async () => {
+    expect((await api('/console/api/keys', alice.token)).status).toBe(403);
+    expect((await api('/console/api/keys', alice.token, { method: 'POST' })).status).toBe(403);
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'Keys' }).click();
+    const rows = page.locator('table.keys tbody tr');
+    await eventually(() => rows.count()).toBe(1);
+    expect(await page.locator('.copy-block code').textContent()).toBe(stack.anonKey);
+    await page.getByRole('button', { name: 'Copy anon key' }).click();
+    await eventually(() => page.evaluate(() => navigator.clipboard.readText())).toBe(stack.anonKey);
+    const oldKid = await rows.first().getAttribute('data-kid');
+    const oldAnon = stack.anonKey;
+
+    await page.getByRole('button', { name: 'Rotate signing key…' }).click();
+    await page.getByRole('dialog', { name: 'Rotate the signing key?' }).getByRole('button', { name: 'Rotate' }).click();
+    await eventually(() => rows.count()).toBe(2);
+    const newAnon = (await page.locator('.copy-block code').textContent())!;
+    expect(newAnon).not.toBe(oldAnon);
+    expect(await rows.nth(1).locator('td[data-label="use"]').textContent()).toBe('signs new tokens');
+    // Both anon keys work until the old key is retired.
+    await eventually(async () => (await stack.fetch('/posts', { apikey: newAnon })).status).toBe(200);
+    expect((await stack.fetch('/posts', { apikey: oldAnon })).status).toBe(200);
+    // The newest key cannot be retired: there is no button, and the server refuses.
+    expect(await rows.nth(1).getByRole('button').count()).toBe(0);
+    const newest = await api(`/console/api/keys/${encodeURIComponent((await rows.nth(1).getAttribute('data-kid'))!)}`, await adminToken(), { method: 'DELETE' });
+    expect(newest.status).toBe(409);
+    expect((await newest.json()).message).toBe('The newest signing key cannot be retired');
+
+    await page.getByRole('button', { name: `Retire key ${oldKid}` }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Retire key' }).click();
+    await eventually(() => rows.count()).toBe(1);
+    await eventually(async () => (await stack.fetch('/posts', { apikey: oldAnon })).status).toBe(401);
+    expect((await stack.fetch('/posts', { apikey: newAnon })).status).toBe(200);
+    // The admin's own access token was signed by the retired key: the console refreshes and goes on.
+    await page.getByRole('link', { name: 'Policies' }).click();
+    await eventually(() => page.locator('section.policy-card').count()).toBeGreaterThan(3);
+    await shot(page, 'keys-desktop');
+
+    // Everyone else signs in again under the new key (their old tokens are dead).
+    stack.anonKey = newAnon;
+    for (const who of [alice, bob]) {
+      expect((await api('/journal', who.token)).status).toBe(401);
+      const [session] = await (await stack.fetch('/rpc/login', { method: 'POST', json: { email: who.email, password: who.password } })).json();
+      who.token = session.token;
+    }
   });
 });

@@ -10,6 +10,7 @@ import { adminView } from './views/admin';
 import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
+import { keysView } from './views/keys';
 import { policiesView } from './views/policies';
 import { sqlView } from './views/sql';
 import { tablesView } from './views/tables';
@@ -24,7 +25,7 @@ type View = (typeof VIEWS)[number];
 const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'admin'];
 const TITLES: Record<View, string> = { files: 'Files', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', admin: 'Admin', account: 'Account' };
 /** The pages that exist so far, in the navigation's order. */
-const NAV: readonly View[] = ['files', 'tables', 'sql', 'policies', 'admin', 'account'];
+const NAV: readonly View[] = ['files', 'tables', 'sql', 'policies', 'keys', 'admin', 'account'];
 
 function route(): { view: View; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
@@ -94,6 +95,7 @@ function render(): void {
   else if (view === 'tables') tablesView(main, rest[0]);
   else if (view === 'sql') sqlView(main);
   else if (view === 'policies') policiesView(main);
+  else if (view === 'keys') keysView(main);
   else filesView(main);
   document.title = `${TITLES[view]} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).
