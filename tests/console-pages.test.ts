@@ -370,4 +370,29 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
       who.token = session.token;
     }
   });
+
+  test('users: an admin makes an editor an admin (never an admin an editor); the role reaches their next sign-in', async () => {
+    const carol = await signUpByApi('carol@pages.test', 'carol-password-1');
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'Admin' }).click();
+    const carolRow = page.locator('table.users tr[data-email="carol@pages.test"]');
+    await eventually(() => carolRow.locator('[data-label="App role"]').textContent()).toBe('editor');
+    // No role button on the admin's own row.
+    expect(await page.locator(`table.users tr[data-email="${ADMIN.email}"]`).getByRole('button', { name: 'Make admin' }).count()).toBe(0);
+    await carolRow.getByRole('button', { name: 'Make admin' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Make carol@pages.test an admin?' });
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    expect(await carolRow.locator('[data-label="App role"]').textContent()).toBe('editor');
+    await carolRow.getByRole('button', { name: 'Make admin' }).click();
+    await dialog.getByRole('button', { name: 'Make admin' }).click();
+    await eventually(() => page.getByRole('status').filter({ hasText: 'is now an admin' }).textContent()).toBe('carol@pages.test is now an admin.');
+    await eventually(() => carolRow.locator('[data-label="App role"]').textContent()).toBe('admin');
+    expect(await carolRow.getByRole('button', { name: 'Make admin' }).count()).toBe(0);
+    // Carol's next sign-in carries the role; an admin may not demote her.
+    const [session] = await (await stack.fetch('/rpc/login', { method: 'POST', json: { email: carol.email, password: carol.password } })).json();
+    expect(session.user.app_role).toBe('admin');
+    const demote = await api(`/auth/admin/users/${carol.id}`, await adminToken(), { method: 'PATCH', json: { app_role: 'editor' } });
+    expect(demote.status).toBe(403);
+  });
 });
