@@ -395,4 +395,50 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     const demote = await api(`/auth/admin/users/${carol.id}`, await adminToken(), { method: 'PATCH', json: { app_role: 'editor' } });
     expect(demote.status).toBe(403);
   });
+
+  test('realtime: subscribe to a published table and watch the changes RLS lets the user see', async () => {
+    const page = await newPage();
+    await signIn(page, alice);
+    await page.getByRole('link', { name: 'Realtime' }).click();
+    const state = page.locator('.card .status');
+    await eventually(() => page.getByLabel('Table', { exact: true }).locator('option').allTextContents()).toEqual(expect.arrayContaining(['todos', 'journal']));
+
+    // journal is not published: the server's refusal is shown.
+    await page.getByLabel('Table', { exact: true }).selectOption('journal');
+    await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
+    await eventually(() => page.getByRole('alert').textContent()).toContain('42P01');
+
+    await page.getByLabel('Table', { exact: true }).selectOption('todos');
+    await page.getByLabel('Filter (optional)').fill('priority=gte.5');
+    await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
+    await eventually(() => state.textContent()).toMatch(/^Subscribed to todos from position \d+/);
+    // The token never went into the URL.
+    expect(requested.filter((u) => u.includes('/realtime')).every((u) => !u.includes('token'))).toBe(true);
+
+    const entries = page.locator('.event-log li');
+    // Bob's row is not Alice's to see; Alice's low-priority row does not match her filter.
+    expect((await api('/todos', bob.token, { method: 'POST', json: { title: 'bob secret', priority: 9 } })).status).toBe(201);
+    expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice low', priority: 1 } })).status).toBe(201);
+    expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice high', priority: 7 } })).status).toBe(201);
+    await eventually(() => entries.count()).toBe(1);
+    expect(await entries.first().getAttribute('data-event')).toBe('INSERT');
+    expect(await entries.first().locator('code').textContent()).toContain('"title":"alice high"');
+    const update = await api('/todos?title=eq.alice%20high', alice.token, { method: 'PATCH', json: { done: true } });
+    expect(update.status).toBe(204);
+    await eventually(() => entries.count()).toBe(2);
+    expect(await entries.first().getAttribute('data-event')).toBe('UPDATE');
+    expect(await page.locator('.event-log').textContent()).not.toContain('bob secret');
+    await shot(page, 'realtime-desktop');
+
+    // Unsubscribe: later changes do not arrive. Leaving the page closes the socket.
+    await page.getByRole('button', { name: 'Unsubscribe' }).click();
+    await eventually(() => state.textContent()).toBe('Unsubscribed.');
+    expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice later', priority: 8 } })).status).toBe(201);
+    await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
+    await eventually(() => state.textContent()).toMatch(/^Subscribed to todos/);
+    expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice again', priority: 8 } })).status).toBe(201);
+    await eventually(() => entries.count()).toBe(3);
+    expect(await entries.first().locator('code').textContent()).toContain('alice again');
+    expect(await page.locator('.event-log').textContent()).not.toContain('alice later');
+  });
 });

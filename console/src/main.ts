@@ -12,6 +12,7 @@ import { filesView } from './views/files';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
 import { keysView } from './views/keys';
 import { policiesView } from './views/policies';
+import { realtimeView } from './views/realtime';
 import { sqlView } from './views/sql';
 import { tablesView } from './views/tables';
 
@@ -25,7 +26,7 @@ type View = (typeof VIEWS)[number];
 const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'admin'];
 const TITLES: Record<View, string> = { files: 'Files', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', admin: 'Admin', account: 'Account' };
 /** The pages that exist so far, in the navigation's order. */
-const NAV: readonly View[] = ['files', 'tables', 'sql', 'policies', 'keys', 'admin', 'account'];
+const NAV: readonly View[] = ['files', 'tables', 'realtime', 'sql', 'policies', 'keys', 'admin', 'account'];
 
 function route(): { view: View; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
@@ -96,6 +97,7 @@ function render(): void {
   else if (view === 'sql') sqlView(main);
   else if (view === 'policies') policiesView(main);
   else if (view === 'keys') keysView(main);
+  else if (view === 'realtime') leaveView = realtimeView(main);
   else filesView(main);
   document.title = `${TITLES[view]} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).
