@@ -441,4 +441,40 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(await entries.first().locator('code').textContent()).toContain('alice again');
     expect(await page.locator('.event-log').textContent()).not.toContain('alice later');
   });
+
+  test('activity: the audit log with filters, and one user’s timeline of actions and requests', async () => {
+    // Editors read no audit rows (RLS) and get no page.
+    expect(await (await api('/audit_activity', alice.token)).json()).toEqual([]);
+    const editorPage = await newPage();
+    await signIn(editorPage, alice);
+    await editorPage.goto(`${stack.url}/console/activity`);
+    await eventually(() => editorPage.getByRole('alert').textContent()).toContain('Not allowed');
+
+    const page = await newPage();
+    await signIn(page, ADMIN);
+    await page.getByRole('link', { name: 'Activity' }).click();
+    const timeline = page.locator('ol.timeline');
+    await eventually(() => timeline.locator('li.activity').count()).toBeGreaterThan(0);
+
+    // Alice's timeline: her sign-ins and her requests, newest first, nobody else's.
+    await page.getByLabel('User', { exact: true }).selectOption({ label: alice.email });
+    await page.getByRole('button', { name: 'Show' }).click();
+    await eventually(() => timeline.locator('li.activity[data-action="auth.sign_in"]').count()).toBeGreaterThan(0);
+    await eventually(() => timeline.locator('li.request .ev-kind').allTextContents()).toContain('POST /todos → 201');
+    expect(await timeline.locator('.ev-head').allTextContents()).not.toEqual(expect.arrayContaining([expect.stringContaining(bob.email)]));
+    const times = await timeline.locator('time').evaluateAll((els) => els.map((e) => e.getAttribute('datetime')!));
+    expect(times).toEqual([...times].sort().reverse());
+    await page.getByLabel('Failed requests only').check();
+    await page.getByRole('button', { name: 'Show' }).click();
+    await eventually(() => timeline.locator('li.request .ev-kind').allTextContents()).toContain('POST /console/api/sql → 403');
+    expect((await timeline.locator('li.request').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-status'))))).every((s) => s >= 400)).toBe(true);
+    await shot(page, 'activity-desktop');
+
+    // Everyone's key changes: the rotation and retirement made in the Keys test.
+    await page.getByLabel('User', { exact: true }).selectOption({ label: 'Everyone' });
+    await page.getByLabel('Action').selectOption('keys');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await eventually(() => timeline.locator('li .ev-kind').allTextContents()).toEqual(['keys.retired', 'keys.added', 'keys.added']);
+    expect(await timeline.locator('li.request').count()).toBe(0);
+  });
 });

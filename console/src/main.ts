@@ -6,6 +6,7 @@ import { confirmDialog } from './dialog';
 import { h, replace } from './dom';
 import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } from './session';
 import { accountView } from './views/account';
+import { activityView } from './views/activity';
 import { adminView } from './views/admin';
 import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
@@ -25,8 +26,8 @@ type View = (typeof VIEWS)[number];
 /** Pages only for the admin app role; the server refuses their calls to anyone else as well. */
 const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'admin'];
 const TITLES: Record<View, string> = { files: 'Files', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', admin: 'Admin', account: 'Account' };
-/** The pages that exist so far, in the navigation's order. */
-const NAV: readonly View[] = ['files', 'tables', 'realtime', 'sql', 'policies', 'keys', 'admin', 'account'];
+/** The pages, in the navigation's order. */
+const NAV: readonly View[] = ['files', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'admin', 'account'];
 
 function route(): { view: View; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
@@ -98,6 +99,7 @@ function render(): void {
   else if (view === 'policies') policiesView(main);
   else if (view === 'keys') keysView(main);
   else if (view === 'realtime') leaveView = realtimeView(main);
+  else if (view === 'activity') activityView(main);
   else filesView(main);
   document.title = `${TITLES[view]} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).
