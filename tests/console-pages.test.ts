@@ -466,8 +466,9 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(times).toEqual([...times].sort().reverse());
     await page.getByLabel('Failed requests only').check();
     await page.getByRole('button', { name: 'Show' }).click();
-    await eventually(() => timeline.locator('li.request .ev-kind').allTextContents()).toContain('POST /console/api/sql → 403');
-    expect((await timeline.locator('li.request').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-status'))))).every((s) => s >= 400)).toBe(true);
+    const statuses = () => timeline.locator('li.request').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-status'))));
+    await eventually(async () => (await statuses()).every((s) => s >= 400)).toBe(true);
+    expect(await timeline.locator('li.request .ev-kind').allTextContents()).toContain('POST /console/api/sql → 403');
     await shot(page, 'activity-desktop');
 
     // Everyone's key changes: the rotation and retirement made in the Keys test.
@@ -476,5 +477,113 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     await page.getByRole('button', { name: 'Show' }).click();
     await eventually(() => timeline.locator('li .ev-kind').allTextContents()).toEqual(['keys.retired', 'keys.added', 'keys.added']);
     expect(await timeline.locator('li.request').count()).toBe(0);
+  });
+
+  test('every page in light and dark, on a desktop and a phone: screenshots, nothing wider than the phone, dark really dark', async () => {
+    const pages = ['tables/journal', 'sql', 'policies', 'keys', 'realtime', 'activity', 'admin', 'account', 'files'];
+    /** Relative luminance-ish brightness of a CSS rgb() colour, 0–255. */
+    const brightness = (rgb: string) => {
+      const [r, g, b] = rgb.match(/\d+/g)!.map(Number);
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const colours: Record<string, { bg: string; text: string }> = {};
+    for (const scheme of ['light', 'dark'] as const) {
+      for (const [device, viewport] of [['desktop', DESKTOP], ['phone', PHONE]] as const) {
+        const page = await newPage(viewport, scheme);
+        await signIn(page, ADMIN);
+        for (const p of pages) {
+          await page.goto(`${stack.url}/console/${p}`);
+          await eventually(() => page.locator('main h1').first().isVisible()).toBe(true);
+          // Let the page's data arrive before the picture.
+          await eventually(() => page.locator('main').getByText(/Loading/).count()).toBe(0);
+          await shot(page, `${p.replace('/', '-')}-${scheme}-${device}`, device === 'desktop');
+          if (device === 'phone') expect({ page: p, width: await page.evaluate(() => document.documentElement.scrollWidth) }).toEqual({ page: p, width: PHONE.width });
+        }
+        colours[scheme] = await page.evaluate(() => ({ bg: getComputedStyle(document.documentElement).backgroundColor, text: getComputedStyle(document.body).color }));
+      }
+    }
+    // Not only different pictures: the dark theme is dark, with light text, and the light one the reverse.
+    expect(brightness(colours.dark.bg)).toBeLessThan(60);
+    expect(brightness(colours.dark.text)).toBeGreaterThan(180);
+    expect(brightness(colours.light.bg)).toBeGreaterThan(200);
+    expect(brightness(colours.light.text)).toBeLessThan(80);
+  });
+
+  test('keyboard only: sign in, open a table, add a row through the form, run a statement in the SQL editor', async () => {
+    const page = await newPage();
+    await page.goto(`${stack.url}/console/`);
+    await eventually(() => page.getByRole('heading', { name: 'Sign in' }).isVisible()).toBe(true);
+    const focused = () =>
+      page.evaluate(() => {
+        const el = document.activeElement as HTMLInputElement | null;
+        if (!el || el === document.body) return '';
+        const label = el.getAttribute('aria-label') ?? el.labels?.[0]?.textContent?.trim() ?? el.textContent?.trim() ?? '';
+        return `${el.tagName.toLowerCase()}:${label}`;
+      });
+    /** Tabs forward until `target` has the focus (at most `max` presses). */
+    const tabTo = async (target: string, max = 60) => {
+      for (let i = 0; i < max && (await focused()) !== target; i++) await page.keyboard.press('Tab');
+      expect(await focused()).toBe(target);
+    };
+    await tabTo('input:Email');
+    await page.keyboard.type(ADMIN.email);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(ADMIN.password);
+    await page.keyboard.press('Enter');
+    await eventually(() => page.locator('header .email').textContent()).toBe(ADMIN.email);
+
+    await page.keyboard.press('Shift+Tab');
+    await tabTo('a:Tables');
+    await page.keyboard.press('Enter');
+    await eventually(() => page.locator('nav.table-list a').count()).toBeGreaterThan(3);
+    await tabTo('a:journal');
+    await page.keyboard.press('Enter');
+    await eventually(() => page.locator('.pager .status').textContent()).toMatch(/^(Rows|No rows)/);
+    await tabTo('button:Add row');
+    await page.keyboard.press('Enter');
+    const form = page.getByRole('dialog', { name: 'New row in journal' });
+    await eventually(() => form.isVisible()).toBe(true);
+    // The first field that can be typed in has the focus; Tab walks the form.
+    expect(await focused()).toBe('input:id');
+    await tabTo('input:title', 6);
+    await page.keyboard.type('typed by keyboard');
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('select:mood');
+    await page.keyboard.press('ArrowDown'); // (default) → happy
+    await tabTo('button:Insert row', 20);
+    await page.keyboard.press('Enter');
+    await eventually(() => form.count()).toBe(0);
+    await eventually(() => page.locator('table.rows td[data-label="title"]').allTextContents()).toContain('typed by keyboard');
+    expect((await (await api('/journal?title=eq.typed%20by%20keyboard&select=mood', await adminToken())).json())[0].mood).toBe('happy');
+    expect(await focused()).toBe('button:Add row');
+    // A dialog Escape cancels gives the focus back.
+    await page.keyboard.press('Enter');
+    await eventually(() => form.isVisible()).toBe(true);
+    await page.keyboard.press('Escape');
+    await eventually(() => form.count()).toBe(0);
+    expect(await focused()).toBe('button:Add row');
+
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Shift+Tab');
+    for (let i = 0; i < 80 && (await focused()) !== 'a:SQL'; i++) await page.keyboard.press('Shift+Tab');
+    expect(await focused()).toBe('a:SQL');
+    await page.keyboard.press('Enter');
+    await tabTo('textarea:Statement');
+    await page.keyboard.type("select title from journal where title = 'typed by keyboard'");
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('ArrowDown'); // Run as: a user → anon
+    await page.keyboard.press('ArrowDown'); // → service role
+    await page.getByRole('textbox', { name: 'Statement' }).focus();
+    await page.keyboard.press('Control+Enter');
+    await eventually(() => page.locator('table.sql-result tbody tr').allTextContents()).toEqual(['typed by keyboard']);
+  });
+
+  test('no page asked anything of another origin; every console page came with the same-origin CSP', async () => {
+    expect(requested.length).toBeGreaterThan(100);
+    const foreign = requested.filter((u) => !u.startsWith(`${stack.url}/`) && !u.startsWith(`${stack.url.replace(/^http/, 'ws')}/`) && !u.startsWith('data:') && !u.startsWith('blob:'));
+    expect(foreign).toEqual([]);
+    const index = await stack.fetch('/console/sql');
+    expect(index.headers.get('content-security-policy')).toContain("connect-src 'self'");
+    expect(index.headers.get('content-security-policy')).toContain("default-src 'self'");
   });
 });
