@@ -586,4 +586,22 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect(index.headers.get('content-security-policy')).toContain("connect-src 'self'");
     expect(index.headers.get('content-security-policy')).toContain("default-src 'self'");
   });
+
+  test('the console migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+    const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000600_console.sql'), 'utf8');
+    const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
+    const down = file.slice(file.indexOf('-- migrate:down'));
+    const rollback = new Error('rollback');
+    await expect(
+      stack.sql.begin(async (tx) => {
+        await tx.unsafe(down);
+        const [{ gone }] = await tx`select to_regnamespace('console') is null and prosrc like '%Only the service key may%' as gone from pg_proc where oid = 'auth.set_app_role(uuid,text)'::regprocedure`;
+        expect(gone).toBe(true);
+        await tx.unsafe(up);
+        const [{ back }] = await tx`select to_regprocedure('console.policy_coverage()') is not null as back`;
+        expect(back).toBe(true);
+        throw rollback;
+      }),
+    ).rejects.toBe(rollback);
+  });
 });

@@ -73,6 +73,14 @@ export async function runStatement(plinth: Plinth, admin: Claims, req: SqlReques
     // Mapped as the admin's error: a refusal of anon is still the signed-in admin's 403, not a 401.
     throw statementError(err, admin, req.timeout_ms);
   } finally {
+    // A committed statement may have changed the session itself (a plain SET, LISTEN, a temporary
+    // table, an advisory lock): the connection goes back to the caller pool only without them.
+    await conn
+      .unsafe('reset all')
+      .then(() => conn.unsafe('unlisten *'))
+      .then(() => conn.unsafe('select pg_advisory_unlock_all()'))
+      .then(() => conn.unsafe('discard temp'))
+      .catch(() => {});
     conn.release();
   }
 }
