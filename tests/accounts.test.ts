@@ -253,7 +253,7 @@ describe('app roles', () => {
     // The admin endpoint refuses user tokens (decided by auth.set_app_role in SQL).
     const patch = await stack.fetch(`/auth/admin/users/${id}`, { method: 'PATCH', token: s.token, json: { app_role: 'admin' } });
     expect(patch.status).toBe(403);
-    expect((await patch.json()).message).toBe("Only the service key may change a user's app role");
+    expect((await patch.json()).message).toBe("Changing an app role needs the service key or an admin's token");
     // The auth schema is not exposed by PostgREST, by any spelling.
     expect((await stack.fetch('/rpc/set_app_role', { method: 'POST', token: s.token, json: { p_user_id: id, p_app_role: 'admin' } })).status).toBe(404);
     expect((await stack.fetch('/users', { method: 'PATCH', token: s.token, json: { app_role: 'admin' } })).status).toBe(404);
@@ -299,8 +299,12 @@ describe('app roles', () => {
     expect(page).toHaveLength(1);
     expect(page[0].id).toBe(users[1].id);
 
-    // An admin may list but not set roles; demoted, their still-valid token lists nothing.
-    expect((await stack.fetch(`/auth/admin/users/${editor.user.id}`, { method: 'PATCH', token: admin.token, json: { app_role: 'admin' } })).status).toBe(403);
+    // An admin may set an editor's role, never their own (nor another admin's); demoted, their still-valid token lists nothing.
+    expect((await stack.fetch(`/auth/admin/users/${s.user.id}`, { method: 'PATCH', token: admin.token, json: { app_role: 'editor' } })).status).toBe(403);
+    const byAdmin = await stack.fetch(`/auth/admin/users/${editor.user.id}`, { method: 'PATCH', token: admin.token, json: { app_role: 'admin' } });
+    expect(byAdmin.status).toBe(200);
+    expect(await byAdmin.json()).toMatchObject({ id: editor.user.id, app_role: 'admin' });
+    expect((await stack.fetch(`/auth/admin/users/${editor.user.id}`, { method: 'PATCH', token: admin.token, json: { app_role: 'editor' } })).status).toBe(403);
     expect((await stack.fetch(`/auth/admin/users/${s.user.id}`, { method: 'PATCH', apikey: stack.serviceKey, json: { app_role: 'editor' } })).status).toBe(200);
     expect((await stack.fetch('/auth/admin/users', { token: admin.token })).status).toBe(403);
   });

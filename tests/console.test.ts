@@ -458,6 +458,8 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
     await page.keyboard.press('Shift+Tab');
     expect(await focused()).toBe('a:Account');
     await page.keyboard.press('Shift+Tab');
+    expect(await focused()).toBe('a:Realtime');
+    await page.keyboard.press('Shift+Tab');
     expect(await focused()).toBe('a:Tables');
     // Tab order then reaches the upload form, the sort buttons and each row's actions.
     const seen: string[] = [];
@@ -465,7 +467,7 @@ describe.sequential('the console', { timeout: 180_000 }, () => {
       await page.keyboard.press('Tab');
       seen.push(await focused());
     }
-    expect(seen).toEqual(['a:Account', 'button:Sign out', 'input:Choose files…', 'button:Path ▲', 'button:Description', 'button:Size', 'button:Type', 'button:Last changed', 'button:Download pictures/holiday photo.bin', 'button:Delete pictures/holiday photo.bin']);
+    expect(seen).toEqual(['a:Realtime', 'a:Account', 'button:Sign out', 'input:Choose files…', 'button:Path ▲', 'button:Description', 'button:Size', 'button:Type', 'button:Last changed', 'button:Download pictures/holiday photo.bin', 'button:Delete pictures/holiday photo.bin']);
     await page.keyboard.press('Enter');
     const dialog = page.getByRole('dialog', { name: 'Delete this file?' });
     await eventually(() => dialog.isVisible()).toBe(true);

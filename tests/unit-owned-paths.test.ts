@@ -111,7 +111,7 @@ describe('the front door: a route registered by a feature is owned, anything els
     await app.register(healthRoutes, { plinth });
     await app.register(storageRoutes, { plinth, storage: { plinth, backend: {}, writing: new Set(), stop() {} } as unknown as StorageService });
     await app.register(realtimeRoutes, { plinth, realtime: { hub: { position: '0' }, tables: {}, clients: new Set(), stop() {} } as unknown as RealtimeService });
-    await app.register(consoleRoutes, { consoleBuild: { building: false, error: null, stop() {} } as ConsoleService });
+    await app.register(consoleRoutes, { plinth, consoleBuild: { building: false, error: null, stop() {} } as ConsoleService });
     await app.register(accountRoutes, { plinth, accounts: { mailer: {}, stop() {} } as unknown as AccountsService });
     await app.listen({ port: 0, host: '127.0.0.1' });
     base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;

@@ -1,4 +1,4 @@
-// The console's entry: routes (/console/files, /console/tables/<name>, /console/admin, /console/account) to views,
+// The console's entry: routes (/console/files, /console/tables/<name>, /console/sql, /console/admin, …) to views,
 // behind the sign-in screen. History-API URLs; the sidecar answers every /console/* with index.html.
 import './styles.css';
 import { call } from './api';
@@ -6,23 +6,39 @@ import { confirmDialog } from './dialog';
 import { h, replace } from './dom';
 import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } from './session';
 import { accountView } from './views/account';
+import { activityView } from './views/activity';
 import { adminView } from './views/admin';
 import { bucketsView } from './views/buckets';
 import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
+import { keysView } from './views/keys';
+import { policiesView } from './views/policies';
+import { realtimeView } from './views/realtime';
+import { sqlView } from './views/sql';
 import { tablesView } from './views/tables';
 
 const BASE = '/console/';
 const main = document.getElementById('main') as HTMLElement;
 const app = document.getElementById('app') as HTMLElement;
 
-function route(): { view: 'files' | 'tables' | 'admin' | 'account' | 'buckets'; rest: string[] } {
+const VIEWS = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'admin', 'account'] as const;
+type View = (typeof VIEWS)[number];
+/** Pages only for the admin app role; the server refuses their calls to anyone else as well. */
+const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'admin'];
+const TITLES: Record<View, string> = { files: 'Files', buckets: 'Buckets', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', admin: 'Admin', account: 'Account' };
+/** The pages, in the navigation's order. */
+const NAV: readonly View[] = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'admin', 'account'];
+
+function route(): { view: View; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
   const [first, ...rest] = parts;
-  if (first === 'tables' || first === 'admin' || first === 'account' || first === 'buckets') return { view: first, rest };
-  return { view: 'files', rest };
+  const view = (VIEWS as readonly string[]).includes(first) && NAV.includes(first as View) ? (first as View) : 'files';
+  return { view, rest };
 }
+
+/** What the page on screen must stop (a socket) before another replaces it. */
+let leaveView: (() => void) | null = null;
 
 async function signOut(): Promise<void> {
   const s = session();
@@ -43,11 +59,7 @@ function header(active: string): HTMLElement {
     h(
       'nav',
       { 'aria-label': 'Console sections' },
-      link('files', 'Files'),
-      link('buckets', 'Buckets'),
-      link('tables', 'Tables'),
-      s.user.app_role === 'admin' ? link('admin', 'Admin') : null,
-      link('account', 'Account'),
+      NAV.filter((v) => s.user.app_role === 'admin' || !ADMIN_VIEWS.includes(v)).map((v) => link(v, TITLES[v])),
     ),
     h(
       'div',
@@ -64,6 +76,8 @@ let renderedFor: string | null = null;
 function render(): void {
   const s = session();
   const existing = app.querySelector('header.topbar');
+  leaveView?.();
+  leaveView = null;
   if (!s) {
     existing?.remove();
     renderedFor = null;
@@ -77,14 +91,19 @@ function render(): void {
   else app.prepend(bar);
   renderedFor = s.user.id;
   replace(main);
-  if (view === 'admin' && s.user.app_role !== 'admin') {
-    replace(main, h('section', { class: 'card' }, h('h1', {}, 'Admin'), h('p', { class: 'alert', role: 'alert' }, 'Not allowed: this page is for accounts with the admin app role.')));
+  if (ADMIN_VIEWS.includes(view) && s.user.app_role !== 'admin') {
+    replace(main, h('section', { class: 'card' }, h('h1', {}, TITLES[view]), h('p', { class: 'alert', role: 'alert' }, 'Not allowed: this page is for accounts with the admin app role.')));
   } else if (view === 'admin') adminView(main);
   else if (view === 'account') accountView(main);
   else if (view === 'tables') tablesView(main, rest[0]);
   else if (view === 'buckets') bucketsView(main, rest[0], rest.length > 1 ? `${rest.slice(1).join('/')}/` : '');
+  else if (view === 'sql') sqlView(main);
+  else if (view === 'policies') policiesView(main);
+  else if (view === 'keys') keysView(main);
+  else if (view === 'realtime') leaveView = realtimeView(main);
+  else if (view === 'activity') activityView(main);
   else filesView(main);
-  document.title = `${view[0].toUpperCase()}${view.slice(1)} · Plinth console`;
+  document.title = `${TITLES[view]} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).
   main.focus({ preventScroll: true });
 }

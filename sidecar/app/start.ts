@@ -112,7 +112,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     await app.register(storageRoutes, { plinth, storage });
     await app.register(bucketsRoutes, { plinth, buckets });
     await app.register(realtimeRoutes, { plinth, realtime });
-    await app.register(consoleRoutes, { consoleBuild });
+    await app.register(consoleRoutes, { plinth, consoleBuild });
     await app.register(accountRoutes, { plinth, accounts });
     await app.register(fineRoutes, { plinth, fine });
     lifecycle.onStop('HTTP server', async () => {

@@ -4,9 +4,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fs from 'node:fs';
 import path from 'node:path';
+import { callerOf } from '../core/caller.js';
+import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
+import { policyCoverage, retireSigningKey, rotateSigningKey, signingKeys } from './admin-data.js';
 import { DIST_DIR } from './build.js';
 import type { ConsoleService } from './service.js';
+import { runStatement, type SqlRequest } from './sql-editor.js';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -59,7 +63,53 @@ function statFile(file: string): fs.Stats | null {
   }
 }
 
-export async function consoleRoutes(app: FastifyInstance, { consoleBuild }: { consoleBuild: ConsoleService }) {
+const withCaller = { caller: {} };
+const noStore = { 'cache-control': 'no-store' };
+const noInput = { querystring: { type: 'object', additionalProperties: false } };
+
+const sqlSchema = {
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['statement', 'role'],
+    properties: {
+      statement: { type: 'string', minLength: 1, maxLength: 100_000 },
+      role: { type: 'string', enum: ['anon', 'authenticated', 'service_role'] },
+      user_id: { type: 'string', format: 'uuid' },
+      commit: { type: 'boolean', default: false },
+      timeout_ms: { type: 'integer', minimum: 100, maximum: 60_000, default: 5_000 },
+      max_rows: { type: 'integer', minimum: 1, maximum: 10_000, default: 1_000 },
+    },
+  },
+};
+
+/**
+ * The console's own API under /console/api/: the SQL editor, the policy overview and the signing
+ * keys. Each needs an admin, which the console.* SQL functions decide, not these handlers.
+ */
+async function consoleApiRoutes(app: FastifyInstance, plinth: Plinth) {
+  app.post<{ Body: SqlRequest }>('/console/api/sql', { config: withCaller, schema: sqlSchema }, async (req, reply) =>
+    reply.headers(noStore).send(await runStatement(plinth, callerOf(req).claims, req.body)),
+  );
+  app.get('/console/api/policies', { config: withCaller, schema: noInput }, async (req, reply) => reply.headers(noStore).send(await policyCoverage(plinth, callerOf(req).claims)));
+  app.get('/console/api/keys', { config: withCaller, schema: noInput }, async (req, reply) => reply.headers(noStore).send(await signingKeys(plinth, callerOf(req).claims)));
+  app.post('/console/api/keys', { config: withCaller, schema: noInput }, async (req, reply) =>
+    reply.code(201).headers(noStore).send(await rotateSigningKey(plinth, callerOf(req).claims)),
+  );
+  app.delete<{ Params: { kid: string } }>(
+    '/console/api/keys/:kid',
+    { config: withCaller, schema: { params: { type: 'object', properties: { kid: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['kid'] } } },
+    async (req, reply) => reply.headers(noStore).send(await retireSigningKey(plinth, callerOf(req).claims, req.params.kid)),
+  );
+  // Anything else under /console/api/ is an unknown call, not a page.
+  app.all('/console/api/*', async (req) => {
+    throw new PlinthError(404, `No route ${req.method} ${req.url.split('?')[0]}`);
+  });
+}
+
+export async function consoleRoutes(app: FastifyInstance, { plinth, consoleBuild }: { plinth: Plinth; consoleBuild: ConsoleService }) {
+  await consoleApiRoutes(app, plinth);
+
   const send = (req: FastifyRequest, reply: FastifyReply, file: string, st: fs.Stats, immutable: boolean) => {
     const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
     const type = TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream';

@@ -38,6 +38,26 @@ async function sign(claims: jose.JWTPayload, key: jose.CryptoKey | Uint8Array, a
     .sign(key);
 }
 
+/** A new signing key pair with its anon and service API keys, not yet stored anywhere. */
+export interface NewSigningKey extends ApiKeys {
+  alg: JwtAlgorithm;
+  privateJwk: jose.JWK;
+  publicJwk: jose.JWK;
+}
+
+export async function generateSigningKey(alg: JwtAlgorithm): Promise<NewSigningKey> {
+  const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true });
+  const publicJwk = await jose.exportJWK(publicKey);
+  const kid = await jose.calculateJwkThumbprint(publicJwk);
+  Object.assign(publicJwk, { kid, alg, use: 'sig' });
+  const privateJwk = { ...(await jose.exportJWK(privateKey)), kid, alg };
+  const iat = Math.floor(Date.now() / 1000);
+  const exp = iat + API_KEY_LIFETIME;
+  const anonKey = await sign({ role: 'anon' }, privateKey, alg, kid, iat, exp);
+  const serviceKey = await sign({ role: 'service_role' }, privateKey, alg, kid, iat, exp);
+  return { kid, alg, privateJwk, publicJwk, anonKey, serviceKey };
+}
+
 /** Generates a signing key with its anon and service API keys and stores it; tells every sidecar and PostgREST. */
 export async function addSigningKey(sql: Sql, alg: JwtAlgorithm, onlyIfNone = false): Promise<ApiKeys | null> {
   return sql.begin(async (tx) => {
@@ -47,15 +67,7 @@ export async function addSigningKey(sql: Sql, alg: JwtAlgorithm, onlyIfNone = fa
       const [{ n }] = await tx`select count(*)::int as n from auth.signing_keys`;
       if (n > 0) return null;
     }
-    const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true });
-    const publicJwk = await jose.exportJWK(publicKey);
-    const kid = await jose.calculateJwkThumbprint(publicJwk);
-    Object.assign(publicJwk, { kid, alg, use: 'sig' });
-    const privateJwk = { ...(await jose.exportJWK(privateKey)), kid, alg };
-    const iat = Math.floor(Date.now() / 1000);
-    const exp = iat + API_KEY_LIFETIME;
-    const anonKey = await sign({ role: 'anon' }, privateKey, alg, kid, iat, exp);
-    const serviceKey = await sign({ role: 'service_role' }, privateKey, alg, kid, iat, exp);
+    const { kid, privateJwk, publicJwk, anonKey, serviceKey } = await generateSigningKey(alg);
     await tx`
       insert into auth.signing_keys (kid, alg, private_jwk, public_jwk, anon_key, service_key)
       values (${kid}, ${alg}, ${tx.json(privateJwk as never)}, ${tx.json(publicJwk as never)}, ${anonKey}, ${serviceKey})`;

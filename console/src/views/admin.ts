@@ -1,5 +1,5 @@
 // The admin view (app role `admin`): every user's file metadata, without downloads, and the users:
-// search, create, invite, disable or enable, end sessions, delete. PostgreSQL decides every one of
+// search, create, invite, make an editor an admin, disable or enable, end sessions, delete. PostgreSQL decides every one of
 // these (the auth.admin_* functions); this page only asks and shows the answer.
 import { ApiError, call, callJson } from '../api';
 import { confirmDialog } from '../dialog';
@@ -179,7 +179,7 @@ function usersSection(): HTMLElement {
     { class: 'card', 'aria-labelledby': 'users-title' },
     h('h2', { id: 'users-title' }, 'Users'),
     mode,
-    h('p', { class: 'muted' }, 'App roles are changed with the service key (PATCH /auth/admin/users/:id). Admins act on editors only, never on an admin account or their own.'),
+    h('p', { class: 'muted' }, 'Admins act on editors only, never on an admin account or their own: making an admin an editor again takes the service key (PATCH /auth/admin/users/:id).'),
     searchForm,
     h('details', {}, h('summary', {}, 'Create a user'), createForm),
     h('details', {}, h('summary', {}, 'Invite a user'), inviteForm),
@@ -195,6 +195,25 @@ function usersTable(users: UserRow[], act: (what: string, run: () => Promise<unk
     h(
       'div',
       { class: 'row-actions' },
+      u.app_role === 'editor'
+        ? h(
+            'button',
+            {
+              type: 'button',
+              class: 'secondary',
+              onclick: async () => {
+                const sure = await confirmDialog({
+                  title: `Make ${u.email} an admin?`,
+                  body: 'Admins see every user’s file metadata, manage users, keys and policies, and run SQL as any role. Their sessions end now; the role applies from their next sign-in. Only the service key can make them an editor again.',
+                  confirmLabel: 'Make admin',
+                  danger: true,
+                });
+                if (sure) await act(`${u.email} is now an admin.`, () => callJson(`/auth/admin/users/${u.id}`, { method: 'PATCH', json: { app_role: 'admin' } }));
+              },
+            },
+            'Make admin',
+          )
+        : null,
       u.disabled_at
         ? h('button', { type: 'button', class: 'secondary', onclick: () => void act(`Enabled ${u.email}.`, () => callJson(`/auth/admin/users/${u.id}/enable`, { method: 'POST', json: {} })) }, 'Enable')
         : h('button', { type: 'button', class: 'secondary', onclick: () => void act(`Disabled ${u.email}; their sessions ended.`, () => callJson(`/auth/admin/users/${u.id}/disable`, { method: 'POST', json: {} })) }, 'Disable'),

@@ -1,65 +1,38 @@
 // The table browser: the tables PostgREST's OpenAPI document lists for this user's token, and
 // their rows through PostgREST itself (limit/offset, filters, order) — exactly what RLS lets them see.
 import { ApiError, call, callJson } from '../api';
+import { columnsOf, type Column, type OpenApiDefinition } from '../columns';
+import { confirmDialog } from '../dialog';
 import { h, replace, uid } from '../dom';
+import { curlFor, OPERATORS, parseContentRange, postgrestJsFor, viewPath, type ViewQuery } from '../query';
+import { rowFormDialog } from './row-form';
 
 interface OpenApi {
   paths?: Record<string, Record<string, unknown>>;
-  definitions?: Record<string, { properties?: Record<string, { type?: string; format?: string; description?: string }>; description?: string }>;
+  definitions?: Record<string, OpenApiDefinition>;
 }
-
-interface Filter {
-  column: string;
-  op: string;
-  value: string;
-}
-
-export const OPERATORS: Array<{ op: string; label: string; needsValue?: boolean; hint?: string }> = [
-  { op: 'eq', label: 'equals' },
-  { op: 'neq', label: 'does not equal' },
-  { op: 'gt', label: 'greater than' },
-  { op: 'gte', label: 'at least' },
-  { op: 'lt', label: 'less than' },
-  { op: 'lte', label: 'at most' },
-  { op: 'contains', label: 'contains (any case)' },
-  { op: 'like', label: 'matches pattern', hint: '* matches anything' },
-  { op: 'in', label: 'is one of', hint: 'comma-separated' },
-  { op: 'is', label: 'is', hint: 'null, true or false' },
-];
 
 const PAGE_SIZES = [10, 25, 50, 100];
-
-/** A PostgREST filter for one column, percent-encoded: `title=ilike.*milk*`, `id=in.("1","2")`. */
-export function filterParam(f: Filter): string {
-  const quote = (v: string) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-  let expr: string;
-  switch (f.op) {
-    case 'contains':
-      expr = `ilike.*${f.value}*`;
-      break;
-    case 'in':
-      expr = `in.(${f.value.split(',').map((v) => quote(v.trim())).join(',')})`;
-      break;
-    case 'is':
-      expr = `is.${f.value.trim().toLowerCase()}`;
-      break;
-    default:
-      expr = `${f.op}.${f.value}`;
-  }
-  return `${encodeURIComponent(f.column)}=${encodeURIComponent(expr)}`;
-}
-
-/** "0-24/123" → { from: 0, to: 24, total: 123 }; "*\/0" → an empty page. */
-export function parseContentRange(header: string | null): { from: number; to: number; total: number | null } {
-  const m = /^(\d+)-(\d+)\/(\d+|\*)$/.exec(header ?? '') ?? /^\*\/(\d+|\*)$/.exec(header ?? '');
-  if (!m) return { from: 0, to: -1, total: null };
-  if (m.length === 2) return { from: 0, to: -1, total: m[1] === '*' ? null : Number(m[1]) };
-  return { from: Number(m[1]), to: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) };
-}
 
 function cellText(v: unknown): string {
   if (v === null || v === undefined) return '';
   return typeof v === 'object' ? JSON.stringify(v) : String(v);
+}
+
+/** A block of code with a button that copies it. */
+export function copyBlock(label: string, text: string): HTMLElement {
+  const done = h('span', { class: 'muted', role: 'status' });
+  return h(
+    'div',
+    { class: 'copy-block' },
+    h('div', { class: 'copy-head' }, h('strong', {}, label), done, h('button', {
+      type: 'button',
+      class: 'secondary',
+      'aria-label': `Copy ${label}`,
+      onclick: () => void navigator.clipboard.writeText(text).then(() => (done.textContent = 'Copied'), () => (done.textContent = 'Select the text and copy it')),
+    }, 'Copy')),
+    h('pre', { tabindex: 0 }, h('code', {}, text)),
+  );
 }
 
 export function tablesView(root: HTMLElement, selected: string | undefined): void {
@@ -100,8 +73,8 @@ export function tablesView(root: HTMLElement, selected: string | undefined): voi
       replace(content, h('p', { class: 'card muted' }, selected ? `No table named ${selected} is visible to you.` : 'Choose a table to see its rows.'));
       return;
     }
-    const columns = Object.keys(doc.definitions?.[selected]?.properties ?? {});
-    rowsBrowser(content, selected, columns);
+    const columns = columnsOf(doc.definitions?.[selected]);
+    rowsBrowser(content, selected, columns, doc.paths?.[`/${selected}`] ?? {});
     content.append(policiesPanel(selected));
   })();
 }
@@ -168,25 +141,27 @@ function policiesPanel(table: string): HTMLElement {
   return panel;
 }
 
-function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void {
-  let limit = 25;
-  let offset = 0;
-  let order: { column: string; ascending: boolean } | null = null;
-  const filters: Filter[] = [];
+function rowsBrowser(root: HTMLElement, table: string, columns: Column[], operations: Record<string, unknown>): void {
+  const query: ViewQuery = { table, filters: [], order: null, limit: 25, offset: 0 };
+  const names = columns.map((c) => c.name);
+  const keys = columns.filter((c) => c.pk);
+  const writable = { insert: 'post' in operations, update: 'patch' in operations && keys.length > 0, delete: 'delete' in operations && keys.length > 0 };
 
   const alert = h('p', { class: 'alert', role: 'alert', hidden: true });
   const summary = h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
+  const done = h('p', { class: 'status done', role: 'status', 'aria-live': 'polite' });
   const grid = h('div', { class: 'table-wrap' });
   const chips = h('ul', { class: 'chips', 'aria-label': 'Active filters' });
+  const request = h('div', { class: 'api-request' });
   const prev = h('button', { type: 'button', class: 'secondary' }, '← Previous');
   const next = h('button', { type: 'button', class: 'secondary' }, 'Next →');
   const sizeId = uid('size');
-  const size = h('select', { id: sizeId }, PAGE_SIZES.map((n) => h('option', { value: n, selected: n === limit }, String(n))));
+  const size = h('select', { id: sizeId }, PAGE_SIZES.map((n) => h('option', { value: n, selected: n === query.limit }, String(n))));
 
   const colId = uid('col');
   const opId = uid('op');
   const valId = uid('val');
-  const colSelect = h('select', { id: colId }, columns.map((c) => h('option', { value: c }, c)));
+  const colSelect = h('select', { id: colId }, names.map((c) => h('option', { value: c }, c)));
   const opSelect = h('select', { id: opId }, OPERATORS.map((o) => h('option', { value: o.op }, o.label)));
   const valInput = h('input', { id: valId, type: 'text', autocomplete: 'off' });
   const hint = h('small', { class: 'muted', id: uid('hint') });
@@ -203,29 +178,68 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
   );
   filterForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    filters.push({ column: colSelect.value, op: opSelect.value, value: valInput.value });
+    query.filters.push({ column: colSelect.value, op: opSelect.value, value: valInput.value });
     valInput.value = '';
-    offset = 0;
+    query.offset = 0;
     void load();
   });
   prev.addEventListener('click', () => {
-    offset = Math.max(0, offset - limit);
+    query.offset = Math.max(0, query.offset - query.limit);
     void load();
   });
   next.addEventListener('click', () => {
-    offset += limit;
+    query.offset += query.limit;
     void load();
   });
   size.addEventListener('change', () => {
-    limit = Number(size.value);
-    offset = 0;
+    query.limit = Number(size.value);
+    query.offset = 0;
     void load();
   });
+
+  /** The PostgREST filter that names exactly one row: its primary key. */
+  const rowFilter = (r: Record<string, unknown>) => keys.map((k) => `${encodeURIComponent(k.name)}=eq.${encodeURIComponent(String(r[k.name]))}`).join('&');
+  const rowName = (r: Record<string, unknown>) => keys.map((k) => String(r[k.name])).join(', ');
+
+  const addRow = h('button', { type: 'button', class: 'primary', hidden: !writable.insert }, 'Add row');
+  addRow.addEventListener('click', () => {
+    void rowFormDialog(table, columns).then((saved) => {
+      addRow.focus();
+      if (!saved) return;
+      done.textContent = `Inserted a row${keys.length ? ` (${rowName(saved)})` : ''}.`;
+      void load();
+    });
+  });
+
+  async function editRow(r: Record<string, unknown>, button: HTMLButtonElement): Promise<void> {
+    const saved = await rowFormDialog(table, columns, r, rowFilter(r));
+    if (saved) {
+      done.textContent = `Saved row ${rowName(r)}.`;
+      await load();
+      (grid.querySelector(`button[data-edit="${CSS.escape(rowName(r))}"]`) as HTMLButtonElement | null)?.focus();
+    } else button.focus();
+  }
+
+  async function deleteRow(r: Record<string, unknown>, button: HTMLButtonElement): Promise<void> {
+    const sure = await confirmDialog({ title: `Delete row ${rowName(r)} of ${table}?`, body: 'The row is deleted for good, as your policies allow.', confirmLabel: 'Delete row', danger: true });
+    if (!sure) return button.focus();
+    alert.hidden = true;
+    try {
+      const res = await call(`/${encodeURIComponent(table)}?${rowFilter(r)}`, { method: 'DELETE', headers: { prefer: 'return=representation' } });
+      const gone = (await res.json()) as unknown[];
+      done.textContent = gone.length === 0 ? `Row ${rowName(r)} was not deleted: your policies do not allow it.` : `Deleted row ${rowName(r)}.`;
+    } catch (err) {
+      alert.textContent = err instanceof ApiError ? err.message : String(err);
+      alert.hidden = false;
+    }
+    await load();
+    addRow.focus();
+  }
 
   const renderChips = () =>
     replace(
       chips,
-      filters.map((f, i) =>
+      query.filters.map((f, i) =>
         h(
           'li',
           { class: 'chip' },
@@ -237,9 +251,9 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
               class: 'chip-remove',
               'aria-label': `Remove filter ${f.column} ${f.op} ${f.value}`,
               onclick: () => {
-                filters.splice(i, 1);
-                offset = 0;
-                void load();
+                query.filters.splice(i, 1);
+                query.offset = 0;
+                void load().then(() => (chips.querySelector('button') ?? valInput).focus());
               },
             },
             '×',
@@ -248,16 +262,30 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
       ),
     );
 
+  const renderRequest = () => {
+    const opened = (request.querySelector('details') as HTMLDetailsElement | null)?.open ?? false;
+    replace(
+      request,
+      h(
+        'details',
+        { open: opened },
+        h('summary', {}, 'API request for this view'),
+        h('p', { class: 'muted' }, 'The page sends exactly this request, with your token. $TOKEN is a user access token (or send the anon key as apikey).'),
+        copyBlock('curl', curlFor(location.origin, query)),
+        copyBlock('postgrest-js', postgrestJsFor(query)),
+      ),
+    );
+  };
+
   async function load(): Promise<void> {
     renderChips();
+    renderRequest();
     alert.hidden = true;
-    const params = [`limit=${limit}`, `offset=${offset}`, ...filters.map(filterParam)];
-    if (order) params.push(`order=${encodeURIComponent(`${order.column}.${order.ascending ? 'asc' : 'desc'}`)}`);
     try {
-      const res = await call(`/${encodeURIComponent(table)}?${params.join('&')}`, { headers: { prefer: 'count=exact' } });
+      const res = await call(viewPath(query), { headers: { prefer: 'count=exact' } });
       const rows = (await res.json()) as Array<Record<string, unknown>>;
-      const range = parseContentRange(res.headers.get('content-range'));
-      const total = range.total;
+      const total = parseContentRange(res.headers.get('content-range')).total;
+      const { offset, limit } = query;
       summary.textContent =
         rows.length === 0 ? (offset > 0 ? 'No more rows.' : 'No rows match.') : `Rows ${offset + 1}–${offset + rows.length}${total === null ? '' : ` of ${total}`}`;
       prev.disabled = offset === 0;
@@ -271,7 +299,8 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
   }
 
   function renderGrid(rows: Array<Record<string, unknown>>): void {
-    const cols = columns.length > 0 ? columns : Object.keys(rows[0] ?? {});
+    const cols = names.length > 0 ? names : Object.keys(rows[0] ?? {});
+    const { order } = query;
     const head = h(
       'tr',
       {},
@@ -285,8 +314,8 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
               type: 'button',
               class: 'sort',
               onclick: () => {
-                order = order?.column === c ? { column: c, ascending: !order.ascending } : { column: c, ascending: true };
-                offset = 0;
+                query.order = order?.column === c ? { column: c, ascending: !order.ascending } : { column: c, ascending: true };
+                query.offset = 0;
                 void load().then(() => (grid.querySelector('th:not([aria-sort="none"]) button') as HTMLButtonElement | null)?.focus());
               },
             },
@@ -295,6 +324,7 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
           ),
         ),
       ),
+      writable.update || writable.delete ? h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Row actions')) : null,
     );
     const body = rows.map((r) =>
       h(
@@ -305,6 +335,18 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
           const text = cellText(v);
           return h('td', { 'data-label': c, title: text.length > 40 ? text : null, class: v === null ? 'null' : null }, v === null ? 'null' : text);
         }),
+        writable.update || writable.delete
+          ? h(
+              'td',
+              { class: 'actions-cell', 'data-label': 'Actions' },
+              writable.update
+                ? h('button', { type: 'button', class: 'secondary', 'data-edit': rowName(r), 'aria-label': `Edit row ${rowName(r)}`, onclick: (ev: Event) => void editRow(r, ev.currentTarget as HTMLButtonElement) }, 'Edit')
+                : null,
+              writable.delete
+                ? h('button', { type: 'button', class: 'danger', 'aria-label': `Delete row ${rowName(r)}`, onclick: (ev: Event) => void deleteRow(r, ev.currentTarget as HTMLButtonElement) }, 'Delete')
+                : null,
+            )
+          : null,
       ),
     );
     replace(grid, h('table', { class: 'rows' }, h('caption', { class: 'visually-hidden' }, `Rows of ${table}`), h('thead', {}, head), h('tbody', {}, body)));
@@ -315,12 +357,14 @@ function rowsBrowser(root: HTMLElement, table: string, columns: string[]): void 
     h(
       'section',
       { class: 'card', 'aria-labelledby': 'table-title' },
-      h('h2', { id: 'table-title' }, table),
+      h('div', { class: 'card-head' }, h('h2', { id: 'table-title' }, table), addRow),
       filterForm,
       chips,
       alert,
+      done,
       grid,
       h('div', { class: 'pager' }, summary, h('div', { class: 'pager-buttons' }, h('label', { for: sizeId }, 'Rows per page'), size, prev, next)),
+      request,
     ),
   );
   void load();
