@@ -133,3 +133,28 @@ export async function acceptInvite(plinth: Plinth, token: string, password: stri
   });
   return startSession(plinth, user, 'invite');
 }
+
+/**
+ * Exchanges a reset link for a session instead of a new password (GoTrue's recovery): in that
+ * session the password may be set without the old one (see changePassword). The link confirms
+ * the address, as a reset does.
+ */
+export async function recoverySession(plinth: Plinth, token: string): Promise<Session> {
+  return linkSession(plinth, token, 'password_reset');
+}
+
+/** Exchanges an invitation for a session in which the invited user chooses a password. */
+export async function inviteSession(plinth: Plinth, token: string): Promise<Session> {
+  return linkSession(plinth, token, 'invite');
+}
+
+async function linkSession(plinth: Plinth, token: string, purpose: 'password_reset' | 'invite'): Promise<Session> {
+  const user = await plinth.sql.begin(async (tx) => {
+    const { user_id } = await spend(tx, token, purpose);
+    const [u] = await tx<UserProfile[]>`
+      update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()), last_sign_in_at = now()
+       where id = ${user_id} returning ${tx(PROFILE_COLUMNS)}`;
+    return u;
+  });
+  return startSession(plinth, user, purpose === 'invite' ? 'invite' : 'recovery');
+}

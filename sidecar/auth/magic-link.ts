@@ -12,11 +12,8 @@ const LINK_REFUSED = 'This sign-in link is invalid, already used or expired; ask
 export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
   const user = await findUserByEmail(plinth.sql, email);
   if (!user || user.disabled_at) return;
-  const { token, hash } = newOpaqueToken();
+  const token = await issueMagicLink(plinth, user.id);
   const ttl = plinth.config.auth.magicLinkTtl;
-  await plinth.sql`
-    insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
-    values (${hash}, ${user.id}, 'magic_link', now() + make_interval(secs => ${ttl}))`;
   const link = `${plinth.config.publicUrl}/auth/verify?token=${token}`;
   const lifetime = ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} second${ttl === 1 ? '' : 's'}`;
   await mailer.send({
@@ -25,6 +22,15 @@ export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: strin
     text: `Follow this link to sign in. It works once and expires in ${lifetime}.\n\n${link}\n\nIf you did not ask for it, ignore this email.\n`,
     html: `<p>Follow this link to sign in. It works once and expires in ${lifetime}.</p><p><a href="${link}">Sign in</a></p><p>If you did not ask for it, ignore this email.</p>`,
   });
+}
+
+/** Stores a new sign-in token for a user and returns it (to be mailed, or handed to an admin). */
+export async function issueMagicLink(plinth: Plinth, userId: string): Promise<string> {
+  const { token, hash } = newOpaqueToken();
+  await plinth.sql`
+    insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
+    values (${hash}, ${userId}, 'magic_link', now() + make_interval(secs => ${plinth.config.auth.magicLinkTtl}))`;
+  return token;
 }
 
 /**

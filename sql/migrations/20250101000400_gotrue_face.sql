@@ -61,19 +61,40 @@ BEGIN
 END
 $$;
 
+-- Signs the caller out everywhere but the session their token names (GoTrue's scope "others").
+CREATE FUNCTION auth.end_other_sessions() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  session uuid := nullif(auth.jwt() ->> 'session_id', '')::uuid;
+  ended integer;
+BEGIN
+  IF auth.role() IS DISTINCT FROM 'authenticated' OR auth.uid() IS NULL THEN
+    RAISE EXCEPTION 'Signing out needs a user''s access token' USING ERRCODE = 'PT403';
+  END IF;
+  IF session IS NULL THEN
+    RAISE EXCEPTION 'This token belongs to no session' USING ERRCODE = '22023';
+  END IF;
+  UPDATE auth.sessions s SET revoked_at = now(), revoked_reason = 'logout'
+   WHERE s.user_id = auth.uid() AND s.revoked_at IS NULL AND s.id <> session;
+  GET DIAGNOSTICS ended = ROW_COUNT;
+  RETURN ended;
+END
+$$;
+
 -- One user, for the service key or an admin.
 CREATE FUNCTION auth.admin_get_user(p_user_id uuid) RETURNS SETOF auth.admin_user
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  found auth.users;
+  target auth.users;
 BEGIN
   PERFORM auth.require_user_admin('Reading a user');
-  SELECT * INTO found FROM auth.users WHERE id = p_user_id;
+  SELECT * INTO target FROM auth.users WHERE id = p_user_id;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'No user with id %', p_user_id USING ERRCODE = 'P0002';
   END IF;
-  RETURN NEXT auth.admin_view(found);
+  RETURN NEXT auth.admin_view(target);
 END
 $$;
 
@@ -107,15 +128,16 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION auth.merge_metadata(jsonb, jsonb), auth.update_my_metadata(jsonb), auth.admin_get_user(uuid),
+REVOKE ALL ON FUNCTION auth.merge_metadata(jsonb, jsonb), auth.update_my_metadata(jsonb), auth.end_other_sessions(), auth.admin_get_user(uuid),
   auth.admin_update_user(uuid, text, text, boolean, jsonb) FROM PUBLIC;
 -- Granted to every API role so that the functions themselves give the refusal, with a clear message.
-GRANT EXECUTE ON FUNCTION auth.update_my_metadata(jsonb), auth.admin_get_user(uuid),
+GRANT EXECUTE ON FUNCTION auth.update_my_metadata(jsonb), auth.end_other_sessions(), auth.admin_get_user(uuid),
   auth.admin_update_user(uuid, text, text, boolean, jsonb) TO anon, authenticated, service_role;
 
 -- migrate:down
 DROP FUNCTION auth.admin_update_user(uuid, text, text, boolean, jsonb);
 DROP FUNCTION auth.admin_get_user(uuid);
+DROP FUNCTION auth.end_other_sessions();
 DROP FUNCTION auth.update_my_metadata(jsonb);
 DROP FUNCTION auth.merge_metadata(jsonb, jsonb);
 CREATE OR REPLACE FUNCTION auth.end_sessions_on_credential_change() RETURNS trigger
