@@ -99,6 +99,10 @@ describe('sign-up, sign-in and the session', () => {
     });
     const { data: got } = await supabase.auth.getUser();
     expect(got.user).toMatchObject({ id: data.user!.id, email: email.toLowerCase(), user_metadata: { name: 'Ada' } });
+    // getClaims() verifies the token locally against /auth/v1/.well-known/jwks.json.
+    const { data: verified, error: claimsError } = await supabase.auth.getClaims();
+    expect(claimsError).toBeNull();
+    expect(verified!.claims).toMatchObject({ sub: data.user!.id, role: 'authenticated', email: email.toLowerCase() });
     const { data: current } = await supabase.auth.getSession();
     expect(current.session!.access_token).toBe(session.access_token);
   });
@@ -408,4 +412,17 @@ test('the GoTrue face migration has a working down step (run and re-applied insi
       throw rollback;
     }),
   ).rejects.toBe(rollback);
+});
+
+test('a page on another origin can read what auth-js reads from an error (CORS)', async () => {
+  const r = await stack.fetch('/auth/v1/token?grant_type=password', {
+    method: 'POST',
+    headers: { origin: 'https://app.example', 'x-supabase-api-version': '2024-01-01' },
+    json: { email: newEmail('cors'), password: 'wrong password' },
+  });
+  expect(r.status).toBe(400);
+  expect(r.headers.get('access-control-allow-origin')).toBe('*');
+  expect(r.headers.get('x-supabase-api-version')).toBe('2024-01-01');
+  expect(r.headers.get('access-control-expose-headers')!.split(', ')).toEqual(expect.arrayContaining(['X-Supabase-Api-Version', 'X-Total-Count', 'Link']));
+  expect(await r.json()).toEqual({ code: 'invalid_credentials', message: 'Invalid login credentials' });
 });

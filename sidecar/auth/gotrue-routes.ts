@@ -293,6 +293,9 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     };
   });
 
+  // auth-js's getClaims() verifies access tokens locally with these keys (the same as /auth/jwks).
+  app.get('/.well-known/jwks.json', async (_req, reply) => reply.header('cache-control', 'public, max-age=60').send(plinth.keys.jwksDocument));
+
   // ---- admin: the service key, or an admin's token (the SQL functions decide) -----------------
 
   // auth-js sends page= and per_page= empty when the app gives none: the defaults.
