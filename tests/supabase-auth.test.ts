@@ -426,3 +426,28 @@ test('a page on another origin can read what auth-js reads from an error (CORS)'
   expect(r.headers.get('access-control-expose-headers')!.split(', ')).toEqual(expect.arrayContaining(['X-Supabase-Api-Version', 'X-Total-Count', 'Link']));
   expect(await r.json()).toEqual({ code: 'invalid_credentials', message: 'Invalid login credentials' });
 });
+
+test('with PLINTH_CONFIRM_EMAIL=true, signUp gives the user and no session until verifyOtp(signup)', async () => {
+  const port = (smtp.server.address() as AddressInfo).port;
+  const confirming = await startStack({ env: { PLINTH_CONFIRM_EMAIL: 'true', SMTP_URL: `smtp://127.0.0.1:${port}` } });
+  try {
+    const supabase = createClient(confirming.url, confirming.anonKey, { auth: { persistSession: false }, realtime: { transport: WebSocket as never } });
+    const email = newEmail('confirm');
+    const { data, error } = await supabase.auth.signUp({ email, password: PASSWORD });
+    expect(error).toBeNull();
+    expect(data.session).toBeNull();
+    expect(data.user).toMatchObject({ email, aud: 'authenticated' });
+    expect(data.user!.email_confirmed_at).toBeUndefined();
+    const early = await supabase.auth.signInWithPassword({ email, password: PASSWORD });
+    expect(early.error).toMatchObject({ status: 400, code: 'email_not_confirmed' });
+    expect(await (await confirming.fetch('/auth/v1/settings')).json()).toMatchObject({ mailer_autoconfirm: false });
+
+    const token = await mailedToken(email, /Subject: Confirm your email address/);
+    const confirmed = await supabase.auth.verifyOtp({ token_hash: token, type: 'signup' });
+    expect(confirmed.error).toBeNull();
+    expect(confirmed.data.user!.email_confirmed_at).toEqual(expect.any(String));
+    expect((await supabase.auth.signInWithPassword({ email, password: PASSWORD })).error).toBeNull();
+  } finally {
+    await confirming.destroy();
+  }
+});
