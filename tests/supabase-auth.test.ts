@@ -58,6 +58,20 @@ async function mailedToken(address: string, subject: RegExp, timeoutMs = 15_000)
   }
 }
 
+/** The link of the newest mail to `address` whose subject matches. */
+async function mailedLink(address: string, subject: RegExp): Promise<URL> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const found = inbox.filter((m: Received) => m.to.includes(address) && subject.test(m.raw)).pop();
+    if (found) {
+      inbox.splice(inbox.indexOf(found), 1);
+      return new URL(/(https?:\/\/[^\s"<>]+)/.exec(decodeQuotedPrintable(found.raw))![1]);
+    }
+    if (Date.now() > deadline) throw new Error(`no mail "${subject}" for ${address}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** A signed-up, signed-in supabase-js client. */
 async function signedUp(what: string, data: Record<string, unknown> = {}) {
   const email = newEmail(what);
@@ -297,6 +311,33 @@ describe('mailed links', () => {
     expect(changed.error).toBeNull();
     expect((await client().auth.signInWithPassword({ email, password: 'recovered password' })).error).toBeNull();
     expect((await client().auth.signInWithPassword({ email, password: PASSWORD })).error).toMatchObject({ code: 'invalid_credentials' });
+  });
+
+  test('a mailed link followed in a browser lands on the app\'s redirectTo with the session; other sites are not trusted', async () => {
+    const { email, id } = await signedUp('browser');
+    const home = `http://localhost:${stack.port}`; // PLINTH_PUBLIC_URL's default in the tests
+    await client().auth.signInWithOtp({ email, options: { shouldCreateUser: false, emailRedirectTo: `${home}/app/welcome?x=1` } });
+    const link = await mailedLink(email, /Subject: Your sign-in link/);
+    expect(link.pathname).toBe('/auth/v1/verify');
+    expect(link.searchParams.get('type')).toBe('magiclink');
+    expect(link.searchParams.get('redirect_to')).toBe(`${home}/app/welcome?x=1`);
+    const followed = await fetch(`${stack.url}${link.pathname}${link.search}`, { redirect: 'manual' });
+    expect(followed.status).toBe(303);
+    const landed = new URL(followed.headers.get('location')!);
+    expect(`${landed.origin}${landed.pathname}${landed.search}`).toBe(`${home}/app/welcome?x=1`);
+    const fragment = new URLSearchParams(landed.hash.slice(1));
+    expect(fragment.get('type')).toBe('magiclink');
+    expect(claimsOf(fragment.get('access_token')!).sub).toBe(id);
+    // The client takes the session over from those values.
+    const app = client();
+    const set = await app.auth.setSession({ access_token: fragment.get('access_token')!, refresh_token: fragment.get('refresh_token')! });
+    expect(set.error).toBeNull();
+    expect((await app.auth.getUser()).data.user!.id).toBe(id);
+
+    await client().auth.resetPasswordForEmail(email, { redirectTo: 'https://evil.example/steal' });
+    const reset = await mailedLink(email, /Subject: Reset your password/);
+    expect(reset.searchParams.get('type')).toBe('recovery');
+    expect(reset.searchParams.get('redirect_to')).toBe(home);
   });
 
   test('settings say what this server allows', async () => {

@@ -4,7 +4,7 @@
 import type { Plinth } from '../core/context.js';
 import type { Claims } from '../core/db.js';
 import { callerProfile } from './account-functions.js';
-import { issueLink, mailLink } from './account-links.js';
+import { issueLink, mailLink, type LinkMaker } from './account-links.js';
 import type { Mailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 import { enforceRateLimit } from './rate-limit.js';
@@ -32,13 +32,14 @@ export async function signUp(
   email: string,
   password: string,
   userMetadata: Record<string, unknown> = {},
+  linkTo?: LinkMaker,
 ): Promise<{ user: UserProfile; session: Session | null }> {
   assertSignupOpen(plinth);
   await enforceRateLimit(plinth, 'signup', clientAddress, email);
   assertAcceptablePassword(password);
   const user = await createUser(plinth.sql, email, await hashPassword(password), userMetadata);
   if (plinth.config.auth.confirmEmail) {
-    await mailLink(plinth, mailer, user.email, 'confirm_email', await issueLink(plinth, user.id, 'confirm_email'));
+    await mailLink(plinth, mailer, user.email, 'confirm_email', await issueLink(plinth, user.id, 'confirm_email'), linkTo);
     return { user, session: null };
   }
   const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');

@@ -20,7 +20,19 @@ import {
   updateOwnMetadata,
   type AdminUserChanges,
 } from './account-functions.js';
-import { confirmEmail, confirmEmailChange, inviteSession, issueLink, linkUrl, mailLink, recoverySession, requestEmailChange, sendPasswordReset } from './account-links.js';
+import {
+  confirmEmail,
+  confirmEmailChange,
+  inviteSession,
+  issueLink,
+  linkUrl,
+  mailLink,
+  recoverySession,
+  requestEmailChange,
+  sendPasswordReset,
+  type LinkMaker,
+  type LinkPurpose,
+} from './account-links.js';
 import { assertSignupOpen, changePassword, signInWithPassword, signUp } from './credentials.js';
 import { asGoTrueError, GoTrueError, gotrueSession, gotrueUser, oauthError, sendGoTrueError } from './gotrue-shapes.js';
 import { followMagicLink, issueMagicLink, sendMagicLink } from './magic-link.js';
@@ -74,6 +86,11 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
   const metadataOf = async (userId: string) => (await userMetadataOf(plinth.sql, [userId])).get(userId) ?? {};
   const sessionBody = async (session: Session) => gotrueSession(session, await metadataOf(session.user.id));
   const userBody = async (user: UserProfile & { disabled_at?: Date | null }) => gotrueUser(user, await metadataOf(user.id));
+  /** Mailed links lead to GET /auth/v1/verify, which sends the browser on to redirect_to with the session. */
+  const linksTo = (redirectTo: string | undefined): LinkMaker => {
+    const target = redirectTarget(plinth, redirectTo);
+    return (purpose, token) => `${plinth.config.publicUrl}/auth/v1/verify?${new URLSearchParams({ token, type: VERIFY_TYPE_OF[purpose], redirect_to: target })}`;
+  };
   const silently = (what: string, work: Promise<void>) => work.catch((err) => plinth.log.error(`${what} not sent: ${(err as Error).message}`));
 
   /** The caller's account while their session lives; GoTrue's refusals otherwise. */
@@ -89,7 +106,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
 
   // ---- sign-up and sign-in -------------------------------------------------------------------
 
-  app.post<{ Body: { email?: string; password?: string; data?: Record<string, unknown> } }>(
+  app.post<{ Body: { email?: string; password?: string; data?: Record<string, unknown> }; Querystring: { redirect_to?: string } }>(
     '/signup',
     { schema: body({ email, password: text, data: object }) },
     async (req, reply) => {
@@ -97,7 +114,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
       if (!address) throw new GoTrueError(400, 'validation_failed', 'To signup, please provide your email');
       if (!password) throw new GoTrueError(400, 'validation_failed', 'Signup requires a valid password');
       try {
-        const { user, session } = await signUp(plinth, mailer, req.ip, address, password, data ?? {});
+        const { user, session } = await signUp(plinth, mailer, req.ip, address, password, data ?? {}, linksTo(req.query.redirect_to));
         if (session) return reply.headers(noStore).send(gotrueSession(session, data ?? {}));
         // The address must be confirmed first: the user, and no session (as GoTrue without autoconfirm).
         return reply.headers(noStore).send({ ...gotrueUser(user, data ?? {}), confirmation_sent_at: new Date().toISOString() });
@@ -139,7 +156,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
 
   app.get('/user', { config: withCaller }, async (req, reply) => reply.headers(noStore).send(await userBody(await me(callerOf(req).claims))));
 
-  app.put<{ Body: { email?: string; password?: string; current_password?: string; data?: Record<string, unknown> } }>(
+  app.put<{ Body: { email?: string; password?: string; current_password?: string; data?: Record<string, unknown> }; Querystring: { redirect_to?: string } }>(
     '/user',
     { config: withCaller, schema: body({ email, password: text, current_password: text, data: object }) },
     async (req, reply) => {
@@ -152,7 +169,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
       if (newEmail !== undefined && newEmail.trim().toLowerCase() !== user.email) {
         await enforceRateLimit(plinth, 'email_change', req.ip, newEmail);
         // The account keeps its address until the link mailed to the new one is followed.
-        silently('email change', requestEmailChange(plinth, mailer, user.id, newEmail));
+        silently('email change', requestEmailChange(plinth, mailer, user.id, newEmail, linksTo(req.query.redirect_to)));
       }
       user = await me(claims);
       return reply.headers(noStore).send(await userBody(user));
@@ -171,7 +188,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
 
   // ---- mailed links: magic link, verification, recovery ---------------------------------------
 
-  app.post<{ Body: { email?: string; create_user?: boolean; data?: Record<string, unknown> } }>(
+  app.post<{ Body: { email?: string; create_user?: boolean; data?: Record<string, unknown> }; Querystring: { redirect_to?: string } }>(
     '/otp',
     { schema: body({ email, create_user: { type: 'boolean' }, data: object }) },
     async (req, reply) => {
@@ -189,7 +206,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
             if (!(err instanceof AccountRefusal)) throw err;
           }
         }
-        await sendMagicLink(plinth, mailer, address);
+        await sendMagicLink(plinth, mailer, address, linksTo(req.query.redirect_to));
       };
       silently('magic link', work());
       return reply.send({});
@@ -272,12 +289,12 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     },
   );
 
-  app.post<{ Body: { email?: string } }>('/recover', { schema: body({ email }) }, async (req, reply) => {
+  app.post<{ Body: { email?: string }; Querystring: { redirect_to?: string } }>('/recover', { schema: body({ email }) }, async (req, reply) => {
     const address = req.body.email;
     if (!address) throw new GoTrueError(400, 'validation_failed', 'Password recovery requires an email');
     await enforceRateLimit(plinth, 'recover', req.ip, address);
     // Sent after answering: the answer is the same whether or not the account exists.
-    silently('password reset', sendPasswordReset(plinth, mailer, address));
+    silently('password reset', sendPasswordReset(plinth, mailer, address, linksTo(req.query.redirect_to)));
     return reply.send({});
   });
 
@@ -371,7 +388,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     reply.headers(noStore).send(gotrueUser(await adminDeleteUser(plinth, callerOf(req).claims, req.params.id))),
   );
 
-  app.post<{ Body: { email?: string; data?: Record<string, unknown> } }>('/invite', { config: withCaller, schema: body({ email, data: object }) }, async (req, reply) => {
+  app.post<{ Body: { email?: string; data?: Record<string, unknown> }; Querystring: { redirect_to?: string } }>('/invite', { config: withCaller, schema: body({ email, data: object }) }, async (req, reply) => {
     const address = req.body.email;
     if (!address) throw new GoTrueError(400, 'validation_failed', 'Invite requires an email');
     await enforceRateLimit(plinth, 'invite', req.ip, address);
@@ -379,7 +396,7 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     const { token, hash } = newOpaqueToken();
     let user = await adminInviteUser(plinth, claims, address, hash);
     if (req.body.data) user = await adminUpdateUser(plinth, claims, user.id, { userMetadata: req.body.data });
-    await mailLink(plinth, mailer, user.email, 'invite', token);
+    await mailLink(plinth, mailer, user.email, 'invite', token, linksTo(req.query.redirect_to));
     return reply.headers(noStore).send({ ...(await userBody(user)), invited_at: new Date().toISOString() });
   });
 
@@ -450,6 +467,15 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     throw new GoTrueError(404, 'not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
   });
 }
+
+/** GoTrue's verification type for each kind of mailed token. */
+const VERIFY_TYPE_OF: Record<LinkPurpose | 'magic_link', VerifyType> = {
+  magic_link: 'magiclink',
+  password_reset: 'recovery',
+  confirm_email: 'signup',
+  email_change: 'email_change',
+  invite: 'invite',
+};
 
 /** The account-link page of Plinth's console for each verification type. */
 const LINK_PAGES = {
