@@ -2,7 +2,7 @@
 // second face of the same accounts: every handler calls the domain functions Plinth's own routes
 // call (the same rules, sessions and SQL), and only the shapes differ (gotrue-shapes.ts).
 // Registered with the prefix /auth/v1.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
 import type { Claims } from '../core/db.js';
@@ -73,6 +73,10 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     } catch {
       done(new GoTrueError(400, 'bad_json', 'Could not parse request body as JSON'), undefined);
     }
+  });
+  // The form of the verify page (GET /verify) posts its fields url-encoded.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, raw, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(raw as string)));
   });
   app.setErrorHandler((err: Error & { validation?: unknown; statusCode?: number }, req, reply) => {
     if (err.validation) return sendGoTrueError(req, reply, new GoTrueError(400, 'validation_failed', `Invalid request: ${err.message}`));
@@ -242,11 +246,12 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     }
   }
 
-  app.post<{ Body: { type?: string; token_hash?: string; token?: string; email?: string } }>(
+  app.post<{ Body: { type?: string; token_hash?: string; token?: string; email?: string; redirect_to?: string } }>(
     '/verify',
-    { schema: body({ type: text, token_hash: text, token: text, email: text }) },
+    { schema: body({ type: text, token_hash: text, token: text, email: text, redirect_to: text }) },
     async (req, reply) => {
       const { type, token_hash, token } = req.body;
+      if (/^application\/x-www-form-urlencoded/.test(req.headers['content-type'] ?? '')) return verifyInBrowser(reply, type, token, req.body.redirect_to);
       if (!VERIFY_TYPES.includes(type as VerifyType)) throw new GoTrueError(400, 'validation_failed', `Verify requires a verification type: one of ${VERIFY_TYPES.join(', ')}`);
       const secret = token_hash || token;
       if (!secret) throw new GoTrueError(400, 'validation_failed', 'Verify requires the token from the mailed link, as token_hash');
@@ -256,38 +261,52 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
     },
   );
 
-  // A mailed action_link followed in a browser: the token is spent and the browser sent on to
-  // redirect_to (this server's own address unless the page is on an allowed origin) with the
-  // session in the URL fragment, as GoTrue does; supabase-js picks it up from there.
+  // A mailed link followed in a browser. GET spends nothing: mail scanners that fetch links must
+  // not use them up. It answers a page whose form (sent by its script, or by a click) posts the
+  // token back; that POST spends it and sends the browser on to redirect_to (this server's own
+  // address unless the app is on an allowed origin) with the session in the URL fragment, as
+  // GoTrue does; supabase-js picks it up from there.
   app.get<{ Querystring: { token?: string; type?: string; redirect_to?: string } }>(
     '/verify',
     { schema: { querystring: { type: 'object', properties: { token: text, type: text, redirect_to: text } } } },
     async (req, reply) => {
-      const target = redirectTarget(plinth, req.query.redirect_to);
-      const type = req.query.type as VerifyType;
-      let fragment: URLSearchParams;
-      try {
-        if (!VERIFY_TYPES.includes(type) || !req.query.token) throw LINK_INVALID;
-        const done = await verify(type, req.query.token);
-        if ('user' in done) fragment = new URLSearchParams({ message: 'Email address changed', type });
-        else {
-          const s = await sessionBody(done.session);
-          fragment = new URLSearchParams({
-            access_token: s.access_token,
-            expires_at: String(s.expires_at),
-            expires_in: String(s.expires_in),
-            refresh_token: s.refresh_token,
-            token_type: 'bearer',
-            type,
-          });
-        }
-      } catch (err) {
-        const e = asGoTrueError(err) ?? new GoTrueError(500, 'unexpected_failure', 'Unexpected failure');
-        fragment = new URLSearchParams({ error: e.status === 403 ? 'access_denied' : 'server_error', error_code: e.errorCode, error_description: e.message });
-      }
-      return reply.headers(noStore).redirect(`${target}#${fragment.toString()}`, 303);
+      const field = (name: string, value: string | undefined) => `<input type="hidden" name="${name}" value="${escapeHtml(value ?? '')}">`;
+      const page =
+        '<!doctype html><html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><meta name="robots" content="noindex">' +
+        '<title>Continue</title></head><body><form method="post" action="verify">' +
+        field('token', req.query.token) +
+        field('type', req.query.type) +
+        field('redirect_to', req.query.redirect_to) +
+        '<button type="submit">Continue</button></form><script>document.forms[0].submit()</script></body></html>';
+      return reply.headers({ ...noStore, 'content-type': 'text/html; charset=utf-8', 'referrer-policy': 'no-referrer' }).send(page);
     },
   );
+
+  /** The browser half of verification: spend the token, then 303 to redirect_to with the outcome in the fragment. */
+  async function verifyInBrowser(reply: FastifyReply, type: string | undefined, token: string | undefined, redirectTo: string | undefined) {
+    const target = redirectTarget(plinth, redirectTo);
+    let fragment: URLSearchParams;
+    try {
+      if (!VERIFY_TYPES.includes(type as VerifyType) || !token) throw LINK_INVALID;
+      const done = await verify(type as VerifyType, token);
+      if ('user' in done) fragment = new URLSearchParams({ message: 'Email address changed', type: type! });
+      else {
+        const s = await sessionBody(done.session);
+        fragment = new URLSearchParams({
+          access_token: s.access_token,
+          expires_at: String(s.expires_at),
+          expires_in: String(s.expires_in),
+          refresh_token: s.refresh_token,
+          token_type: 'bearer',
+          type: type!,
+        });
+      }
+    } catch (err) {
+      const e = asGoTrueError(err) ?? new GoTrueError(500, 'unexpected_failure', 'Unexpected failure');
+      fragment = new URLSearchParams({ error: e.status === 403 ? 'access_denied' : 'server_error', error_code: e.errorCode, error_description: e.message });
+    }
+    return reply.headers(noStore).redirect(`${target}#${fragment.toString()}`, 303);
+  }
 
   app.post<{ Body: { email?: string }; Querystring: { redirect_to?: string } }>('/recover', { schema: body({ email }) }, async (req, reply) => {
     const address = req.body.email;
@@ -504,4 +523,8 @@ export function redirectTarget(plinth: Plinth, requested: string | undefined): s
   const origin = url.origin;
   if (origin === new URL(home).origin || (allowed !== '*' && allowed.includes(origin))) return url.toString().replace(/#.*$/, '');
   return home;
+}
+
+function escapeHtml(value: string): string {
+  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
