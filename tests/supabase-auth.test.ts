@@ -507,3 +507,26 @@ test('with PLINTH_CONFIRM_EMAIL=true, signUp gives the user and no session until
     await confirming.destroy();
   }
 });
+
+test('in a real browser, the verify page submits itself (its script allowed by its CSP) and lands with the session', async () => {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  try {
+    const email = newEmail('chromium');
+    const admin = client(stack.serviceKey).auth.admin;
+    const created = await admin.createUser({ email, password: PASSWORD, email_confirm: true });
+    const link = await admin.generateLink({ type: 'magiclink', email, options: { redirectTo: `http://localhost:${stack.port}/welcome` } });
+    const action = new URL(link.data.properties!.action_link);
+    const page = await browser.newPage();
+    const blocked: string[] = [];
+    page.on('console', (m) => { if (/Content Security Policy/.test(m.text())) blocked.push(m.text()); });
+    await page.goto(`${stack.url}${action.pathname}${action.search}`);
+    await page.waitForURL(/#access_token=/, { timeout: 15_000 });
+    const landed = new URL(page.url());
+    expect(landed.pathname).toBe('/welcome');
+    expect(claimsOf(new URLSearchParams(landed.hash.slice(1)).get('access_token')!).sub).toBe(created.data.user!.id);
+    expect(blocked).toEqual([]);
+  } finally {
+    await browser.close();
+  }
+});

@@ -2,6 +2,7 @@
 // second face of the same accounts: every handler calls the domain functions Plinth's own routes
 // call (the same rules, sessions and SQL), and only the shapes differ (gotrue-shapes.ts).
 // Registered with the prefix /auth/v1.
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
@@ -277,8 +278,10 @@ export async function gotrueRoutes(app: FastifyInstance, { plinth, accounts }: {
         field('token', req.query.token) +
         field('type', req.query.type) +
         field('redirect_to', req.query.redirect_to) +
-        '<button type="submit">Continue</button></form><script>document.forms[0].submit()</script></body></html>';
-      return reply.headers({ ...noStore, 'content-type': 'text/html; charset=utf-8', 'referrer-policy': 'no-referrer' }).send(page);
+        `<button type="submit">Continue</button></form><script>${SUBMIT_SCRIPT}</script></body></html>`;
+      return reply
+        .headers({ ...noStore, 'content-type': 'text/html; charset=utf-8', 'referrer-policy': 'no-referrer', 'content-security-policy': VERIFY_PAGE_CSP, 'x-frame-options': 'DENY' })
+        .send(page);
     },
   );
 
@@ -524,6 +527,10 @@ export function redirectTarget(plinth: Plinth, requested: string | undefined): s
   if (origin === new URL(home).origin || (allowed !== '*' && allowed.includes(origin))) return url.toString().replace(/#.*$/, '');
   return home;
 }
+
+const SUBMIT_SCRIPT = 'document.forms[0].submit()';
+// Only that one script runs on the page, and no other site may frame it.
+const VERIFY_PAGE_CSP = `default-src 'none'; script-src 'sha256-${createHash('sha256').update(SUBMIT_SCRIPT).digest('base64')}'; frame-ancestors 'none'; base-uri 'none'`;
 
 function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
