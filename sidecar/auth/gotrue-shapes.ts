@@ -4,6 +4,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
 import { USER_AUDIENCE } from '../core/keys.js';
+import { PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARACTERS } from './passwords.js';
 import { AccountRefusal, type RefusalReason } from './refusals.js';
 import { appMetadata, type Session } from './sessions.js';
 import type { UserProfile } from './users.js';
@@ -100,8 +101,8 @@ export class GoTrueError extends Error {
 const REFUSALS: Record<RefusalReason, [number, string, string, Record<string, unknown>?]> = {
   signup_closed: [422, 'signup_disabled', 'Signups not allowed for this instance'],
   signup_invite_only: [422, 'signup_disabled', 'Signups not allowed for this instance'],
-  weak_password: [422, 'weak_password', 'Password should be at least 8 characters.', { weak_password: { reasons: ['length'] } }],
-  password_too_long: [422, 'validation_failed', 'Password cannot be longer than 1024 bytes'],
+  weak_password: [422, 'weak_password', `Password should be at least ${PASSWORD_MIN_CHARACTERS} characters.`, { weak_password: { reasons: ['length'] } }],
+  password_too_long: [422, 'validation_failed', `Password cannot be longer than ${PASSWORD_MAX_BYTES} bytes`],
   email_taken: [422, 'email_exists', 'A user with this email address has already been registered'],
   invalid_credentials: [400, 'invalid_credentials', 'Invalid login credentials'],
   account_disabled: [400, 'user_banned', 'User is banned'],
