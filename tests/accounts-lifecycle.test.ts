@@ -366,13 +366,19 @@ test('the lifecycle migration has a working down step (run and re-applied inside
   const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000110_account_lifecycle.sql'), 'utf8');
   const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
   const down = file.slice(file.indexOf('-- migrate:down'));
+  // Later migrations built on this one (the GoTrue face uses its admin functions) step down first.
+  const later = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000400_gotrue_face.sql'), 'utf8');
+  const laterUp = later.slice(later.indexOf('-- migrate:up'), later.indexOf('-- migrate:down'));
+  const laterDown = later.slice(later.indexOf('-- migrate:down'));
   const rollback = new Error('rollback');
   await expect(
     stack.sql.begin(async (tx) => {
+      await tx.unsafe(laterDown);
       await tx.unsafe(down);
       const [{ gone }] = await tx`select to_regprocedure('auth.admin_delete_user(uuid)') is null and not exists (select from information_schema.columns where table_schema = 'auth' and table_name = 'users' and column_name = 'disabled_at') as gone`;
       expect(gone).toBe(true);
       await tx.unsafe(up);
+      await tx.unsafe(laterUp);
       const [{ back }] = await tx`select to_regprocedure('auth.admin_delete_user(uuid)') is not null as back`;
       expect(back).toBe(true);
       throw rollback;

@@ -53,7 +53,9 @@ describe('sessions', () => {
     expect(Object.keys(session)).toEqual(['token', 'refresh_token', 'expires_in', 'user']);
     expect(session.expires_in).toBe(3600);
     const claims = claimsOf(session.token);
-    expect(claims).toMatchObject({ sub: created.user.id, email: address.toLowerCase(), role: 'authenticated', app_role: 'editor', aud: 'plinth' });
+    expect(claims).toMatchObject({ sub: created.user.id, email: address.toLowerCase(), role: 'authenticated', app_role: 'editor', aud: 'authenticated' });
+    // GoTrue's claims ride along, for supabase-js and policies written for Supabase.
+    expect(claims).toMatchObject({ app_metadata: { provider: 'email', providers: ['email'], app_role: 'editor' }, user_metadata: {}, is_anonymous: false, session_id: expect.any(String) });
     expect((claims.exp as number) - (claims.iat as number)).toBe(3600);
     const jwks = await (await stack.fetch('/auth/jwks')).json();
     expect(jwks.keys.map((k: { kid: string }) => k.kid)).toContain(headerOf(session.token).kid);

@@ -41,6 +41,11 @@ export const EXPOSED_HEADERS = [
   'Upload-Length',
   'Upload-Expires',
   'Upload-Metadata',
+  // supabase-js reads these from /auth/v1: the API version of an error body, and pagination.
+  'X-Supabase-Api-Version',
+  'X-Sb-Error-Code',
+  'X-Total-Count',
+  'Link',
 ].join(', ');
 
 /** A day, as PostgREST: the browser asks again at most daily per URL. */

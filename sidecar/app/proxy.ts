@@ -15,6 +15,7 @@ import { PlinthError, sendError } from '../core/errors.js';
 import type { KeyRing } from '../core/keys.js';
 import { rowsFromContentRange } from '../audit/redact.js';
 import type { FlatHeaders } from './cors.js';
+import { REST_PREFIX, type RestPrefixed } from './request-target.js';
 
 /** What the proxy notes on a response for the request log: rows (Content-Range) and PostgREST's time to headers. */
 export interface Tracked extends ServerResponse {
@@ -296,6 +297,12 @@ export function withServer(document: string, server: OpenApiServer): string {
   return JSON.stringify(doc);
 }
 
+/** The document fetched as `/rest/v1/` says its paths are under `/rest/v1/`. */
+function underPrefix(req: IncomingMessage, server: OpenApiServer): OpenApiServer {
+  if (!(req as RestPrefixed).viaRestPrefix) return server;
+  return { ...server, basePath: `${server.basePath.replace(/\/+$/, '')}${REST_PREFIX}/` };
+}
+
 function withoutListed(flat: string[], listed: string[]): string[] {
   const kept: string[] = [];
   for (let i = 0; i < flat.length; i += 2) if (!listed.includes(flat[i].toLowerCase())) kept.push(flat[i], flat[i + 1]);
@@ -416,7 +423,7 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       }
     }
     const exchange =
-      openApiServer !== undefined && (url === '/' || url.startsWith('/?')) ? new OpenApiExchange(res, cors, finished, openApiServer(req)) : new Exchange(res, cors, finished);
+      openApiServer !== undefined && (url === '/' || url.startsWith('/?')) ? new OpenApiExchange(res, cors, finished, underPrefix(req, openApiServer(req))) : new Exchange(res, cors, finished);
     let body: Dispatcher.DispatchOptions['body'] = null;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       // A declared length was checked in handle(), and Node delivers no more than it declares;

@@ -41,3 +41,25 @@ export function toOriginForm(req: IncomingMessage, res: ServerResponse): boolean
   req.url = path;
   return true;
 }
+
+/** Where Supabase clients look for the table API: the same API as the root paths. */
+export const REST_PREFIX = '/rest/v1';
+
+/** A request that arrived under REST_PREFIX, which `restPath` removed. */
+export interface RestPrefixed extends IncomingMessage {
+  viaRestPrefix?: boolean;
+}
+
+/**
+ * The root-path form of a target under `/rest/v1` (`/rest/v1/todos?x` → `/todos?x`,
+ * `/rest/v1/` and `/rest/v1` → `/`); null for any other target.
+ */
+export function restPath(target: string): string | null {
+  if (!target.startsWith(REST_PREFIX)) return null;
+  const rest = target.slice(REST_PREFIX.length);
+  if (rest === '') return '/';
+  const c = rest.charCodeAt(0);
+  if (c === 47 /* / */) return rest;
+  if (c === 63 /* ? */) return `/${rest}`;
+  return null;
+}

@@ -12,7 +12,7 @@ import { createGuardedServer } from './connections.js';
 import { createCors, isPreflight, type FlatHeaders } from './cors.js';
 import { OwnedPaths } from './owned-paths.js';
 import { createProxy, type OpenApiServer, type Tracked } from './proxy.js';
-import { toOriginForm } from './request-target.js';
+import { restPath, toOriginForm, type RestPrefixed } from './request-target.js';
 
 export interface Server {
   app: FastifyInstance;
@@ -68,7 +68,14 @@ export async function createServer(plinth: Plinth): Promise<Server> {
           headers = null;
           if (!toOriginForm(req, res)) return;
         }
-        if (owned.owns(req.url!)) {
+        // /rest/v1/* is the table API of the root paths. Of the sidecar's own routes only those
+        // that are part of that API (/rpc/*) answer there; the rest of it goes to PostgREST.
+        const rest = restPath(req.url!);
+        if (rest !== null) {
+          req.url = rest;
+          (req as RestPrefixed).viaRestPrefix = true;
+        }
+        if (owned.owns(req.url!) && (rest === null || rest.startsWith('/rpc/'))) {
           res.setHeader('x-request-id', req.headers['x-request-id']!);
           // fastify merges headers set on the raw response into every answer it writes.
           if (headers !== null) setAll(res, headers);

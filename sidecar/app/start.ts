@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { auditRoutes } from '../audit/routes.js';
 import { startAudit } from '../audit/service.js';
+import { gotrueRoutes } from '../auth/gotrue-routes.js';
 import { accountRoutes } from '../auth/routes.js';
 import { startBackupSchedule } from '../backup/service.js';
 import { bucketsRoutes } from '../buckets/routes.js';
@@ -114,6 +115,8 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     await app.register(realtimeRoutes, { plinth, realtime });
     await app.register(consoleRoutes, { plinth, consoleBuild });
     await app.register(accountRoutes, { plinth, accounts });
+    // The same accounts with GoTrue's routes and shapes, where supabase-js looks for them.
+    await app.register(gotrueRoutes, { plinth, accounts, prefix: '/auth/v1' });
     await app.register(fineRoutes, { plinth, fine });
     lifecycle.onStop('HTTP server', async () => {
       // In-flight requests get a few seconds to finish; idle keep-alive connections close now.

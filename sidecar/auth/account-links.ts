@@ -33,8 +33,14 @@ export function linkUrl(plinth: Plinth, purpose: LinkPurpose, token: string): st
   return `${plinth.config.publicUrl}/console/${PAGES[purpose]}?token=${token}`;
 }
 
-export async function mailLink(plinth: Plinth, mailer: Mailer, to: string, purpose: LinkPurpose, token: string): Promise<void> {
-  const link = linkUrl(plinth, purpose, token);
+/**
+ * Where a mailed token leads. Plinth's routes send the console's pages (linkUrl); the GoTrue face
+ * sends its own verify route, which hands the session to the app that asked for the mail.
+ */
+export type LinkMaker = (purpose: LinkPurpose | 'magic_link', token: string) => string;
+
+export async function mailLink(plinth: Plinth, mailer: Mailer, to: string, purpose: LinkPurpose, token: string, linkTo?: LinkMaker): Promise<void> {
+  const link = linkTo ? linkTo(purpose, token) : linkUrl(plinth, purpose, token);
   const ttl = plinth.config.auth.accountLinkTtl;
   const lifetime = ttl >= 7200 ? `${Math.round(ttl / 3600)} hours` : ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} second${ttl === 1 ? '' : 's'}`;
   const w = WORDING[purpose];
@@ -66,10 +72,10 @@ async function spend(tx: Tx, token: string, purpose: LinkPurpose): Promise<{ use
 }
 
 /** Mails a reset link if the account exists and is not disabled; silent otherwise. */
-export async function sendPasswordReset(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
+export async function sendPasswordReset(plinth: Plinth, mailer: Mailer, email: string, linkTo?: LinkMaker): Promise<void> {
   const user = await findUserByEmail(plinth.sql, email);
   if (!user || user.disabled_at) return;
-  await mailLink(plinth, mailer, user.email, 'password_reset', await issueLink(plinth, user.id, 'password_reset'));
+  await mailLink(plinth, mailer, user.email, 'password_reset', await issueLink(plinth, user.id, 'password_reset'), linkTo);
 }
 
 /**
@@ -100,11 +106,11 @@ export async function confirmEmail(plinth: Plinth, token: string): Promise<Sessi
 }
 
 /** Mails a link to the new address; the account keeps its address until the link is followed. */
-export async function requestEmailChange(plinth: Plinth, mailer: Mailer, userId: string, newEmail: string): Promise<void> {
+export async function requestEmailChange(plinth: Plinth, mailer: Mailer, userId: string, newEmail: string, linkTo?: LinkMaker): Promise<void> {
   const email = normalizeEmail(newEmail);
   // Taken addresses get no mail, and the answer is the same: it does not reveal who has an account.
   if (await findUserByEmail(plinth.sql, email)) return;
-  await mailLink(plinth, mailer, email, 'email_change', await issueLink(plinth, userId, 'email_change', email));
+  await mailLink(plinth, mailer, email, 'email_change', await issueLink(plinth, userId, 'email_change', email), linkTo);
 }
 
 /** Moves the account to the address the link was mailed to; 409 if it was taken meanwhile. */
@@ -132,4 +138,29 @@ export async function acceptInvite(plinth: Plinth, token: string, password: stri
     return u;
   });
   return startSession(plinth, user, 'invite');
+}
+
+/**
+ * Exchanges a reset link for a session instead of a new password (GoTrue's recovery): in that
+ * session the password may be set without the old one (see changePassword). The link confirms
+ * the address, as a reset does.
+ */
+export async function recoverySession(plinth: Plinth, token: string): Promise<Session> {
+  return linkSession(plinth, token, 'password_reset');
+}
+
+/** Exchanges an invitation for a session in which the invited user chooses a password. */
+export async function inviteSession(plinth: Plinth, token: string): Promise<Session> {
+  return linkSession(plinth, token, 'invite');
+}
+
+async function linkSession(plinth: Plinth, token: string, purpose: 'password_reset' | 'invite'): Promise<Session> {
+  const user = await plinth.sql.begin(async (tx) => {
+    const { user_id } = await spend(tx, token, purpose);
+    const [u] = await tx<UserProfile[]>`
+      update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()), last_sign_in_at = now()
+       where id = ${user_id} returning ${tx(PROFILE_COLUMNS)}`;
+    return u;
+  });
+  return startSession(plinth, user, purpose === 'invite' ? 'invite' : 'recovery');
 }

@@ -2,6 +2,7 @@
 // The request always succeeds from the outside, so it does not reveal which emails have accounts.
 import type { Plinth } from '../core/context.js';
 import { unauthorized } from '../core/errors.js';
+import type { LinkMaker } from './account-links.js';
 import type { Mailer } from './mailer.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { startSession, type Session } from './sessions.js';
@@ -9,15 +10,12 @@ import { findUserByEmail, recordSignIn } from './users.js';
 
 const LINK_REFUSED = 'This sign-in link is invalid, already used or expired; ask for a new one';
 
-export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string): Promise<void> {
+export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: string, linkTo?: LinkMaker): Promise<void> {
   const user = await findUserByEmail(plinth.sql, email);
   if (!user || user.disabled_at) return;
-  const { token, hash } = newOpaqueToken();
+  const token = await issueMagicLink(plinth, user.id);
   const ttl = plinth.config.auth.magicLinkTtl;
-  await plinth.sql`
-    insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
-    values (${hash}, ${user.id}, 'magic_link', now() + make_interval(secs => ${ttl}))`;
-  const link = `${plinth.config.publicUrl}/auth/verify?token=${token}`;
+  const link = linkTo ? linkTo('magic_link', token) : `${plinth.config.publicUrl}/auth/verify?token=${token}`;
   const lifetime = ttl >= 120 ? `${Math.round(ttl / 60)} minutes` : `${ttl} second${ttl === 1 ? '' : 's'}`;
   await mailer.send({
     to: user.email,
@@ -25,6 +23,15 @@ export async function sendMagicLink(plinth: Plinth, mailer: Mailer, email: strin
     text: `Follow this link to sign in. It works once and expires in ${lifetime}.\n\n${link}\n\nIf you did not ask for it, ignore this email.\n`,
     html: `<p>Follow this link to sign in. It works once and expires in ${lifetime}.</p><p><a href="${link}">Sign in</a></p><p>If you did not ask for it, ignore this email.</p>`,
   });
+}
+
+/** Stores a new sign-in token for a user and returns it (to be mailed, or handed to an admin). */
+export async function issueMagicLink(plinth: Plinth, userId: string): Promise<string> {
+  const { token, hash } = newOpaqueToken();
+  await plinth.sql`
+    insert into auth.one_time_tokens (token_hash, user_id, purpose, expires_at)
+    values (${hash}, ${userId}, 'magic_link', now() + make_interval(secs => ${plinth.config.auth.magicLinkTtl}))`;
+  return token;
 }
 
 /**

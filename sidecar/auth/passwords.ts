@@ -1,7 +1,7 @@
 // Password hashing: argon2id with OWASP's recommended parameters (m = 19 MiB, t = 2, p = 1).
 // Hashing runs on libuv's thread pool, so it does not block the event loop.
 import { Algorithm, hash, verify } from '@node-rs/argon2';
-import { PlinthError } from '../core/errors.js';
+import { AccountRefusal } from './refusals.js';
 
 const ARGON2ID = { algorithm: Algorithm.Argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 
@@ -31,9 +31,9 @@ export async function verifyPassword(stored: string | null | undefined, password
 /** Refuses passwords too short to resist guessing, or long enough to make hashing a DoS lever. */
 export function assertAcceptablePassword(password: string): void {
   if ([...password].length < PASSWORD_MIN_CHARACTERS) {
-    throw new PlinthError(400, `Password must be at least ${PASSWORD_MIN_CHARACTERS} characters long`, 'PLINTH400', null, 'Choose a longer password');
+    throw new AccountRefusal('weak_password', 400, `Password must be at least ${PASSWORD_MIN_CHARACTERS} characters long`, 'PLINTH400', 'Choose a longer password');
   }
   if (Buffer.byteLength(password, 'utf8') > PASSWORD_MAX_BYTES) {
-    throw new PlinthError(400, `Password must be at most ${PASSWORD_MAX_BYTES} bytes long`);
+    throw new AccountRefusal('password_too_long', 400, `Password must be at most ${PASSWORD_MAX_BYTES} bytes long`);
   }
 }

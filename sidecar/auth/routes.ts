@@ -17,10 +17,12 @@ import {
   searchUsers,
   setAppRole,
 } from './account-functions.js';
-import { acceptInvite, confirmEmail, confirmEmailChange, issueLink, mailLink, requestEmailChange, resetPassword, sendPasswordReset } from './account-links.js';
+import { acceptInvite, confirmEmail, confirmEmailChange, mailLink, requestEmailChange, resetPassword, sendPasswordReset } from './account-links.js';
 import { newOpaqueToken } from './opaque-tokens.js';
 import { followMagicLink, magicLinkAccount, sendMagicLink } from './magic-link.js';
-import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
+import { assertAcceptablePassword, hashPassword } from './passwords.js';
+import { changePassword, signInWithPassword, signUp } from './credentials.js';
+import { AccountRefusal } from './refusals.js';
 import { enforceRateLimit } from './rate-limit.js';
 import {
   accountValidatorCompiler,
@@ -48,7 +50,6 @@ import {
 import type { AccountsService } from './service.js';
 import { clearedRefreshCookie, deliverSession, refreshTokenFromCookie, wantsCookieSession } from './session-cookie.js';
 import { refreshSession, startSession, type Session } from './sessions.js';
-import { createUser, findUserByEmail, passwordHashOf, recordSignIn, setPasswordHash } from './users.js';
 
 // This body is a fixed contract, byte for byte; it is the same for an unknown email and a wrong password.
 const INVALID_CREDENTIALS = { message: 'Invalid email or password' };
@@ -79,40 +80,20 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
   const checkSessionMode = async (req: FastifyRequest) => void wantsCookieSession(req);
 
   app.post<{ Body: Credentials }>('/rpc/signup', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
-    const { email, password } = req.body;
-    const { signup, confirmEmail: mustConfirm } = plinth.config.auth;
-    if (signup === 'closed') throw new PlinthError(403, 'Sign-up is closed on this server', 'PLINTH403', null, 'Ask an administrator for an account');
-    if (signup === 'invite') throw new PlinthError(403, 'Sign-up is by invitation only on this server', 'PLINTH403', null, 'Follow the link of an invitation an administrator sent you');
-    await enforceRateLimit(plinth, 'signup', req.ip, email);
-    assertAcceptablePassword(password);
-    const user = await createUser(plinth.sql, email, await hashPassword(password));
-    if (mustConfirm) {
-      // No session yet: the account signs in once the address is confirmed.
-      await mailLink(plinth, mailer, user.email, 'confirm_email', await issueLink(plinth, user.id, 'confirm_email'));
-      return reply.code(201).headers(noStore).send({ user, message: 'Check your email: follow the link in it to confirm your address, then sign in' });
-    }
-    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');
+    const { user, session } = await signUp(plinth, mailer, req.ip, req.body.email, req.body.password);
+    // No session yet when the address must be confirmed: the account signs in once it is.
+    if (!session) return reply.code(201).headers(noStore).send({ user, message: 'Check your email: follow the link in it to confirm your address, then sign in' });
     return reply.code(201).headers(noStore).send(deliver(req, reply, session));
   });
 
   app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
-    const { email, password } = req.body;
-    await enforceRateLimit(plinth, 'login', req.ip, email);
-    const user = await findUserByEmail(plinth.sql, email);
-    // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
-    const valid = await verifyPassword(user?.password_hash, password);
-    if (!user || !valid) {
-      // The one auth event no row change shows.
-      plinth.audit?.activity('auth.sign_in_failed', email, { reason: user ? 'wrong password' : 'unknown email', client_addr: req.ip }, user?.id ?? null);
-      return reply.code(400).send(INVALID_CREDENTIALS);
+    try {
+      const session = await signInWithPassword(plinth, req.ip, req.body.email, req.body.password);
+      return reply.headers(noStore).send([deliver(req, reply, session)]);
+    } catch (err) {
+      if (err instanceof AccountRefusal && err.reason === 'invalid_credentials') return reply.code(400).send(INVALID_CREDENTIALS);
+      throw err;
     }
-    // Said only to whoever knows the password.
-    if (user.disabled_at) throw new PlinthError(403, 'This account is disabled', 'PLINTH403', null, 'Ask an administrator to enable it');
-    if (plinth.config.auth.confirmEmail && !user.email_confirmed_at) {
-      throw new PlinthError(403, 'Confirm your email address first: follow the link mailed to you', 'PLINTH403', null, 'Or sign in with a magic link, which confirms it too');
-    }
-    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
-    return reply.headers(noStore).send([deliver(req, reply, session)]);
   });
 
   app.post<{ Body: { refresh_token?: string } }>('/auth/refresh', { schema: refreshSchema, preValidation: emptyBodyIsEmptyObject }, async (req, reply) => {
@@ -200,15 +181,8 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     '/auth/password',
     { config: withCaller, schema: changePasswordSchema, preHandler: checkSessionMode },
     async (req, reply) => {
-      const me = await callerProfile(plinth, callerOf(req).claims);
-      // Guessing the current password through this route is limited like guessing it at login.
-      await enforceRateLimit(plinth, 'password_change', req.ip, me.email);
-      if (!(await verifyPassword(await passwordHashOf(plinth.sql, me.id), req.body.current_password))) {
-        throw new PlinthError(400, 'The current password is wrong', 'PLINTH400');
-      }
-      assertAcceptablePassword(req.body.new_password);
-      // The change ends every session of the user (a trigger); this browser gets a new one.
-      await setPasswordHash(plinth.sql, me.id, await hashPassword(req.body.new_password));
+      // Every session of the user ends with the change; this browser gets a new one.
+      const me = await changePassword(plinth, callerOf(req).claims, req.ip, req.body.current_password, req.body.new_password, false);
       return reply.headers(noStore).send(deliver(req, reply, await startSession(plinth, me, 'password')));
     },
   );

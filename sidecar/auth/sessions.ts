@@ -6,10 +6,9 @@ import { createHmac } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
 import type { Tx } from '../core/db.js';
 import { fromDatabase, unauthorized } from '../core/errors.js';
+import { USER_AUDIENCE } from '../core/keys.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
 import { PROFILE_COLUMNS, type UserProfile } from './users.js';
-
-export type SignInMethod = 'password' | 'magic_link' | 'signup' | 'invite' | 'confirm_email';
 
 /** The body every sign-in returns (inside a one-element array for /rpc/login, as clients of that route expect). */
 export interface Session {
@@ -19,30 +18,73 @@ export interface Session {
   user: UserProfile;
 }
 
-function mintAccessToken(plinth: Plinth, user: UserProfile, sessionId: string): Promise<string> {
+export type SignInMethod = 'password' | 'magic_link' | 'signup' | 'invite' | 'confirm_email' | 'recovery';
+
+/** GoTrue's names for how a session began (its `amr` claim), which supabase-js reads. */
+const AMR_METHOD: Record<SignInMethod, string> = {
+  password: 'password',
+  signup: 'password',
+  magic_link: 'otp',
+  confirm_email: 'otp',
+  invite: 'invite',
+  recovery: 'recovery',
+};
+
+interface SessionFacts {
+  id: string;
+  method: SignInMethod;
+  created_at: Date;
+  user_metadata: Record<string, unknown>;
+}
+
+/**
+ * Plinth's claims (sub, email, role, app_role, session_id) plus the ones GoTrue puts in every
+ * access token, so supabase-js and policies written for Supabase read them where they expect.
+ */
+function mintAccessToken(plinth: Plinth, user: UserProfile, session: SessionFacts): Promise<string> {
   return plinth.keys.mint(
-    { sub: user.id, email: user.email, role: 'authenticated', app_role: user.app_role, session_id: sessionId },
+    {
+      sub: user.id,
+      aud: USER_AUDIENCE,
+      email: user.email,
+      phone: '',
+      role: 'authenticated',
+      app_role: user.app_role,
+      app_metadata: appMetadata(user),
+      user_metadata: session.user_metadata,
+      session_id: session.id,
+      is_anonymous: false,
+      aal: 'aal1',
+      amr: [{ method: AMR_METHOD[session.method], timestamp: Math.floor(session.created_at.getTime() / 1000) }],
+    },
     plinth.config.auth.accessTokenTtl,
   );
+}
+
+/** GoTrue's app_metadata, derived: accounts sign in by email, and the app role rides along. */
+export function appMetadata(user: Pick<UserProfile, 'app_role'>): { provider: string; providers: string[]; app_role: string } {
+  return { provider: 'email', providers: ['email'], app_role: user.app_role };
 }
 
 export async function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
   const refresh = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
   // A disabled account is refused by a trigger on auth.sessions (PT403), whichever way it signs in.
-  const sessionId = await plinth.sql
+  const session = await plinth.sql
     .begin(async (tx) => {
-      const [{ id }] = await tx<{ id: string }[]>`insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id`;
+      const [started] = await tx<SessionFacts[]>`
+        insert into auth.sessions (user_id, method) values (${user.id}, ${method})
+        returning id, method, created_at, (select user_metadata from auth.users where id = ${user.id})`;
       await tx`
         insert into auth.refresh_tokens (token_hash, session_id, expires_at)
-        values (${refresh.hash}, ${id}, now() + make_interval(secs => ${ttl}))`;
-      return id;
+        values (${refresh.hash}, ${started.id}, now() + make_interval(secs => ${ttl}))`;
+      return started;
     })
     .catch((err: unknown) => {
       throw fromDatabase(err, { role: 'authenticated' });
     });
   return {
-    token: await mintAccessToken(plinth, user, sessionId),
+    token: await mintAccessToken(plinth, user, session),
     refresh_token: refresh.token,
     expires_in: plinth.config.auth.accessTokenTtl,
     user,
@@ -112,7 +154,10 @@ export async function refreshSession(plinth: Plinth, refreshToken: string): Prom
       on conflict (token_hash) do nothing`;
     await tx`update auth.sessions set refreshed_at = now() where id = ${claimed.session_id}`;
     const [user] = await tx<UserProfile[]>`select ${tx(PROFILE_COLUMNS)} from auth.users where id = ${claimed.user_id}`;
-    return { sessionId: claimed.session_id, user, next: next.token };
+    const [session] = await tx<SessionFacts[]>`
+      select s.id, s.method, s.created_at, u.user_metadata
+        from auth.sessions s join auth.users u on u.id = s.user_id where s.id = ${claimed.session_id}`;
+    return { session, user, next: next.token };
   });
   if ('reused' in outcome) {
     // Never log the token itself: the session id is enough to investigate.
@@ -121,7 +166,7 @@ export async function refreshSession(plinth: Plinth, refreshToken: string): Prom
   }
   if ('refused' in outcome) throw unauthorized(REFRESH_REFUSED);
   return {
-    token: await mintAccessToken(plinth, outcome.user, outcome.sessionId),
+    token: await mintAccessToken(plinth, outcome.user, outcome.session),
     refresh_token: outcome.next,
     expires_in: plinth.config.auth.accessTokenTtl,
     user: outcome.user,

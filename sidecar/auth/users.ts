@@ -3,7 +3,7 @@
 import type { Plinth } from '../core/context.js';
 import type { Sql } from '../core/db.js';
 import { ConfigError } from '../core/config.js';
-import { PlinthError } from '../core/errors.js';
+import { AccountRefusal } from './refusals.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 
 /** What the API shows of a user (auth.user_profile): never the password hash. */
@@ -24,13 +24,13 @@ export function normalizeEmail(email: string): string {
 }
 
 /** Creates an account; 409 when the email (in any case) is taken. */
-export async function createUser(sql: Sql, email: string, passwordHash: string | null): Promise<UserProfile> {
+export async function createUser(sql: Sql, email: string, passwordHash: string | null, userMetadata: Record<string, unknown> = {}): Promise<UserProfile> {
   const [user] = await sql<UserProfile[]>`
-    insert into auth.users (email, password_hash) values (${normalizeEmail(email)}, ${passwordHash})
+    insert into auth.users (email, password_hash, user_metadata) values (${normalizeEmail(email)}, ${passwordHash}, ${sql.json(userMetadata as never)})
     on conflict ((lower(email))) do nothing
     returning ${sql(PROFILE_COLUMNS)}`;
   if (!user) {
-    throw new PlinthError(409, 'An account with this email already exists', '23505', null, 'Sign in instead, or ask for a magic link');
+    throw new AccountRefusal('email_taken', 409, 'An account with this email already exists', '23505', 'Sign in instead, or ask for a magic link');
   }
   return user;
 }
@@ -96,6 +96,20 @@ export async function passwordHashOf(sql: Sql, userId: string): Promise<string |
   return row?.password_hash ?? null;
 }
 
-export async function setPasswordHash(sql: Sql, userId: string, passwordHash: string): Promise<void> {
-  await sql`update auth.users set password_hash = ${passwordHash} where id = ${userId}`;
+/**
+ * Sets a new password hash. Every session of the user ends (a trigger), except `keepSession`: the
+ * session that changed it, when it goes on (see the credential trigger).
+ */
+export async function setPasswordHash(sql: Sql, userId: string, passwordHash: string, keepSession: string | null = null): Promise<void> {
+  await sql.begin(async (tx) => {
+    if (keepSession !== null) await tx`select set_config('plinth.keep_session', ${keepSession}, true)`;
+    await tx`update auth.users set password_hash = ${passwordHash} where id = ${userId}`;
+  });
+}
+
+/** The user_metadata of some accounts, by id (GoTrue's user objects show it). */
+export async function userMetadataOf(sql: Sql, ids: string[]): Promise<Map<string, Record<string, unknown>>> {
+  if (ids.length === 0) return new Map();
+  const rows = await sql<{ id: string; user_metadata: Record<string, unknown> }[]>`select id, user_metadata from auth.users where id = any(${ids}::uuid[])`;
+  return new Map(rows.map((r) => [r.id, r.user_metadata]));
 }

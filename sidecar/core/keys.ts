@@ -9,6 +9,12 @@ import { API_ROLES, type Claims, type Sql } from './db.js';
 import { unauthorized } from './errors.js';
 
 export const AUDIENCE = 'plinth';
+/**
+ * The audience of users' access tokens, as GoTrue (and so supabase-js and policies written for
+ * Supabase) sets it. API keys keep `plinth`; a token with either verifies.
+ */
+export const USER_AUDIENCE = 'authenticated';
+const ACCEPTED_AUDIENCES = [AUDIENCE, USER_AUDIENCE];
 const API_KEY_LIFETIME = 10 * 365 * 86400;
 const KEYS_CHANNEL = 'plinth_keys';
 const VERIFIED_CACHE_LIMIT = 10_000;
@@ -34,7 +40,7 @@ async function sign(claims: jose.JWTPayload, key: jose.CryptoKey | Uint8Array, a
     .setProtectedHeader({ alg, kid, typ: 'JWT' })
     .setIssuedAt(iat)
     .setExpirationTime(exp)
-    .setAudience(AUDIENCE)
+    .setAudience(typeof claims.aud === 'string' ? claims.aud : AUDIENCE)
     .sign(key);
 }
 
@@ -227,7 +233,7 @@ export class KeyRing {
       const generation = this.generation;
       let payload: jose.JWTPayload;
       try {
-        ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: AUDIENCE, requiredClaims: ['exp'] }));
+        ({ payload } = await jose.jwtVerify(token, this.jwks, { algorithms: this.algorithms, audience: ACCEPTED_AUDIENCES, requiredClaims: ['exp'] }));
       } catch (err) {
         if (err instanceof jose.errors.JWTExpired) throw unauthorized('JWT expired');
         throw unauthorized(`JWT invalid: ${describeJoseError(err)}`);
