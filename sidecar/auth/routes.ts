@@ -47,8 +47,8 @@ import {
 } from './schemas.js';
 import type { AccountsService } from './service.js';
 import { clearedRefreshCookie, deliverSession, refreshTokenFromCookie, wantsCookieSession } from './session-cookie.js';
-import { refreshSession, startSession, type Session } from './sessions.js';
-import { createUser, findUserByEmail, passwordHashOf, recordSignIn, setPasswordHash } from './users.js';
+import { refreshSession, signIn, startSession, type Session } from './sessions.js';
+import { createUser, findUserByEmail, passwordHashOf, setPasswordHash } from './users.js';
 
 // This body is a fixed contract, byte for byte; it is the same for an unknown email and a wrong password.
 const INVALID_CREDENTIALS = { message: 'Invalid email or password' };
@@ -91,14 +91,14 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
       await mailLink(plinth, mailer, user.email, 'confirm_email', await issueLink(plinth, user.id, 'confirm_email'));
       return reply.code(201).headers(noStore).send({ user, message: 'Check your email: follow the link in it to confirm your address, then sign in' });
     }
-    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');
+    const session = await signIn(plinth, user.id, false, 'signup');
     return reply.code(201).headers(noStore).send(deliver(req, reply, session));
   });
 
   app.post<{ Body: Credentials }>('/rpc/login', { schema: credentialsSchema, preHandler: checkSessionMode }, async (req, reply) => {
     const { email, password } = req.body;
-    await enforceRateLimit(plinth, 'login', req.ip, email);
-    const user = await findUserByEmail(plinth.sql, email);
+    // Both at once (one round trip of waiting): a refused attempt has read a row for nothing.
+    const [, user] = await Promise.all([enforceRateLimit(plinth, 'login', req.ip, email), findUserByEmail(plinth.sql, email)]);
     // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
     const valid = await verifyPassword(user?.password_hash, password);
     if (!user || !valid) {
@@ -111,7 +111,7 @@ export async function accountRoutes(app: FastifyInstance, { plinth, accounts }: 
     if (plinth.config.auth.confirmEmail && !user.email_confirmed_at) {
       throw new PlinthError(403, 'Confirm your email address first: follow the link mailed to you', 'PLINTH403', null, 'Or sign in with a magic link, which confirms it too');
     }
-    const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
+    const session = await signIn(plinth, user.id, false, 'password');
     return reply.headers(noStore).send([deliver(req, reply, session)]);
   });
 

@@ -29,21 +29,49 @@ function mintAccessToken(plinth: Plinth, user: UserProfile, sessionId: string): 
 export async function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
   const refresh = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
-  // A disabled account is refused by a trigger on auth.sessions (PT403), whichever way it signs in.
-  const sessionId = await plinth.sql
-    .begin(async (tx) => {
-      const [{ id }] = await tx<{ id: string }[]>`insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id`;
-      await tx`
-        insert into auth.refresh_tokens (token_hash, session_id, expires_at)
-        values (${refresh.hash}, ${id}, now() + make_interval(secs => ${ttl}))`;
-      return id;
-    })
-    .catch((err: unknown) => {
-      throw fromDatabase(err, { role: 'authenticated' });
-    });
+  // One statement, so one round trip and its own transaction: the session and its first refresh
+  // token exist together or not at all. A disabled account is refused by a trigger on
+  // auth.sessions (PT403), whichever way it signs in.
+  const [{ id: sessionId }] = await plinth.sql<{ id: string }[]>`
+    with s as (insert into auth.sessions (user_id, method) values (${user.id}, ${method}) returning id),
+         r as (insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+               select ${refresh.hash}, s.id, now() + make_interval(secs => ${ttl}) from s)
+    select id from s`.catch((err: unknown) => {
+    throw fromDatabase(err, { role: 'authenticated' });
+  });
+  return sessionFor(plinth, user, sessionId, refresh.token);
+}
+
+/**
+ * A sign-in in one statement (one round trip, one transaction): the user's last_sign_in_at (and
+ * email_confirmed_at when the sign-in proves the address), the session and its refresh token.
+ */
+export async function signIn(plinth: Plinth, userId: string, confirmsEmail: boolean, method: SignInMethod): Promise<Session> {
+  const refresh = newOpaqueToken();
+  const ttl = plinth.config.auth.refreshTokenTtl;
+  const sql = plinth.sql;
+  const [row] = await sql<(UserProfile & { session_id: string })[]>`
+    with u as (
+           update auth.users
+              set last_sign_in_at = now(),
+                  email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
+            where id = ${userId}
+           returning ${sql(PROFILE_COLUMNS)}),
+         s as (insert into auth.sessions (user_id, method) select u.id, ${method} from u returning id),
+         r as (insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+               select ${refresh.hash}, s.id, now() + make_interval(secs => ${ttl}) from s)
+    select u.*, s.id as session_id from u, s`.catch((err: unknown) => {
+    throw fromDatabase(err, { role: 'authenticated' });
+  });
+  if (!row) throw new Error(`signing in: user ${userId} does not exist`);
+  const { session_id, ...user } = row;
+  return sessionFor(plinth, user as UserProfile, session_id, refresh.token);
+}
+
+async function sessionFor(plinth: Plinth, user: UserProfile, sessionId: string, refreshToken: string): Promise<Session> {
   return {
     token: await mintAccessToken(plinth, user, sessionId),
-    refresh_token: refresh.token,
+    refresh_token: refreshToken,
     expires_in: plinth.config.auth.accessTokenTtl,
     user,
   };
