@@ -87,10 +87,11 @@ async function main() {
 
   log('starting the stack (tests/harness.ts startStack) and a baseline PostgREST on TCP');
   // Login is measured for throughput: the per-address and per-email limits must not cut it short.
-  // Every load generator and the 1,000 realtime subscribers connect from one address: no cap.
+  // Every load generator and the 1,000 realtime subscribers connect from one address: no cap on
+  // its connections, nor on its uploads in flight (32 small-file uploads at once).
   const stackOptions = {
     appMigrations: MIGRATIONS,
-    env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0' },
+    env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0', PLINTH_MAX_UPLOADS_PER_ADDRESS: '0' },
   };
   const stack: Stack = await startStack(stackOptions);
   let direct: DirectPostgrest | undefined;
