@@ -22,8 +22,8 @@ function machineTicks(): { busy: number; total: number } {
   return { busy: total - v[3] - v[4], total };
 }
 
-/** utime + stime of this process and all its descendants now alive, in ticks. */
-function treeTicks(): number {
+/** utime + stime of this process and each of its descendants now alive, in ticks, by pid. */
+function treeTicks(): Map<number, number> {
   const parent = new Map<number, number>();
   const ticks = new Map<number, number>();
   for (const name of fs.readdirSync('/proc')) {
@@ -41,8 +41,15 @@ function treeTicks(): number {
     for (let p = pid, hops = 0; p > 1 && hops < 64; p = parent.get(p) ?? 0, hops++) if (p === process.pid) return true;
     return false;
   };
+  const tree = new Map<number, number>();
+  for (const [pid, t] of ticks) if (mine(pid)) tree.set(pid, t);
+  return tree;
+}
+
+/** CPU ticks the tree spent between two snapshots (processes started meanwhile count whole). */
+function treeDelta(before: Map<number, number>, after: Map<number, number>): number {
   let sum = 0;
-  for (const [pid, t] of ticks) if (mine(pid)) sum += t;
+  for (const [pid, t] of after) sum += t - (before.get(pid) ?? 0);
   return sum;
 }
 
@@ -59,7 +66,7 @@ export function loadMeter(): { stop(): MachineLoad } {
       const total = Math.max(1, m1.total - m0.total);
       const busy = m1.busy - m0.busy;
       // Descendants that exited during the interval are missed: "others" errs on the high side.
-      const others = Math.max(0, busy - (t1 - t0));
+      const others = Math.min(busy, Math.max(0, busy - treeDelta(t0, t1)));
       const [a, b, c] = os.loadavg();
       return { loadavg: [round(a), round(b), round(c)], cpuBusyPct: round((100 * busy) / total), othersPct: round((100 * others) / total), seconds: round(seconds) };
     },
