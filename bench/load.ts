@@ -1,6 +1,7 @@
 // The load generator for request-rate figures: autocannon, run in this process for both sides
 // of every comparison (same connections, same duration), rounds alternating between the sides.
 import { createRequire } from 'node:module';
+import { withLoad } from './machine-load.ts';
 
 const require = createRequire(import.meta.url);
 // autocannon ships no types; only the fields used here are described.
@@ -34,7 +35,8 @@ export interface LoadResult {
 }
 
 export async function load(target: LoadTarget, connections: number, seconds: number): Promise<LoadResult> {
-  const r = await autocannon({
+  const label = `${target.requests?.[0]?.method ?? target.method ?? 'GET'} ${new URL(target.url).host}${new URL(target.url).pathname} c=${connections}`;
+  const r = await withLoad(label, () => autocannon({
     url: target.url,
     method: target.method ?? 'GET',
     headers: target.headers,
@@ -43,7 +45,7 @@ export async function load(target: LoadTarget, connections: number, seconds: num
     connections,
     duration: seconds,
     pipelining: 1,
-  });
+  }));
   const completed = r['2xx'];
   return { completed, rps: completed / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx };
 }

@@ -5,6 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 import { startStack, type Stack } from '../tests/harness.ts';
+import { withLoad } from './machine-load.ts';
 import { median, ratioRow, renderTable, type Row } from './report.ts';
 
 const SECTION = '8 realtime';
@@ -107,6 +108,10 @@ async function measureLatency(
 
 /** Single-row autocommit inserts from `writers` connections; rows per second. */
 async function insertRate(stack: Stack, table: string, inserts: number, writers: number): Promise<number> {
+  return withLoad(`single-row inserts into ${table}`, () => insertRateNow(stack, table, inserts, writers));
+}
+
+async function insertRateNow(stack: Stack, table: string, inserts: number, writers: number): Promise<number> {
   const started = performance.now();
   await Promise.all(
     Array.from({ length: writers }, async () => {
@@ -120,7 +125,7 @@ async function insertRate(stack: Stack, table: string, inserts: number, writers:
 
 async function bulkRate(stack: Stack, table: string, rows: number): Promise<number> {
   const started = performance.now();
-  await stack.sql.unsafe(`insert into public.${table} (title, sent_at) select 'bulk', 0 from generate_series(1, ${rows})`);
+  await withLoad(`bulk insert into ${table}`, () => stack.sql.unsafe(`insert into public.${table} (title, sent_at) select 'bulk', 0 from generate_series(1, ${rows})`));
   return rows / ((performance.now() - started) / 1000);
 }
 
@@ -163,7 +168,7 @@ export async function runRealtimeBench(ctx: Ctx, options: Partial<RealtimeBenchO
 
     log(`  latency: ${opts.subscribers} subscribers with the anon key (one claims group), ${opts.samples} inserts`);
     for (let i = 0; i < opts.subscribers; i++) subs.push(await subscribe(stack, stack.anonKey));
-    const anonLat = await measureLatency(stack, subs, opts.samples, () => ({ userId: null, isPublic: true, receivers: subs }));
+    const anonLat = await withLoad('realtime latency, anon', () => measureLatency(stack, subs, opts.samples, () => ({ userId: null, isPublic: true, receivers: subs })));
     rows.push(
       { section: SECTION, metric: `delivery p50, ${opts.subscribers} anon subscribers`, unit: 'ms', plinth: percentile(anonLat, 50), baseline: null, ratio: null, target: '', met: null, note: 'insert sent → message received, every subscriber' },
       { section: SECTION, metric: `delivery p99, ${opts.subscribers} anon subscribers`, unit: 'ms', plinth: percentile(anonLat, 99), baseline: null, ratio: null, target: '≤ 1000 ms', met: percentile(anonLat, 99) <= 1000 },
@@ -180,13 +185,13 @@ export async function runRealtimeBench(ctx: Ctx, options: Partial<RealtimeBenchO
       if (!byUser.has(u.id)) byUser.set(u.id, []);
       byUser.get(u.id)!.push(s);
     }
-    const userLat = await measureLatency(stack, subs, opts.samples, (i) => {
+    const userLat = await withLoad('realtime latency, per user', () => measureLatency(stack, subs, opts.samples, (i) => {
       const u = users[i % users.length];
       return { userId: u.id, isPublic: false, receivers: byUser.get(u.id)! };
-    });
+    }));
     rows.push(
       { section: SECTION, metric: `delivery p50, ${opts.subscribers} subscribers / ${opts.users} users`, unit: 'ms', plinth: percentile(userLat, 50), baseline: null, ratio: null, target: '', met: null, note: 'each change visible to one user only' },
-      { section: SECTION, metric: `delivery p99, ${opts.subscribers} subscribers / ${opts.users} users`, unit: 'ms', plinth: percentile(userLat, 99), baseline: null, ratio: null, target: '≤ 1000 ms', met: percentile(userLat, 99) <= 1000 },
+      { section: SECTION, metric: `delivery p99, ${opts.subscribers} subscribers / ${opts.users} users`, unit: 'ms', plinth: percentile(userLat, 99), baseline: null, ratio: null, target: '< 100 ms', met: percentile(userLat, 99) < 100 },
     );
   } finally {
     for (const s of subs) s.ws.close();

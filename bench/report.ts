@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { describeLoad, rounds, type MachineLoad } from './machine-load.ts';
 
 export interface Row {
   section: string;
@@ -17,6 +18,8 @@ export interface Row {
   target: string;
   met: boolean | null;
   note?: string;
+  /** The machine's load over the section that measured this row (bench/machine-load.ts). */
+  load?: MachineLoad;
 }
 
 export function median(values: number[]): number {
@@ -59,7 +62,7 @@ function num(n: number | null): string {
 }
 
 export function renderTable(rows: Row[]): string {
-  const head = ['section', 'metric', 'Plinth', 'baseline', 'unit', 'ratio', 'target', 'met', 'note'];
+  const head = ['section', 'metric', 'Plinth', 'baseline', 'unit', 'ratio', 'target', 'met', 'load (1-min avg · CPU busy)', 'note'];
   const body = rows.map((r) => [
     r.section,
     r.metric,
@@ -69,6 +72,7 @@ export function renderTable(rows: Row[]): string {
     r.ratio === null ? '—' : `${r.ratio.toFixed(2)}×`,
     r.target || '—',
     r.met === null ? '' : r.met ? 'met' : 'MISSED',
+    r.load ? describeLoad(r.load) : '',
     r.note ?? '',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
@@ -84,6 +88,8 @@ export function writeResults(dir: string, rows: Row[], extra: Record<string, unk
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version },
     ...extra,
     rows,
+    // Every timed round (autocannon runs, timed transfers) with the machine's load during it.
+    rounds,
   };
   const file = path.join(dir, `${stamp}.json`);
   fs.writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');

@@ -12,7 +12,9 @@ import { benchBuckets, bucketsBenchSize } from './buckets.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
 import { benchAfterRotation, benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
+import { benchIdleSockets } from './idle-sockets.ts';
 import { benchLogin } from './login.ts';
+import { loadMeter } from './machine-load.ts';
 import { renderTable, skippedRow, writeResults, type Row } from './report.ts';
 import { benchS3 } from './s3.ts';
 import { GiB, KiB, MiB } from './streams.ts';
@@ -21,7 +23,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'backup', 'buckets'];
+const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'sockets', 'backup', 'buckets'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -35,13 +37,18 @@ async function section(rows: Row[], timings: Record<string, number>, name: strin
   if (!wanted(name)) return;
   log(title);
   const t0 = Date.now();
+  const meter = loadMeter();
+  const out: Row[] = [];
   try {
-    rows.push(...(await fn()));
+    out.push(...(await fn()));
   } catch (err) {
     const reason = String((err as Error)?.message ?? err).split('\n')[0].slice(0, 200);
     log(`  ${name} skipped: ${reason}`);
-    rows.push(skippedRow(title, name, reason));
+    out.push(skippedRow(title, name, reason));
   }
+  const load = meter.stop();
+  log(`  load during ${name}: 1-min average ${load.loadavg[0]}, CPU ${load.cpuBusyPct}% busy, ${load.othersPct}% by other programs`);
+  rows.push(...out.map((r) => ({ ...r, load: r.load ?? load })));
   timings[name] = Math.round((Date.now() - t0) / 1000);
 }
 
@@ -81,10 +88,11 @@ async function main() {
 
   log('starting the stack (tests/harness.ts startStack) and a baseline PostgREST on TCP');
   // Login is measured for throughput: the per-address and per-email limits must not cut it short.
-  // Every load generator and the 1,000 realtime subscribers connect from one address: no cap.
+  // Every load generator and the 1,000 realtime subscribers connect from one address: no cap on
+  // its connections, nor on its uploads in flight (32 small-file uploads at once).
   const stackOptions = {
     appMigrations: MIGRATIONS,
-    env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0' },
+    env: { PLINTH_LOG_LEVEL: 'warn', PLINTH_RATE_LIMIT_PER_IP: '1000000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000000', PLINTH_MAX_CONNECTIONS_PER_ADDRESS: '0', PLINTH_MAX_UPLOADS_PER_ADDRESS: '0' },
   };
   const stack: Stack = await startStack(stackOptions);
   let direct: DirectPostgrest | undefined;
@@ -146,6 +154,7 @@ async function main() {
     await stack.destroy();
   }
   await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));
+  await section(rows, timings, 'sockets', '11 idle sockets', () => benchIdleSockets(stackOptions, { sockets: 10_000, parallel: 100 }));
   await section(rows, timings, 'backup', '9 backup', () => benchBackup({ n: 1000, fileSize: 64 * KiB, appMigrations: MIGRATIONS }, log));
 
   const seconds = Math.round((Date.now() - started) / 1000);

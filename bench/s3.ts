@@ -30,9 +30,9 @@ export async function benchS3(opts: S3Options): Promise<Row[]> {
     const plinthDown: number[] = [];
     const sdkDown: number[] = [];
     const rounds = await repeat(opts.rounds, opts.budgetSeconds, async () => {
-      plinthUp.push(size / MiB / (await timed(() => upload(`${stack!.url}/rpc/store_file`, { ...auth, 'file-path': 'bench/s3.bin' }, size))).seconds);
-      sdkUp.push(size / MiB / (await timed(() => new Upload({ client, params: { Bucket: bucket, Key: 'direct/s3.bin', Body: generated(size) } }).done())).seconds);
-      plinthDown.push(size / MiB / (await timed(() => drain(`${stack!.url}/rpc/retrieve_file?p_file_path=bench%2Fs3.bin`, auth, size))).seconds);
+      plinthUp.push(size / MiB / (await timed(() => upload(`${stack!.url}/rpc/store_file`, { ...auth, 'file-path': 'bench/s3.bin' }, size), 'S3 upload: Plinth')).seconds);
+      sdkUp.push(size / MiB / (await timed(() => new Upload({ client, params: { Bucket: bucket, Key: 'direct/s3.bin', Body: generated(size) } }).done(), 'S3 upload: SDK')).seconds);
+      plinthDown.push(size / MiB / (await timed(() => drain(`${stack!.url}/rpc/retrieve_file?p_file_path=bench%2Fs3.bin`, auth, size), 'S3 download: Plinth')).seconds);
       sdkDown.push(
         size /
           MiB /
@@ -42,14 +42,14 @@ export async function benchS3(opts: S3Options): Promise<Row[]> {
               let n = 0;
               for await (const chunk of got.Body as AsyncIterable<Buffer>) n += chunk.length;
               if (n !== size) throw new Error(`GetObject: ${n} bytes, expected ${size}`);
-            })
+            }, 'S3 download: SDK')
           ).seconds,
       );
     });
     const label = `${size / MiB} MiB`;
     return [
-      ratioRow({ section: '7 S3', metric: `${label} upload (s3rver)`, unit: 'MiB/s', plinth: median(plinthUp), baseline: median(sdkUp), target: '', note: `baseline: @aws-sdk/lib-storage Upload to s3rver; ${rounds} rounds` }),
-      ratioRow({ section: '7 S3', metric: `${label} download (s3rver)`, unit: 'MiB/s', plinth: median(plinthDown), baseline: median(sdkDown), target: '', note: 'baseline: GetObject from s3rver' }),
+      ratioRow({ section: '7 S3', metric: `${label} upload (s3rver)`, unit: 'MiB/s', plinth: median(plinthUp), baseline: median(sdkUp), target: '≥ 0.95×', minRatio: 0.95, note: `baseline: @aws-sdk/lib-storage Upload to s3rver; ${rounds} rounds` }),
+      ratioRow({ section: '7 S3', metric: `${label} download (s3rver)`, unit: 'MiB/s', plinth: median(plinthDown), baseline: median(sdkDown), target: '≥ 0.95×', minRatio: 0.95, note: 'baseline: GetObject from s3rver' }),
     ];
   } finally {
     await stack?.destroy();

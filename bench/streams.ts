@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
+import { withLoad } from './machine-load.ts';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -49,8 +50,8 @@ export async function upload(url: string, headers: Record<string, string>, size:
   return text;
 }
 
-export async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
+export async function timed<T>(fn: () => Promise<T>, label = 'timed'): Promise<{ seconds: number; value: T }> {
   const t0 = process.hrtime.bigint();
-  const value = await fn();
+  const value = await withLoad(label, fn);
   return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, value };
 }

@@ -9,8 +9,8 @@ import type { Mailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
 import { enforceRateLimit } from './rate-limit.js';
 import { AccountRefusal } from './refusals.js';
-import { startSession, type Session } from './sessions.js';
-import { createUser, findUserByEmail, passwordHashOf, recordSignIn, setPasswordHash, type UserProfile } from './users.js';
+import { signIn, type Session } from './sessions.js';
+import { createUser, findUserByEmail, passwordHashOf, setPasswordHash, type UserProfile } from './users.js';
 
 /** The sign-up rule of PLINTH_SIGNUP: refuses when visitors may not create accounts. */
 export function assertSignupOpen(plinth: Plinth): void {
@@ -42,14 +42,14 @@ export async function signUp(
     await mailLink(plinth, mailer, user.email, 'confirm_email', await issueLink(plinth, user.id, 'confirm_email'), linkTo);
     return { user, session: null };
   }
-  const session = await startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'signup');
+  const session = await signIn(plinth, user.id, false, 'signup');
   return { user: session.user, session };
 }
 
 /** Signs in with email and password; the same refusal for an unknown email and a wrong password. */
 export async function signInWithPassword(plinth: Plinth, clientAddress: string, email: string, password: string): Promise<Session> {
-  await enforceRateLimit(plinth, 'login', clientAddress, email);
-  const user = await findUserByEmail(plinth.sql, email);
+  // Both at once (one round trip of waiting): a refused attempt has read a row for nothing.
+  const [, user] = await Promise.all([enforceRateLimit(plinth, 'login', clientAddress, email), findUserByEmail(plinth.sql, email)]);
   // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
   const valid = await verifyPassword(user?.password_hash, password);
   if (!user || !valid) {
@@ -62,7 +62,7 @@ export async function signInWithPassword(plinth: Plinth, clientAddress: string, 
   if (plinth.config.auth.confirmEmail && !user.email_confirmed_at) {
     throw new AccountRefusal('email_not_confirmed', 403, 'Confirm your email address first: follow the link mailed to you', 'PLINTH403', 'Or sign in with a magic link, which confirms it too');
   }
-  return startSession(plinth, await recordSignIn(plinth.sql, user.id, false), 'password');
+  return signIn(plinth, user.id, false, 'password');
 }
 
 /** Sessions that began with a mailed reset or invitation link: holding the link stood for the password. */

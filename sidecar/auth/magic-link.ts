@@ -5,8 +5,8 @@ import { unauthorized } from '../core/errors.js';
 import type { LinkMaker } from './account-links.js';
 import type { Mailer } from './mailer.js';
 import { hashOpaqueToken, newOpaqueToken } from './opaque-tokens.js';
-import { startSession, type Session } from './sessions.js';
-import { findUserByEmail, recordSignIn } from './users.js';
+import { signIn, type Session } from './sessions.js';
+import { findUserByEmail } from './users.js';
 
 const LINK_REFUSED = 'This sign-in link is invalid, already used or expired; ask for a new one';
 
@@ -54,6 +54,5 @@ export async function followMagicLink(plinth: Plinth, token: string): Promise<Se
      where token_hash = ${hashOpaqueToken(token)} and purpose = 'magic_link' and used_at is null and expires_at > now()
     returning user_id`;
   if (!spent) throw unauthorized(LINK_REFUSED);
-  const user = await recordSignIn(plinth.sql, spent.user_id, true);
-  return startSession(plinth, user, 'magic_link');
+  return signIn(plinth, spent.user_id, true, 'magic_link');
 }

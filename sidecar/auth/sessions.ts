@@ -91,6 +91,37 @@ export async function startSession(plinth: Plinth, user: UserProfile, method: Si
   };
 }
 
+/**
+ * A sign-in in one statement (one round trip, one transaction): the user's last_sign_in_at (and
+ * email_confirmed_at when the sign-in proves the address), the session and its refresh token.
+ */
+export async function signIn(plinth: Plinth, userId: string, confirmsEmail: boolean, method: SignInMethod): Promise<Session> {
+  const refresh = newOpaqueToken();
+  const ttl = plinth.config.auth.refreshTokenTtl;
+  const sql = plinth.sql;
+  const [row] = await sql<(UserProfile & { user_metadata: Record<string, unknown>; session_id: string; session_created_at: Date })[]>`
+    with u as (
+           update auth.users
+              set last_sign_in_at = now(),
+                  email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
+            where id = ${userId}
+           returning ${sql(PROFILE_COLUMNS)}, user_metadata),
+         s as (insert into auth.sessions (user_id, method) select u.id, ${method} from u returning id, created_at),
+         r as (insert into auth.refresh_tokens (token_hash, session_id, expires_at)
+               select ${refresh.hash}, s.id, now() + make_interval(secs => ${ttl}) from s)
+    select u.*, s.id as session_id, s.created_at as session_created_at from u, s`.catch((err: unknown) => {
+    throw fromDatabase(err, { role: 'authenticated' });
+  });
+  if (!row) throw new Error(`signing in: user ${userId} does not exist`);
+  const { session_id, session_created_at, user_metadata, ...user } = row;
+  return {
+    token: await mintAccessToken(plinth, user, { id: session_id, method, created_at: session_created_at, user_metadata }),
+    refresh_token: refresh.token,
+    expires_in: plinth.config.auth.accessTokenTtl,
+    user,
+  };
+}
+
 const REFRESH_REFUSED = 'Invalid refresh token: it is unknown, expired, already used or its session has ended; sign in again';
 
 /**

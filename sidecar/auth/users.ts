@@ -43,16 +43,6 @@ export async function findUserByEmail(sql: Sql, email: string): Promise<StoredUs
   return user;
 }
 
-export async function recordSignIn(sql: Sql, userId: string, confirmsEmail: boolean): Promise<UserProfile> {
-  const [user] = await sql<UserProfile[]>`
-    update auth.users
-       set last_sign_in_at = now(),
-           email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
-     where id = ${userId}
-    returning ${sql(PROFILE_COLUMNS)}`;
-  return user;
-}
-
 /**
  * PLINTH_ADMIN_EMAIL / PLINTH_ADMIN_PASSWORD: the account is created on first start, and on later
  * starts made an admin again and given the configured password if it changed. Never duplicated:

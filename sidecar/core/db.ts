@@ -102,8 +102,20 @@ export function becomeCaller(tx: Tx, claims: Claims, statementTimeout = '') {
 export async function asCaller<T>(sql: CallerSql, claims: Claims, fn: (tx: Tx) => Promise<T>): Promise<T> {
   try {
     return (await sql.begin(async (tx) => {
-      await becomeCaller(tx, claims, sql.statementTimeout);
-      return fn(tx);
+      // Not awaited: the switch and fn's first statement travel together (one round trip less).
+      // The connection runs them in order, so fn's statements run as the caller or not at all.
+      const switched = becomeCaller(tx, claims, sql.statementTimeout);
+      switched.catch(() => {});
+      let out: T;
+      try {
+        out = await fn(tx);
+      } catch (err) {
+        // If the switch failed, that is the error to report, not the aborted statement after it.
+        await switched;
+        throw err;
+      }
+      await switched;
+      return out;
     })) as T;
   } catch (err) {
     throw fromDatabase(err, claims);

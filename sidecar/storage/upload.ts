@@ -4,11 +4,11 @@
 //   write    stream the body to the backend through a meter (size limit, idle timeout, SHA-256);
 //   commit   as the caller, in one transaction: link the object and check the caller's quota;
 //   or discard the bytes and the reservation on any failure; then release the key to the sweeper.
-import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { asCaller, type Claims, type Tx } from '../core/db.js';
 import { PlinthError } from '../core/errors.js';
+import { StreamHash } from './hashing.js';
 import type { Storage, WrittenObject } from './types.js';
 
 export function fileTooLarge(limit: number): PlinthError {
@@ -77,7 +77,7 @@ export function refusedUnread(err: unknown, source: Readable, request: IncomingM
 class Meter extends Transform {
   // Not called `size`: lib-storage would read it as the body's total length.
   bytes = 0;
-  private readonly hash = createHash('sha256');
+  private readonly hash = new StreamHash();
 
   constructor(private readonly limit: number, private readonly tooLarge: () => PlinthError, private readonly onBytes: () => void) {
     super({ highWaterMark: 1024 * 1024 });
@@ -87,12 +87,20 @@ class Meter extends Transform {
     this.onBytes();
     this.bytes += chunk.length;
     if (this.bytes > this.limit) return done(this.tooLarge());
-    this.hash.update(chunk);
-    done(null, chunk);
+    const wait = this.hash.update(chunk);
+    if (!wait) return done(null, chunk);
+    // The hasher is behind: the chunk goes on once it has caught up (the body waits meanwhile).
+    wait.then(() => done(null, chunk), done);
   }
 
-  digest(): string {
-    return this.hash.digest('hex');
+  _destroy(err: Error | null, callback: (error?: Error | null) => void) {
+    // A stream that ended whole is destroyed too (autoDestroy); its digest is still to be read.
+    if (err || !this.writableFinished) this.hash.drop();
+    callback(err);
+  }
+
+  digest(): Promise<string> {
+    return this.hash.digest();
   }
 }
 
@@ -166,7 +174,7 @@ async function write(storage: Storage, reserved: { id: string; key: string }, bo
     source.pipe(meter);
     await storage.backend.put(reserved.key, meter);
     if (meter.errored) throw meter.errored;
-    return { ...reserved, size: meter.bytes, sha256: meter.digest() };
+    return { ...reserved, size: meter.bytes, sha256: await meter.digest() };
   } catch (err) {
     source.unpipe(meter);
     // Read (and drop) the rest of the body, so the client, still sending, gets to see our answer.

@@ -1,0 +1,145 @@
+// SHA-256 of an upload's bytes, computed off the main thread for large files: on the main thread
+// hashing was half of the sidecar's busy time during a 1 GiB upload, and it delayed every other
+// request meanwhile. Bytes are copied into 1 MiB batches that are handed (transferred, not copied)
+// to one shared worker thread; a file that ends within the first batch is hashed here instead,
+// which is cheaper than a round trip to the worker. At most a few batches are in flight per upload,
+// so memory stays flat and a slow hasher slows the upload instead of filling memory.
+import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+
+const BATCH = 1024 * 1024;
+const MAX_IN_FLIGHT = 4;
+
+// Plain JavaScript evaluated in the worker, so it runs without the TypeScript loader.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const hashes = new Map();
+parentPort.on('message', (m) => {
+  if (m.op === 'update') {
+    let h = hashes.get(m.id);
+    if (!h) hashes.set(m.id, (h = createHash('sha256')));
+    h.update(new Uint8Array(m.buf, 0, m.len));
+    parentPort.postMessage({ op: 'ack', id: m.id, buf: m.buf }, [m.buf]);
+  } else if (m.op === 'digest') {
+    const h = hashes.get(m.id) ?? createHash('sha256');
+    hashes.delete(m.id);
+    parentPort.postMessage({ op: 'digest', id: m.id, hex: h.digest('hex') });
+  } else if (m.op === 'drop') {
+    hashes.delete(m.id);
+  }
+});
+`;
+
+type Reply = { op: 'ack'; id: number; buf: ArrayBuffer } | { op: 'digest'; id: number; hex: string };
+
+let worker: Worker | undefined;
+let nextId = 1;
+const open = new Map<number, StreamHash>();
+
+function hasher(): Worker {
+  if (worker) return worker;
+  const w = new Worker(WORKER_SOURCE, { eval: true });
+  // An idle hasher never keeps the process alive (see track()).
+  w.unref();
+  w.on('message', (m: Reply) => open.get(m.id)?.reply(m));
+  const failed = (err: Error) => {
+    if (worker === w) worker = undefined;
+    for (const h of [...open.values()]) h.fail(err);
+  };
+  w.on('error', failed);
+  w.on('exit', (code) => failed(new Error(`the hashing thread exited with code ${code}`)));
+  worker = w;
+  return w;
+}
+
+/** Hashes in progress keep the process alive until they are done; an idle hasher does not. */
+function track(id: number, h: StreamHash | undefined) {
+  if (h) open.set(id, h);
+  else open.delete(id);
+  if (open.size > 0) worker?.ref();
+  else worker?.unref();
+}
+
+/** An incremental SHA-256 whose update() may ask the caller to wait (backpressure). */
+export class StreamHash {
+  private batch = Buffer.allocUnsafeSlow(BATCH);
+  private used = 0;
+  private id = 0;
+  private inFlight = 0;
+  private spare: ArrayBuffer[] = [];
+  private waiting?: { resolve(): void; reject(err: Error): void };
+  private result?: { resolve(hex: string): void; reject(err: Error): void };
+  private error?: Error;
+
+  /** Takes a copy of `chunk`; returns a promise when the caller should wait before the next one. */
+  update(chunk: Buffer): Promise<void> | undefined {
+    if (this.error) return Promise.reject(this.error);
+    let at = 0;
+    while (at < chunk.length) {
+      const n = Math.min(chunk.length - at, BATCH - this.used);
+      chunk.copy(this.batch, this.used, at, at + n);
+      this.used += n;
+      at += n;
+      if (this.used === BATCH) this.send();
+    }
+    if (this.inFlight < MAX_IN_FLIGHT) return undefined;
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  async digest(): Promise<string> {
+    if (this.error) throw this.error;
+    // Everything fit in the first batch: hashing it here beats a round trip to the worker.
+    if (this.id === 0) return createHash('sha256').update(this.batch.subarray(0, this.used)).digest('hex');
+    if (this.used > 0) this.send();
+    const hex = new Promise<string>((resolve, reject) => (this.result = { resolve, reject }));
+    hasher().postMessage({ op: 'digest', id: this.id });
+    return hex;
+  }
+
+  /** The upload failed: the worker forgets this hash. */
+  drop(): void {
+    if (this.id === 0 || !open.has(this.id)) return;
+    track(this.id, undefined);
+    worker?.postMessage({ op: 'drop', id: this.id });
+    this.waiting?.resolve();
+  }
+
+  private send() {
+    if (this.id === 0) {
+      this.id = nextId++;
+      hasher();
+      track(this.id, this);
+    }
+    const buf = this.batch.buffer as ArrayBuffer;
+    hasher().postMessage({ op: 'update', id: this.id, buf, len: this.used }, [buf]);
+    this.inFlight++;
+    const reused = this.spare.pop();
+    this.batch = reused ? Buffer.from(reused) : Buffer.allocUnsafeSlow(BATCH);
+    this.used = 0;
+  }
+
+  /** @internal a message from the worker about this hash. */
+  reply(m: Reply) {
+    if (m.op === 'ack') {
+      this.inFlight--;
+      this.spare.push(m.buf);
+      if (this.inFlight < MAX_IN_FLIGHT && this.waiting) {
+        const w = this.waiting;
+        this.waiting = undefined;
+        w.resolve();
+      }
+    } else {
+      track(this.id, undefined);
+      this.result?.resolve(m.hex);
+    }
+  }
+
+  /** @internal the worker died: this hash cannot be finished. */
+  fail(err: Error) {
+    this.error = err;
+    track(this.id, undefined);
+    this.waiting?.reject(err);
+    this.result?.reject(err);
+  }
+}
