@@ -168,6 +168,10 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
     gauge(name, help, read) {
       new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
     },
+    counter(name, help, labelNames) {
+      const c = new Counter({ name, help, labelNames, registers: [registry] });
+      return (labels, n = 1) => c.inc(labels, n);
+    },
     flush,
     async stop() {
       clearInterval(timer);

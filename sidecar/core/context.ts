@@ -57,6 +57,8 @@ export interface Audit {
   activity(action: string, target: string | null, details?: Record<string, unknown> | null, actorId?: string | null): void;
   /** A gauge read when /metrics is scraped. */
   gauge(name: string, help: string, read: () => number): void;
+  /** A labelled counter in /metrics; returns how to add to it. */
+  counter(name: string, help: string, labelNames: string[]): (labels: Record<string, string>, n?: number) => void;
   /** Whether request rows are recorded (PLINTH_AUDIT). */
   readonly requests: boolean;
 }
