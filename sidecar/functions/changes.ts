@@ -28,6 +28,20 @@ export interface ChangeEventBody {
 
 type Call = (name: string, event: ChangeEventBody) => Promise<EventResult>;
 
+/** Whether a lease holder (`host:pid`) is a process of this machine that no longer runs. */
+function deadHere(holder: string): boolean {
+  const at = holder.lastIndexOf(':');
+  if (holder.slice(0, at) !== os.hostname()) return false;
+  const pid = Number(holder.slice(at + 1));
+  if (!Number.isInteger(pid) || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 function quoteIdent(s: string): string {
   return `"${s.replace(/"/g, '""')}"`;
 }
@@ -105,6 +119,12 @@ class Consumer {
            or functions.change_cursors.lease_until is null or functions.change_cursors.lease_until < now()
       returning position::text`;
     if (!cursor) {
+      // Held by a process of this machine that is gone (this sidecar before a crash): take it now.
+      const [holder] = await sql<{ leased_by: string }[]>`select leased_by from functions.change_cursors where name = ${this.name}`;
+      if (holder && deadHere(holder.leased_by)) {
+        await sql`update functions.change_cursors set lease_until = null where name = ${this.name} and leased_by = ${holder.leased_by}`;
+        return true;
+      }
       await this.sleep(1000); // another sidecar holds it
       return false;
     }
@@ -115,9 +135,9 @@ class Consumer {
       position = Number(pruned);
     }
     const entries = await sql<{ position: string; n: number; event: ChangeEvent; keys: Record<string, unknown>[]; old_keys: Record<string, unknown>[] | null; old_rows: Record<string, unknown>[] | null }[]>`
-      select position::text, n, event, keys, old_keys, old_rows from realtime.changes
-      where relid = ${table.relid}::oid and position is not null and position + n - 1 > ${position} and event = any(${this.on.events})
-      order by position limit ${ROWS_PER_READ}`;
+      select c.position::text as position, c.n, c.event, c.keys, c.old_keys, c.old_rows from realtime.changes c
+      where c.relid = ${table.relid}::oid and c.position is not null and c.position + c.n - 1 > ${position} and c.event = any(${this.on.events})
+      order by c.position limit ${ROWS_PER_READ}`;
     if (entries.length === 0) return false;
     const qualified = `${quoteIdent(this.on.schema)}.${quoteIdent(this.on.table)}`;
     const keyMatch = table.key_columns.map((k) => `t.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' and ');
@@ -149,6 +169,7 @@ class Consumer {
             position: at,
           };
           const delivered = await this.deliver(event);
+          this.plinth.log.debug(`function ${this.name}: change at ${at}: ${delivered === null ? 'interrupted' : delivered.ok ? 'delivered' : delivered.error}`);
           if (delivered === null) return false; // stopping: the cursor stays before this change
           if (!delivered.ok) {
             await sql`insert into functions.failed_changes (name, position, attempts, error, event)
