@@ -32,6 +32,7 @@ const FUNCTIONS: Record<string, string> = {
   'slow.ts': `
     export default async function handler() { await new Promise((r) => setTimeout(r, 60_000)); return 'late'; }`,
   'broken.ts': `export default (`,
+  'versioned.ts': `export default () => ({ v: 1 });`,
   'sneaky.ts': `
     async function attempt(f: () => Promise<unknown> | unknown) {
       try { await f(); return 'allowed'; } catch (e) { return (e as Error).name; }
@@ -238,4 +239,49 @@ test('the CLI check: `plinth new function` writes a working example', async () =
     return x.status === 200 ? x.json() : undefined;
   });
   expect(res.message).toMatch(/Ada/);
+});
+
+test('versions, logs and rollback: CLI and admin API (service key or admin, decided in SQL)', async () => {
+  const call = async () => (await (await stack.fetch('/functions/v1/versioned', { apikey: stack.anonKey })).json()).v;
+  expect(await call()).toBe(1);
+  fs.writeFileSync(path.join(dir, 'versioned.ts'), 'export default () => ({ v: 2 });');
+  await eventually('version 2 running', async () => ((await call()) === 2 ? true : undefined));
+
+  const versions = await (await stack.fetch('/functions/admin/versioned/versions', { token: stack.serviceKey })).json();
+  expect(versions.map((v: { version: number }) => v.version)).toEqual([2, 1]);
+  expect(versions[0].sha256).toMatch(/^[0-9a-f]{64}$/);
+
+  const rolled = await cli(['functions', 'rollback', 'versioned', '1']);
+  expect(rolled.code, rolled.stderr).toBe(0);
+  await eventually('version 1 running again', async () => ((await call()) === 1 ? true : undefined));
+  const listed = JSON.parse((await cli(['functions', 'list', '--json'])).stdout);
+  expect(listed.find((f: { name: string }) => f.name === 'versioned')).toMatchObject({ version: 1, latest: 2, pinned: true });
+
+  // The admin API: the service key and an admin may; a user gets 403, the anon key 401.
+  const admin = await stack.createUser({ app_role: 'admin' });
+  const user = await stack.createUser();
+  const asAdmin = await stack.fetch('/functions/admin', { token: admin.token });
+  expect(asAdmin.status).toBe(200);
+  const fnList = await asAdmin.json();
+  expect(fnList.find((f: { name: string }) => f.name === 'versioned')).toMatchObject({ version: 1, latest_version: 2, pinned: true, triggers: { http: true } });
+  expect(fnList.find((f: { name: string }) => f.name === 'secretive').secrets).toEqual(['API_TOKEN']);
+  expect((await stack.fetch('/functions/admin', { token: user.token })).status).toBe(403);
+  expect((await stack.fetch('/functions/admin', { apikey: stack.anonKey })).status).toBe(401);
+  expect((await stack.fetch('/functions/admin/versioned/rollback', { method: 'POST', token: user.token, json: { version: 2 } })).status).toBe(403);
+
+  const back = await stack.fetch('/functions/admin/versioned/rollback', { method: 'POST', token: stack.serviceKey, json: { version: 2 } });
+  expect(back.status).toBe(204);
+  await eventually('version 2 running after the API rollback', async () => ((await call()) === 2 ? true : undefined));
+  expect((await stack.fetch('/functions/admin/versioned/rollback', { method: 'POST', token: stack.serviceKey, json: { version: 9 } })).status).toBe(404);
+
+  // Invocations are recorded (trigger, status, duration) and shown by the CLI and the API.
+  await eventually('invocations recorded', async () => {
+    const rows = await (await stack.fetch('/functions/admin/versioned/invocations?limit=5', { token: stack.serviceKey })).json();
+    return rows.length >= 3 && rows.every((r: { trigger: string; status: number }) => r.trigger === 'http' && r.status === 200) ? rows : undefined;
+  });
+  const logs = await cli(['functions', 'logs', 'throws']);
+  expect(logs.code, logs.stderr).toBe(0);
+  expect(logs.stdout).toMatch(/http\s+500\s+[\d.]+ ms\s+boom at the secret place/);
+  const acts = await stack.sql<{ target: string }[]>`select target from audit.activity where action = 'functions.rolled_back'`;
+  expect(acts.length).toBeGreaterThanOrEqual(2);
 });
