@@ -159,6 +159,8 @@ test('a body over PLINTH_FUNCTION_MAX_BODY: 413, declared or streamed', async ()
     duplex: 'half',
   } as RequestInit);
   expect(streamed.status).toBe(413);
+  // The next call (a fresh connection or a reused one) is answered normally.
+  expect((await stack.fetch('/functions/v1/hello', { apikey: stack.anonKey, signal: AbortSignal.timeout(10_000) })).status).toBe(200);
 });
 
 test('a module that does not load is reported in one line and answers 503; the rest runs', async () => {
@@ -168,7 +170,7 @@ test('a module that does not load is reported in one line and answers 503; the r
   // Fixed on disk: picked up without a restart.
   fs.writeFileSync(path.join(dir, 'broken.ts'), 'export default () => ({ fixed: true });');
   const fixed = await eventually('the fixed module', async () => {
-    const res = await stack.fetch('/functions/v1/broken', { apikey: stack.anonKey });
+    const res = await stack.fetch('/functions/v1/broken', { apikey: stack.anonKey, signal: AbortSignal.timeout(5000) });
     return res.status === 200 ? res.json() : undefined;
   });
   expect(fixed).toEqual({ fixed: true });

@@ -55,6 +55,8 @@ async function* limited(req: IncomingMessage, limit: number): AsyncGenerator<Buf
 /** Answers without reading the body: the rest is drained for a moment so the client sees the answer. */
 function refuse(req: IncomingMessage, res: ServerResponse, err: PlinthError): void {
   req.resume();
+  // A body left unread would be parsed as the next request: this connection ends with the answer.
+  if (!req.complete && !res.headersSent) res.setHeader('connection', 'close');
   sendError(res, err);
   const socket = req.socket;
   if (!req.complete) setTimeout(() => !req.complete && socket?.destroy(), 5000).unref();
@@ -119,7 +121,8 @@ export async function callHttp(fn: Deployed, req: IncomingMessage, res: ServerRe
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && v !== null && !DROP_RESPONSE.has(k)) out[k] = v as string | string[];
     res.writeHead(answer.statusCode, out);
-    res.flushHeaders();
+    // A streamed answer (no length) shows its headers at once; a sized one goes out in one write.
+    if (out['content-length'] === undefined) res.flushHeaders();
     await pipeline(answer.body, res).catch((err) => {
       if (!res.writableFinished) error = `response cut: ${(err as Error).message}`;
     });

@@ -4,6 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
+import { PlinthError, sendError } from '../core/errors.js';
 import { listFunctions, listInvocations, listVersions, rollback } from './admin.js';
 import { callHttp, notFound, unavailable } from './invoke.js';
 import type { FunctionsService } from './service.js';
@@ -23,7 +24,14 @@ export async function functionsRoutes(app: FastifyInstance, { plinth, functions 
       const fn = registry.get(name);
       if (!fn) throw registry.broken.has(name) ? unavailable(name, 'its module does not load (the server log says why)') : notFound(name);
       reply.hijack();
-      await callHttp(fn, request.raw, reply.raw, callerOf(request), limits, invocations);
+      try {
+        await callHttp(fn, request.raw, reply.raw, callerOf(request), limits, invocations);
+      } catch (err) {
+        // Past hijack fastify cannot answer for us: never leave the caller hanging.
+        plinth.log.error(`function ${name}: ${(err as Error).stack ?? err}`);
+        if (!reply.raw.headersSent) sendError(reply.raw, new PlinthError(500, `function ${name} failed`, 'PLINTH500'));
+        else reply.raw.destroy();
+      }
     };
     calls.all('/functions/v1/:name', { config: withCaller }, call);
     calls.all('/functions/v1/:name/*', { config: withCaller }, call);
