@@ -51,7 +51,6 @@ beforeAll(async () => {
   second = await startStack({ env: { DATABASE_URL: first.databaseUrl, PLINTH_FUNCTIONS_DIR: functionsDir({ 'tick.ts': TICK, 'ontodo.ts': ON_TODO }) } });
 });
 afterAll(async () => {
-  if (process.env.SHOW_OUTPUT) console.log(second?.output);
   await second?.destroy();
   await first?.destroy();
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

@@ -61,7 +61,6 @@ beforeAll(async () => {
   stack = await startStack({ env: { PLINTH_FUNCTIONS_DIR: dir, PLINTH_FUNCTION_TIMEOUT: '2', PLINTH_FUNCTION_MAX_BODY: '64KiB', PLINTH_LOG_LEVEL: 'info' } });
 });
 afterAll(async () => {
-  if (process.env.SHOW_OUTPUT) console.log(stack?.output);
   await stack?.destroy();
   fs.rmSync(dir, { recursive: true, force: true });
 });
