@@ -129,7 +129,13 @@ class Consumer {
       return false;
     }
     let position = Number(cursor.position);
-    const [{ pruned }] = await sql<{ pruned: string }[]>`select realtime.stamp(), pruned_through::text as pruned from realtime.state`;
+    const [{ head, pruned }] = await sql<{ head: string; pruned: string }[]>`select realtime.stamp()::text as head, pruned_through::text as pruned from realtime.state`;
+    if (Number(head) < position) {
+      // The log was numbered afresh (a restore into a new database): follow it from its head.
+      this.plinth.log.warn(`function ${this.name}: its change cursor (${position}) is past the change log's head (${head}); continuing from the head`);
+      await sql`update functions.change_cursors set position = ${Number(head)} where name = ${this.name} and leased_by = ${this.me}`;
+      return true;
+    }
     if (Number(pruned) > position) {
       this.plinth.log.error(`function ${this.name}: changes up to position ${pruned} were pruned from the change log before it handled them (PLINTH_REALTIME_RETENTION); continuing after them`);
       position = Number(pruned);
