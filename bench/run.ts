@@ -11,6 +11,7 @@ import { benchByteaRpc } from './bytea-rpc.ts';
 import { benchBuckets, bucketsBenchSize } from './buckets.ts';
 import { startDirectPostgrest, type DirectPostgrest } from './direct-postgrest.ts';
 import { benchBigFile, benchSmallFiles } from './files.ts';
+import { benchFunctions } from './functions.ts';
 import { benchAfterRotation, benchFrontDoor, internalTokenFor, seedTodos } from './front-door.ts';
 import { benchIdleSockets } from './idle-sockets.ts';
 import { benchLogin } from './login.ts';
@@ -23,7 +24,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 // The sample app's tables plus the bench's own (the bytea RPC functions, the upload baseline).
 const MIGRATIONS = [SAMPLE_APP_MIGRATIONS, path.join(BENCH_DIR, 'fixtures', 'migrations')];
 const RESULTS = path.join(BENCH_DIR, 'results');
-const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'sockets', 'backup', 'buckets'];
+const SECTIONS = ['frontdoor', 'audit', 'rotation', 'small', 'bigfile', 'bytea-rpc', 'login', 's3', 'realtime', 'sockets', 'backup', 'buckets', 'functions'];
 
 const only = new Set(process.argv.slice(2));
 for (const name of only) if (!SECTIONS.includes(name)) throw new Error(`unknown section ${name}; choose from ${SECTIONS.join(', ')}`);
@@ -155,6 +156,7 @@ async function main() {
   }
   await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));
   await section(rows, timings, 'sockets', '11 idle sockets', () => benchIdleSockets(stackOptions, { sockets: 10_000, parallel: 100 }));
+  await section(rows, timings, 'functions', '11 functions', () => benchFunctions(stackOptions, { connections: 32, seconds: 3, rounds: 3 }));
   await section(rows, timings, 'backup', '9 backup', () => benchBackup({ n: 1000, fileSize: 64 * KiB, appMigrations: MIGRATIONS }, log));
 
   const seconds = Math.round((Date.now() - started) / 1000);

@@ -16,6 +16,8 @@ import { StartError } from './start/process.js';
 import { start } from './app/start.js';
 import { AUDIT_HELP, exportAudit } from './audit/export.js';
 import { backupCommand, restoreCommand, BACKUP_HELP, RESTORE_HELP, isBackupError } from './backup/command.js';
+import { CommandError as FunctionsCommandError, FUNCTIONS_HELP, functionsCommand, newFunction, SECRETS_HELP, secretsCommand } from './functions/command.js';
+import { SecretError } from './functions/secrets.js';
 
 const HELP: Record<string, string> = {
   main: `plinth — a self-hosted backend on PostgreSQL and PostgREST
@@ -32,6 +34,9 @@ Commands:
   migrate status     list applied and pending migrations
   migrate rollback   roll back the newest migration (--all: every one)
   new <name>         create an app migration file in PLINTH_APP_MIGRATIONS
+  new function <n>   write an example function to PLINTH_FUNCTIONS_DIR/<n>.ts
+  functions          list functions, their invocation logs, roll one back (list | logs <name> | rollback <name> <version>)
+  secrets            function secrets: set <NAME> (value on stdin) | list | unset <NAME>
   init               make this folder a Plinth app (package.json, migrations/, .env.example, .gitignore, a test)
   config             print the effective configuration, secrets masked
   doctor             check what a start needs (ports, data directory, database, PostgREST, S3, SMTP)
@@ -66,8 +71,12 @@ up (default)   apply pending migrations and tell PostgREST to reload its schema 
 status         list applied and pending migrations
 rollback       roll back the newest migration; with --all, every migration (Plinth's too)`,
   new: `Usage: plinth new <name>
+       plinth new function <name>
 
-Creates PLINTH_APP_MIGRATIONS/<timestamp>_<name>.sql with "-- migrate:up" and "-- migrate:down" sections.`,
+Creates PLINTH_APP_MIGRATIONS/<timestamp>_<name>.sql with "-- migrate:up" and "-- migrate:down" sections,
+or PLINTH_FUNCTIONS_DIR/<name>.ts, a working example function.`,
+  functions: FUNCTIONS_HELP,
+  secrets: SECRETS_HELP,
   init: `Usage: plinth init
 
 Makes the current folder a Plinth app; files that exist are kept:
@@ -244,12 +253,17 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'new': {
       if (!sub) throw new ConfigError('plinth new needs a name, e.g. `plinth new create_todos`');
+      if (sub === 'function' && positionals[2]) return newFunction(config.functions.dir, positionals[2]);
       return newMigration(config.migrations.appDir, sub);
     }
     case 'backup':
       return backupCommand(config, { out: values.out, files: !values['no-files'] }, (fn) => withDatabase(config, fn));
     case 'restore':
       return restoreCommand(config, { file: sub, force: Boolean(values.force) }, (fn) => withDatabase(config, fn));
+    case 'secrets':
+      return secretsCommand(config, positionals.slice(1), Boolean(values.json), (fn) => withDatabase(config, fn));
+    case 'functions':
+      return functionsCommand(positionals.slice(1), Boolean(values.json), (fn) => withDatabase(config, fn));
     case 'audit': {
       if (sub !== 'export') throw new ConfigError('use `plinth audit export --since <time>`');
       const write = (line: string) => (process.stdout.write(line) ? undefined : new Promise<void>((r) => process.stdout.once('drain', () => r())));
@@ -294,7 +308,7 @@ function newMigration(appDir: string, name: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || err instanceof DotEnvError || isBackupError(err)) {
+    if (err instanceof ConfigError || err instanceof StartError || err instanceof MigrationError || err instanceof DotEnvError || isBackupError(err) || err instanceof FunctionsCommandError || err instanceof SecretError) {
       console.error(`plinth: ${err.message}`);
     } else {
       console.error(`plinth: unexpected error: ${err?.stack ?? err}`);

@@ -1,6 +1,6 @@
 // The backup schedule's cron expressions, as a table: expression, after, the next run (UTC).
 import { describe, expect, test } from 'vitest';
-import { CronError, parseCron } from '../sidecar/backup/cron.ts';
+import { CronError, parseCron } from '../sidecar/core/cron.ts';
 
 describe('parseCron(...).next', () => {
   test.each([

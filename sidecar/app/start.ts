@@ -19,6 +19,8 @@ import { addSigningKey, KeyRing } from '../core/keys.js';
 import type { Logger } from '../core/log.js';
 import { MigrationError, migrateUpLocked } from '../core/migrations.js';
 import { fineRoutes } from '../fine/routes.js';
+import { functionsRoutes } from '../functions/routes.js';
+import { startFunctions } from '../functions/service.js';
 import { startFine } from '../fine/service.js';
 import { realtimeRoutes } from '../realtime/routes.js';
 import { startRealtime } from '../realtime/service.js';
@@ -106,6 +108,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
     const fine = await lifecycle.start('fine', () => startFine(plinth));
     await lifecycle.start('scheduled backups', () => startBackupSchedule(plinth));
+    const functions = await lifecycle.start('functions', () => startFunctions(plinth));
 
     const { app } = await createServer(plinth);
     await app.register(healthRoutes, { plinth });
@@ -118,6 +121,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     // The same accounts with GoTrue's routes and shapes, where supabase-js looks for them.
     await app.register(gotrueRoutes, { plinth, accounts, prefix: '/auth/v1' });
     await app.register(fineRoutes, { plinth, fine });
+    await app.register(functionsRoutes, { plinth, functions });
     lifecycle.onStop('HTTP server', async () => {
       // In-flight requests get a few seconds to finish; idle keep-alive connections close now.
       const force = setTimeout(() => app.server.closeAllConnections(), 5000);

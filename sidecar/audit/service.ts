@@ -172,6 +172,10 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
       const h = new Histogram({ name, help, buckets, labelNames, registers: [registry] });
       return (value, labels) => (labels ? h.observe(labels, value) : h.observe(value));
     },
+    counter(name, help, labelNames) {
+      const c = new Counter({ name, help, labelNames, registers: [registry] });
+      return (labels, n = 1) => c.inc(labels, n);
+    },
     flush,
     async stop() {
       clearInterval(timer);

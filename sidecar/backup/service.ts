@@ -12,7 +12,7 @@ import type { Plinth, Service } from '../core/context.js';
 import { REPO_ROOT } from '../core/paths.js';
 import { createBackend } from '../storage/backends/index.js';
 import { writeStream, type BackupSource } from './backup.js';
-import { parseCron } from './cron.js';
+import { parseCron } from '../core/cron.js';
 
 /** Names of scheduled archives; retention deletes only files named like this. */
 const ARCHIVE_NAME = /^plinth-backup-\d{8}T\d{6}Z\.tar(\.enc)?$/;

@@ -127,7 +127,7 @@ function corsOrigins(env: Env, name: string): '*' | string[] {
 }
 
 /** Schemas that hold Plinth's own or PostgreSQL's internals: the API never serves them, whatever the settings. */
-export const PRIVATE_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'audit', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast'] as const;
+export const PRIVATE_SCHEMAS = ['auth', 'storage', 'realtime', 'plinth', 'audit', 'functions', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast'] as const;
 
 /** The schemas PostgREST serves (the first is the default; others are picked with Accept-Profile/Content-Profile). */
 function exposedSchemas(env: Env, name: string): string[] {
@@ -144,6 +144,15 @@ function exposedSchemas(env: Env, name: string): string[] {
     }
   }
   return schemas;
+}
+
+/** A 256-bit key, written as 64 hex digits or base64; kept as text (so `plinth config` masks it), decoded by its user. */
+function secretsKey(env: Env, name: string): string | undefined {
+  const raw = optional(env, name)?.trim();
+  if (raw === undefined) return undefined;
+  const key = /^[0-9a-f]{64}$/i.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
+  if (key.length !== 32) throw new ConfigError(`${name} must be 32 bytes, as 64 hex digits or base64 (e.g. openssl rand -base64 32)`);
+  return raw;
 }
 
 /** Seconds, as milliseconds. */
@@ -336,6 +345,30 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
       retentionDays: int(env, 'PLINTH_AUDIT_RETENTION', 30, 0, 36500),
       /** A bearer token for GET /metrics besides the service key. */
       metricsToken: optional(env, 'PLINTH_METRICS_TOKEN'),
+    },
+
+    functions: {
+      /** Where `<name>.ts` functions live. */
+      dir: path.resolve(cwd, str(env, 'PLINTH_FUNCTIONS_DIR', './functions')),
+      /** Milliseconds a function has to answer (headers) before the caller gets 504. */
+      timeoutMs: seconds(env, 'PLINTH_FUNCTION_TIMEOUT', 30, 1, 3600),
+      /** V8 heap cap of each Deno worker, in MiB. */
+      memoryMb: int(env, 'PLINTH_FUNCTION_MEMORY', 256, 32, 65536),
+      /** Deno processes per function. */
+      workers: int(env, 'PLINTH_FUNCTION_WORKERS', 1, 1, 64),
+      /** Largest request body an HTTP call may send to a function. */
+      maxBody: bytes(env, 'PLINTH_FUNCTION_MAX_BODY', 10 * 1024 ** 2),
+      /** Reload a function when its file changes, without a restart. */
+      watch: bool(env, 'PLINTH_FUNCTIONS_WATCH', true),
+      /** Attempts after the first for a database-change event before it is recorded as failed. */
+      retries: int(env, 'PLINTH_FUNCTION_RETRIES', 4, 0, 100),
+      /** Days invocation records are kept; 0: forever. */
+      retentionDays: int(env, 'PLINTH_FUNCTION_LOG_RETENTION', 7, 0, 36500),
+      /** The key secrets are encrypted with (32 bytes, base64 or hex); else a key file in the data directory. */
+      secretsKey: secretsKey(env, 'PLINTH_SECRETS_KEY'),
+      secretsKeyFile: path.join(dataDir, 'secrets.key'),
+      /** Deno's module cache, kept across restarts. */
+      denoDir: path.join(dataDir, 'deno'),
     },
 
     realtime: {

@@ -59,6 +59,8 @@ export interface Audit {
   gauge(name: string, help: string, read: () => number): void;
   /** A histogram; the returned function records one observation (in the unit the name says). */
   histogram(name: string, help: string, buckets: number[], labelNames?: string[]): (value: number, labels?: Record<string, string>) => void;
+  /** A labelled counter in /metrics; returns how to add to it. */
+  counter(name: string, help: string, labelNames: string[]): (labels: Record<string, string>, n?: number) => void;
   /** Whether request rows are recorded (PLINTH_AUDIT). */
   readonly requests: boolean;
 }
