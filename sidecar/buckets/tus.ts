@@ -4,6 +4,7 @@
 // directory: a PATCH appends to it and acknowledges an offset only once the bytes are fsync'd and
 // counted in the row; on S3 every 5 MiB or more become a multipart part. The last byte makes the
 // object visible, all or nothing, through the same row write and storage.link_object as any upload.
+// Signed resumable uploads run the same code as the signed token's creator, held to its one object.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
