@@ -72,11 +72,6 @@ export function uploadUrlId(bucket: string, name: string, id: string): string {
   return Buffer.from(`${bucket}/${name}/${id}`, 'utf8').toString('base64url');
 }
 
-/** The upload's own id (the version after the last "/"), or null when the URL names none. */
-export function parseUploadUrlId(raw: string): string | null {
-  return parseUploadUrl(raw)?.id ?? null;
-}
-
 /** An upload's object (bucket and name) and its own id, all as the URL spells them; null when malformed. */
 export function parseUploadUrl(raw: string): (Target & { id: string }) | null {
   const decoded = Buffer.from(raw, 'base64url').toString('utf8');
