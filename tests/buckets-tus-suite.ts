@@ -237,6 +237,154 @@ export function tusSuite(makeBackend: () => Promise<BackendUnderTest> | BackendU
     expect((await ctx.backend.storedKeys(stack)).some((k) => k.includes(uploadId))).toBe(false);
   });
 
+  describe('signed resumable uploads (x-signature at /upload/resumable/sign)', () => {
+    const signEndpoint = () => `${ctx.stack.url}/storage/v1/upload/resumable/sign`;
+    /** A signed upload token Alice creates (under her RLS), with its id for revoking it. */
+    async function signFor(user: TestUser, bucketId: string, name: string, upsert = false) {
+      const res = await ctx.stack.fetch(`/storage/v1/object/upload/sign/${bucketId}/${name}`, {
+        method: 'POST', token: user.token, headers: upsert ? { 'x-upsert': 'true' } : {},
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as { token: string; id: string };
+    }
+    /** Headers of a holder with nothing but the anon key and the token. */
+    const holder = (token: string | null, extra: Record<string, string> = {}) => ({
+      apikey: ctx.stack.anonKey, 'tus-resumable': '1.0.0', ...(token === null ? {} : { 'x-signature': token }), ...extra,
+    });
+    const signedCreate = (token: string | null, bucketId: string, name: string, length: number, extra: Record<string, string> = {}) =>
+      fetch(signEndpoint(), {
+        method: 'POST',
+        headers: holder(token, {
+          'upload-length': String(length),
+          'upload-metadata': `bucketName ${b64(bucketId)},objectName ${b64(name)},contentType ${b64('application/octet-stream')}`,
+          ...extra,
+        }),
+      });
+    const signedPatch = (token: string, url: string, offset: number, body: Buffer) =>
+      fetch(url, { method: 'PATCH', headers: holder(token, { 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream' }), body: new Uint8Array(body) });
+
+    test('the holder of a signed upload token, with only the anon key, uploads 12 MiB with tus-js-client, cut and resumed; the object is byte-exact and Alice\'s', async () => {
+      const { stack, alice } = ctx;
+      const id = await bucket(alice);
+      const { token } = await signFor(alice, id, 'signed/video.bin');
+      // Over S3's 5 MiB part size: the S3 run stores a part before the cut.
+      const data = randomBytes(12 * MiB);
+      const metadata = { bucketName: id, objectName: 'signed/video.bin', contentType: 'video/mp4', cacheControl: '30' };
+      // The first client stops once its first 6 MiB PATCH is acknowledged.
+      const first = await new Promise<{ url: string; aborted: boolean }>((resolve, reject) => {
+        const upload: tus.Upload = new tus.Upload(data, {
+          endpoint: signEndpoint(),
+          headers: { apikey: stack.anonKey, 'x-signature': token },
+          metadata,
+          chunkSize: 6 * MiB,
+          retryDelays: [],
+          onChunkComplete: () => {
+            const url = upload.url!;
+            void upload.abort().then(() => resolve({ url, aborted: true }), reject);
+          },
+          onError: reject,
+          onSuccess: () => resolve({ url: upload.url!, aborted: false }),
+        });
+        upload.start();
+      });
+      expect(first.aborted).toBe(true);
+      expect(first.url).toMatch(new RegExp(`^${stack.url}/storage/v1/upload/resumable/sign/[A-Za-z0-9_-]+$`));
+      const h = await fetch(first.url, { method: 'HEAD', headers: holder(token) });
+      expect(h.status).toBe(200);
+      expect(h.headers.get('upload-offset')).toBe(String(6 * MiB));
+      expect((await ctx.storage(alice).from(id).download('signed/video.bin')).error).not.toBeNull();
+      // The upload is Alice's: the anon key alone, at the plain door, does not see it.
+      expect((await head(stack, stack.anonKey, first.url.replace('/resumable/sign/', '/resumable/'))).status).toBe(404);
+
+      await new Promise<void>((resolve, reject) => {
+        new tus.Upload(data, {
+          endpoint: signEndpoint(),
+          uploadUrl: first.url,
+          headers: { apikey: stack.anonKey, 'x-signature': token },
+          retryDelays: [],
+          onError: reject,
+          onSuccess: () => resolve(),
+        }).start();
+      });
+      const { data: blob, error } = await ctx.storage(alice).from(id).download('signed/video.bin');
+      expect(error).toBeNull();
+      const got = Buffer.from(await blob!.arrayBuffer());
+      expect(got.length).toBe(data.length);
+      expect(sha256(got)).toBe(sha256(data));
+      const info = await fetch(`${stack.url}/storage/v1/object/info/${id}/signed/video.bin`, { headers: { apikey: stack.anonKey, authorization: `Bearer ${alice.token}` } });
+      expect(await info.json()).toMatchObject({ size: 12 * MiB, cache_control: 'max-age=30', etag: `"${sha256(data)}"` });
+      const [row] = await stack.sql<{ owner: string }[]>`select owner from storage.objects where bucket_id = ${id} and name = 'signed/video.bin'`;
+      expect(row.owner).toBe(alice.id);
+    });
+
+    test('no token, a wrong token, an expired token and a revoked token are refused with 400, as Supabase; revoking ends an upload in progress', async () => {
+      const { stack, alice } = ctx;
+      const id = await bucket(alice);
+
+      // Through tus-js-client, as Supabase's own tests do.
+      const refusal = async (headers: Record<string, string>) => {
+        const err = await tusUpload(stack, '', Buffer.from('data'), {
+          endpoint: signEndpoint(), headers, metadata: { bucketName: id, objectName: 'r.bin' },
+        }).then(() => null, (e: tus.DetailedError) => e);
+        return { status: err?.originalResponse?.getStatus(), body: JSON.parse(err?.originalResponse?.getBody() ?? '{}') };
+      };
+      expect(await refusal({ apikey: stack.anonKey })).toEqual({ status: 400, body: expect.objectContaining({ error: 'InvalidSignature', message: 'Missing x-signature header' }) });
+      expect(await refusal({ apikey: stack.anonKey, 'x-signature': 'invalid-token' })).toMatchObject({ status: 400, body: { error: 'InvalidSignature' } });
+
+      const expiring = await signFor(alice, id, 'r.bin');
+      await stack.sql`update storage.signed_urls set expires_at = now() - interval '1 second' where id = ${expiring.id}`;
+      expect(await refusal({ apikey: stack.anonKey, 'x-signature': expiring.token })).toMatchObject({ status: 400, body: { error: 'ExpiredToken' } });
+
+      const revoked = await signFor(alice, id, 'r.bin');
+      const created = await signedCreate(revoked.token, id, 'r.bin', 6);
+      expect(created.status).toBe(201);
+      const url = created.headers.get('location')!;
+      expect((await signedPatch(revoked.token, url, 0, Buffer.from('abc'))).status).toBe(204);
+      expect((await stack.fetch(`/storage/v1/signed-url/${revoked.id}`, { method: 'DELETE', token: alice.token })).status).toBe(200);
+      const after = await signedPatch(revoked.token, url, 3, Buffer.from('def'));
+      expect(after.status).toBe(400);
+      expect(await after.json()).toMatchObject({ error: 'InvalidSignature' });
+      expect((await fetch(url, { method: 'HEAD', headers: holder(revoked.token) })).status).toBe(400);
+      expect((await signedCreate(revoked.token, id, 'r.bin', 6)).status).toBe(400);
+      // Nothing was written; Alice herself still sees her unfinished upload at the plain door.
+      expect((await ctx.storage(alice).from(id).download('r.bin')).error).not.toBeNull();
+      expect((await head(stack, alice.token, url.replace('/resumable/sign/', '/resumable/'))).headers.get('upload-offset')).toBe('3');
+    });
+
+    test('a token uploads to its one object only: not another name, not another of its creator\'s uploads, and not over an object unless signed for upsert', async () => {
+      const { stack, alice } = ctx;
+      const id = await bucket(alice);
+      const { token } = await signFor(alice, id, 'only/this.bin');
+
+      // Another name in the metadata.
+      const other = await signedCreate(token, id, 'only/that.bin', 3);
+      expect(other.status).toBe(400);
+      expect(await other.json()).toMatchObject({ error: 'InvalidSignature' });
+      // Another of Alice's uploads: by its own URL (the token is not for its object), or by a URL
+      // that names the token's object with that upload's id.
+      const hers = (await create(stack, alice.token, id, 'only/that.bin', 3)).headers.get('location')!;
+      const hersId = Buffer.from(hers.split('/').pop()!, 'base64url').toString().split('/').pop()!;
+      const asSigned = hers.replace('/resumable/', '/resumable/sign/');
+      expect((await signedPatch(token, asSigned, 0, Buffer.from('xyz'))).status).toBe(400);
+      const forged = `${signEndpoint()}/${Buffer.from(`${id}/only/this.bin/${hersId}`).toString('base64url')}`;
+      expect((await signedPatch(token, forged, 0, Buffer.from('xyz'))).status).toBe(404);
+      expect((await fetch(forged, { method: 'HEAD', headers: holder(token) })).status).toBe(404);
+      expect((await fetch(forged, { method: 'DELETE', headers: holder(token) })).status).toBe(404);
+      expect((await head(stack, alice.token, hers)).headers.get('upload-offset')).toBe('0');
+      expect((await ctx.storage(alice).from(id).download('only/that.bin')).error).not.toBeNull();
+
+      // The token's own object: written once; x-upsert from the holder does not make it an upsert token.
+      const mine = (await signedCreate(token, id, 'only/this.bin', 3)).headers.get('location')!;
+      expect((await signedPatch(token, mine, 0, Buffer.from('one'))).status).toBe(204);
+      expect(await (await ctx.storage(alice).from(id).download('only/this.bin')).data!.text()).toBe('one');
+      expect((await signedCreate(token, id, 'only/this.bin', 3, { 'x-upsert': 'true' })).status).toBe(409);
+      const ups = await signFor(alice, id, 'only/this.bin', true);
+      const again = (await signedCreate(ups.token, id, 'only/this.bin', 3)).headers.get('location')!;
+      expect((await signedPatch(ups.token, again, 0, Buffer.from('two'))).status).toBe(204);
+      expect(await (await ctx.storage(alice).from(id).download('only/this.bin')).data!.text()).toBe('two');
+    });
+  });
+
   describe('with PLINTH_TUS_EXPIRY=10', () => {
     let short: Stack;
     beforeAll(async () => {

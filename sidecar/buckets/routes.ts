@@ -15,7 +15,7 @@ import { checkObjectName, copyObject, findObject, listObjects, moveObject, putOb
 import { sendBucketObject } from './send.js';
 import { openSignedDownload, openSignedUpload, revokeSignedUrl, signDownloads, signUpload } from './signed.js';
 import type { BucketsService } from './service.js';
-import { appendUpload, cancelUpload, createUpload, parseUploadUrlId, TUS_EXTENSIONS, TUS_VERSION, uploadNotFound, uploadStatus } from './tus.js';
+import { appendUpload, cancelUpload, createUpload, parseUploadUrl, type Target, TUS_EXTENSIONS, TUS_VERSION, uploadNotFound, uploadStatus, uploadTarget } from './tus.js';
 
 const PREFIX = '/storage/v1';
 const ANON: Claims = { role: 'anon' };
@@ -276,11 +276,6 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
     });
 
     const base = `${PREFIX}/upload/resumable`;
-    const uploadIdOf = (request: FastifyRequest) => {
-      const id = parseUploadUrlId((request.params as { uploadId: string }).uploadId);
-      if (!id) throw uploadNotFound();
-      return id;
-    };
     const origin = (request: FastifyRequest) => (plinth.config.publicUrlSet ? plinth.config.publicUrl : `${request.protocol}://${request.host}`);
 
     const discovery = async (_request: FastifyRequest, reply: FastifyReply) => {
@@ -290,58 +285,99 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
         'tus-max-size': String(plinth.config.storage.maxFileSize),
       });
     };
-    resumable.options(base, discovery);
-    resumable.options(`${base}/:uploadId`, discovery);
 
-    resumable.post(base, { config: withCaller }, async (request, reply) => {
-      const claims = callerOf(request).claims;
-      const created = await createUpload(tus, claims, {
-        length: request.headers['upload-length'] as string | undefined,
-        metadata: request.headers['upload-metadata'] as string | undefined,
-        upsert: request.headers['x-upsert'] === 'true',
-      }).catch((err) => {
-        throw refusedUnread(err, request.raw, request.raw);
+    // Two doors to the same uploads. At `base` the caller's own token decides. At `base/sign`
+    // (as Supabase) a signed upload token in x-signature stands for its creator, for its one
+    // object only: the upload is created, continued and written as the creator, under their RLS.
+    type Uploader = { claims: Claims; upsert: boolean; only?: Target };
+    const doors: { path: string; config: { caller?: object }; as: (request: FastifyRequest, target: Target) => Promise<Uploader> }[] = [
+      {
+        path: base,
+        config: withCaller,
+        as: async (request) => ({ claims: callerOf(request).claims, upsert: request.headers['x-upsert'] === 'true' }),
+      },
+      {
+        path: `${base}/sign`,
+        config: {},
+        as: async (request, target) => {
+          const signature = request.headers['x-signature'];
+          if (typeof signature !== 'string' || signature === '') throw new StorageApiError(400, 'InvalidSignature', 'Missing x-signature header');
+          const { claims, mode } = await openSignedUpload(storage, signature, target.bucket, target.name);
+          return { claims, upsert: mode === 'upsert', only: target };
+        },
+      },
+    ];
+
+    for (const door of doors) {
+      const uploadOf = (request: FastifyRequest) => {
+        const parsed = parseUploadUrl((request.params as { uploadId: string }).uploadId);
+        if (!parsed) throw uploadNotFound();
+        return parsed;
+      };
+
+      resumable.options(door.path, discovery);
+      resumable.options(`${door.path}/:uploadId`, discovery);
+
+      resumable.post(door.path, { config: door.config }, async (request, reply) => {
+        const metadata = request.headers['upload-metadata'] as string | undefined;
+        let claims: Claims;
+        let created: Awaited<ReturnType<typeof createUpload>>;
+        try {
+          const who = await door.as(request, uploadTarget(metadata));
+          claims = who.claims;
+          created = await createUpload(tus, claims, { length: request.headers['upload-length'] as string | undefined, metadata, upsert: who.upsert });
+        } catch (err) {
+          throw refusedUnread(err, request.raw, request.raw);
+        }
+        reply.code(201).headers({ location: `${origin(request)}${door.path}/${created.urlId}`, 'upload-expires': created.expiresAt.toUTCString() });
+        // creation-with-upload: the first bytes may come with the POST.
+        if (request.headers['content-type'] === 'application/offset+octet-stream' && Number(request.headers['content-length'] ?? 0) > 0) {
+          reply.raw.once('close', admitUpload(storage, request.ip));
+          const { offset } = await appendUpload(tus, claims, created.id, '0', request.raw);
+          reply.header('upload-offset', String(offset));
+        } else {
+          request.raw.resume();
+        }
+        return reply.send();
       });
-      reply.code(201).headers({ location: `${origin(request)}${base}/${created.urlId}`, 'upload-expires': created.expiresAt.toUTCString() });
-      // creation-with-upload: the first bytes may come with the POST.
-      if (request.headers['content-type'] === 'application/offset+octet-stream' && Number(request.headers['content-length'] ?? 0) > 0) {
-        reply.raw.once('close', admitUpload(storage, request.ip));
-        const { offset } = await appendUpload(tus, claims, created.id, '0', request.raw);
-        reply.header('upload-offset', String(offset));
-      } else {
-        request.raw.resume();
-      }
-      return reply.send();
-    });
 
-    resumable.head(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
-      const status = await uploadStatus(tus, callerOf(request).claims, uploadIdOf(request));
-      reply.code(200).headers({
-        'upload-offset': String(status.offset),
-        'upload-length': String(status.length),
-        'upload-expires': status.expiresAt.toUTCString(),
-        'cache-control': 'no-store',
-      });
-      if (status.metadata) reply.header('upload-metadata', status.metadata);
-      return reply.send();
-    });
-
-    resumable.patch(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
-      if (request.headers['content-type'] !== 'application/offset+octet-stream') {
-        throw refusedUnread(new StorageApiError(415, 'InvalidContentType', 'A PATCH body is Content-Type: application/offset+octet-stream'), request.raw, request.raw);
-      }
-      reply.raw.once('close', admitUpload(storage, request.ip));
-      const { offset } = await appendUpload(tus, callerOf(request).claims, uploadIdOf(request), request.headers['upload-offset'] as string | undefined, request.raw)
-        .catch((err) => {
-          // Refused before its body was read (unknown upload, offset conflict): don't wait for it.
-          throw request.raw.readableEnded || request.raw.destroyed ? err : refusedUnread(err, request.raw, request.raw);
+      resumable.head(`${door.path}/:uploadId`, { config: door.config }, async (request, reply) => {
+        const upload = uploadOf(request);
+        const who = await door.as(request, upload);
+        const status = await uploadStatus(tus, who.claims, upload.id, who.only);
+        reply.code(200).headers({
+          'upload-offset': String(status.offset),
+          'upload-length': String(status.length),
+          'upload-expires': status.expiresAt.toUTCString(),
+          'cache-control': 'no-store',
         });
-      return reply.code(204).header('upload-offset', String(offset)).send();
-    });
+        if (status.metadata) reply.header('upload-metadata', status.metadata);
+        return reply.send();
+      });
 
-    resumable.delete(`${base}/:uploadId`, { config: withCaller }, async (request, reply) => {
-      await cancelUpload(tus, callerOf(request).claims, uploadIdOf(request));
-      return reply.code(204).send();
-    });
+      resumable.patch(`${door.path}/:uploadId`, { config: door.config }, async (request, reply) => {
+        if (request.headers['content-type'] !== 'application/offset+octet-stream') {
+          throw refusedUnread(new StorageApiError(415, 'InvalidContentType', 'A PATCH body is Content-Type: application/offset+octet-stream'), request.raw, request.raw);
+        }
+        const upload = uploadOf(request);
+        const who = await door.as(request, upload).catch((err) => {
+          throw refusedUnread(err, request.raw, request.raw);
+        });
+        reply.raw.once('close', admitUpload(storage, request.ip));
+        const { offset } = await appendUpload(tus, who.claims, upload.id, request.headers['upload-offset'] as string | undefined, request.raw, who.only)
+          .catch((err) => {
+            // Refused before its body was read (unknown upload, offset conflict): don't wait for it.
+            throw request.raw.readableEnded || request.raw.destroyed ? err : refusedUnread(err, request.raw, request.raw);
+          });
+        return reply.code(204).header('upload-offset', String(offset)).send();
+      });
+
+      resumable.delete(`${door.path}/:uploadId`, { config: door.config }, async (request, reply) => {
+        const upload = uploadOf(request);
+        const who = await door.as(request, upload);
+        await cancelUpload(tus, who.claims, upload.id, who.only);
+        return reply.code(204).send();
+      });
+    }
   });
 }

@@ -4,6 +4,7 @@
 // directory: a PATCH appends to it and acknowledges an offset only once the bytes are fsync'd and
 // counted in the row; on S3 every 5 MiB or more become a multipart part. The last byte makes the
 // object visible, all or nothing, through the same row write and storage.link_object as any upload.
+// Signed resumable uploads run the same code as the signed token's creator, held to its one object.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import type { IncomingMessage } from 'node:http';
@@ -71,11 +72,27 @@ export function uploadUrlId(bucket: string, name: string, id: string): string {
   return Buffer.from(`${bucket}/${name}/${id}`, 'utf8').toString('base64url');
 }
 
-/** The upload's own id (the version after the last "/"), or null when the URL names none. */
-export function parseUploadUrlId(raw: string): string | null {
+/** An upload's object (bucket and name) and its own id, all as the URL spells them; null when malformed. */
+export function parseUploadUrl(raw: string): (Target & { id: string }) | null {
   const decoded = Buffer.from(raw, 'base64url').toString('utf8');
-  const version = decoded.slice(decoded.lastIndexOf('/') + 1);
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(version) ? version : null;
+  const first = decoded.indexOf('/');
+  const last = decoded.lastIndexOf('/');
+  const id = decoded.slice(last + 1);
+  if (first < 1 || last <= first + 1 || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) return null;
+  return { bucket: decoded.slice(0, first), name: decoded.slice(first + 1, last), id };
+}
+
+/** The object an upload is for. */
+export interface Target {
+  bucket: string;
+  name: string;
+}
+
+/** The object an Upload-Metadata header names (bucketName, objectName), checked. */
+export function uploadTarget(header: string | undefined): Target {
+  const meta = parseUploadMetadata(header);
+  if (!meta.bucketName || !meta.objectName) throw invalid('Upload-Metadata needs bucketName and objectName');
+  return { bucket: checkBucketName(meta.bucketName), name: checkObjectName(meta.objectName) };
 }
 
 /** Upload-Metadata: comma-separated "key base64value" pairs (the value may be absent). */
@@ -126,9 +143,7 @@ export async function createUpload(tus: TusState, claims: Claims, input: { lengt
   }
   const length = Number(input.length);
   const meta = parseUploadMetadata(input.metadata);
-  if (!meta.bucketName || !meta.objectName) throw invalid('Upload-Metadata needs bucketName and objectName');
-  const bucket = checkBucketName(meta.bucketName);
-  const name = checkObjectName(meta.objectName);
+  const { bucket, name } = uploadTarget(input.metadata);
   let contentType: string;
   try {
     contentType = parseContentType(meta.contentType || undefined, 'application/octet-stream');
@@ -163,11 +178,14 @@ export async function createUpload(tus: TusState, claims: Claims, input: { lengt
   }
 }
 
-/** The upload as the caller may see it (RLS: its creator only). */
-async function loadUpload(tus: TusState, claims: Claims, id: string): Promise<UploadRow> {
+/**
+ * The upload as the caller may see it (RLS: its creator only). `only`: a signed upload token's
+ * object; an upload for any other object of the token's creator is not the holder's to see.
+ */
+async function loadUpload(tus: TusState, claims: Claims, id: string, only?: Target): Promise<UploadRow> {
   const [row] = await asCaller(tus.storage.plinth.callerSql, claims, (tx) => tx<UploadRow[]>`
     select *, expires_at < now() as expired from storage.tus_uploads where id = ${id}`);
-  if (!row) throw uploadNotFound();
+  if (!row || (only && (row.bucket_id !== only.bucket || row.name !== only.name))) throw uploadNotFound();
   if (row.expired) throw gone();
   return row;
 }
@@ -180,18 +198,20 @@ export interface UploadStatus {
 }
 
 /** HEAD: the acknowledged offset, once this process's PATCH of it (if any) has settled. */
-export async function uploadStatus(tus: TusState, claims: Claims, id: string): Promise<UploadStatus> {
+export async function uploadStatus(tus: TusState, claims: Claims, id: string, only?: Target): Promise<UploadStatus> {
   return exclusive(tus, id, async () => {
-    const row = await loadUpload(tus, claims, id);
+    const row = await loadUpload(tus, claims, id, only);
     return { offset: Number(row.upload_offset), length: Number(row.upload_length), metadata: row.metadata_header, expiresAt: row.expires_at };
   });
 }
 
 /** DELETE: the caller cancels its upload; its staged bytes and parts go. */
-export async function cancelUpload(tus: TusState, claims: Claims, id: string): Promise<void> {
+export async function cancelUpload(tus: TusState, claims: Claims, id: string, only?: Target): Promise<void> {
   await exclusive(tus, id, async () => {
     const [row] = await asCaller(tus.storage.plinth.callerSql, claims, (tx) => tx<{ s3_upload_id: string | null }[]>`
-      delete from storage.tus_uploads where id = ${id} returning s3_upload_id`);
+      delete from storage.tus_uploads where id = ${id}
+        ${only ? tx`and bucket_id = ${only.bucket} and name = ${only.name}` : tx``}
+      returning s3_upload_id`);
     if (!row) throw uploadNotFound();
     await dropBytes(tus, id, row.s3_upload_id);
   });
@@ -215,13 +235,13 @@ function stalled(seconds: number) {
  * upload finished (the object is then written).
  */
 export async function appendUpload(
-  tus: TusState, claims: Claims, id: string, clientOffset: string | undefined, body: IncomingMessage,
+  tus: TusState, claims: Claims, id: string, clientOffset: string | undefined, body: IncomingMessage, only?: Target,
 ): Promise<{ offset: number; finished: boolean }> {
   if (clientOffset === undefined || !/^\d{1,16}$/.test(clientOffset)) throw invalid('Upload-Offset is required: the number of bytes already uploaded');
   return exclusive(tus, id, async () => {
     const { storage } = tus;
     const { sql, config } = storage.plinth;
-    const row = await loadUpload(tus, claims, id);
+    const row = await loadUpload(tus, claims, id, only);
     const length = Number(row.upload_length);
     const declared = body.headers['content-length'] === undefined ? null : Number(body.headers['content-length']);
     const file = stagedFile(tus, id);
