@@ -3,7 +3,8 @@
 -- functions, checks its caller itself: the service key or an admin whose account still is one.
 -- Functions: the list comes from the functions admin API; the one thing only a sidecar knows,
 -- which modules failed to load, is shown after console.require_admin() lets the caller through.
--- A run records its kind: the schedule's ticks are 'scheduled'; 'manual' is for runs asked for by hand.
+-- A run records its kind: the schedule's ticks are 'scheduled' (the default); 'manual' is for a
+-- run asked for by hand, which the page tells apart.
 
 -- migrate:up
 ALTER TABLE plinth.backup_runs ADD COLUMN kind text NOT NULL DEFAULT 'scheduled' CHECK (kind IN ('scheduled', 'manual'));
