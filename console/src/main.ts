@@ -8,9 +8,11 @@ import { COOKIE_SESSION, onSessionChange, restoreSession, session, setSession } 
 import { accountView } from './views/account';
 import { activityView } from './views/activity';
 import { adminView } from './views/admin';
+import { backupsView } from './views/backups';
 import { bucketsView } from './views/buckets';
 import { LINK_PAGES, linkPageView, type LinkPage } from './views/links';
 import { filesView } from './views/files';
+import { functionsView } from './views/functions';
 import { linkAccountEmail, signInView, signInWithLinkToken } from './views/signin';
 import { keysView } from './views/keys';
 import { policiesView } from './views/policies';
@@ -22,13 +24,13 @@ const BASE = '/console/';
 const main = document.getElementById('main') as HTMLElement;
 const app = document.getElementById('app') as HTMLElement;
 
-const VIEWS = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'admin', 'account'] as const;
+const VIEWS = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'functions', 'backups', 'admin', 'account'] as const;
 type View = (typeof VIEWS)[number];
 /** Pages only for the admin app role; the server refuses their calls to anyone else as well. */
-const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'admin'];
-const TITLES: Record<View, string> = { files: 'Files', buckets: 'Buckets', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', admin: 'Admin', account: 'Account' };
+const ADMIN_VIEWS: readonly View[] = ['sql', 'policies', 'keys', 'activity', 'functions', 'backups', 'admin'];
+const TITLES: Record<View, string> = { files: 'Files', buckets: 'Buckets', tables: 'Tables', realtime: 'Realtime', sql: 'SQL', policies: 'Policies', keys: 'Keys', activity: 'Activity', functions: 'Functions', backups: 'Backups', admin: 'Admin', account: 'Account' };
 /** The pages, in the navigation's order. */
-const NAV: readonly View[] = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'admin', 'account'];
+const NAV: readonly View[] = ['files', 'buckets', 'tables', 'realtime', 'sql', 'policies', 'keys', 'activity', 'functions', 'backups', 'admin', 'account'];
 
 function route(): { view: View; rest: string[] } {
   const parts = location.pathname.slice(BASE.length).split('/').filter(Boolean).map(decodeURIComponent);
@@ -102,6 +104,8 @@ function render(): void {
   else if (view === 'keys') keysView(main);
   else if (view === 'realtime') leaveView = realtimeView(main);
   else if (view === 'activity') activityView(main);
+  else if (view === 'functions') functionsView(main, rest[0]);
+  else if (view === 'backups') backupsView(main);
   else filesView(main);
   document.title = `${TITLES[view]} · Plinth console`;
   // Keyboard and screen-reader users start at the new content (after sign-in or navigation).

@@ -116,7 +116,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     await app.register(storageRoutes, { plinth, storage });
     await app.register(bucketsRoutes, { plinth, buckets });
     await app.register(realtimeRoutes, { plinth, realtime });
-    await app.register(consoleRoutes, { plinth, consoleBuild });
+    await app.register(consoleRoutes, { plinth, consoleBuild, functionFailures: () => functions.registry.broken });
     await app.register(accountRoutes, { plinth, accounts });
     // The same accounts with GoTrue's routes and shapes, where supabase-js looks for them.
     await app.register(gotrueRoutes, { plinth, accounts, prefix: '/auth/v1' });

@@ -9,6 +9,7 @@ import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
 import { policyCoverage, retireSigningKey, rotateSigningKey, signingKeys } from './admin-data.js';
 import { DIST_DIR } from './build.js';
+import { backupRuns, functionLoadFailures, type FunctionLoadFailures } from './operations.js';
 import type { ConsoleService } from './service.js';
 import { runStatement, type SqlRequest } from './sql-editor.js';
 
@@ -84,10 +85,10 @@ const sqlSchema = {
 };
 
 /**
- * The console's own API under /console/api/: the SQL editor, the policy overview and the signing
- * keys. Each needs an admin, which the console.* SQL functions decide, not these handlers.
+ * The console's own API under /console/api/: the SQL editor, the policy overview, the signing
+ * keys, the backup runs and the functions that failed to load. Each needs an admin, which the console.* SQL functions decide, not these handlers.
  */
-async function consoleApiRoutes(app: FastifyInstance, plinth: Plinth) {
+async function consoleApiRoutes(app: FastifyInstance, plinth: Plinth, failures: FunctionLoadFailures) {
   app.post<{ Body: SqlRequest }>('/console/api/sql', { config: withCaller, schema: sqlSchema }, async (req, reply) =>
     reply.headers(noStore).send(await runStatement(plinth, callerOf(req).claims, req.body)),
   );
@@ -101,14 +102,25 @@ async function consoleApiRoutes(app: FastifyInstance, plinth: Plinth) {
     { config: withCaller, schema: { params: { type: 'object', properties: { kid: { type: 'string', minLength: 1, maxLength: 200 } }, required: ['kid'] } } },
     async (req, reply) => reply.headers(noStore).send(await retireSigningKey(plinth, callerOf(req).claims, req.params.kid)),
   );
+  app.get<{ Querystring: { limit: number } }>(
+    '/console/api/backups',
+    { config: withCaller, schema: { querystring: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } } } } },
+    async (req, reply) => reply.headers(noStore).send(await backupRuns(plinth, callerOf(req).claims, req.query.limit)),
+  );
+  app.get('/console/api/functions/failures', { config: withCaller, schema: noInput }, async (req, reply) =>
+    reply.headers(noStore).send(await functionLoadFailures(plinth, callerOf(req).claims, failures)),
+  );
   // Anything else under /console/api/ is an unknown call, not a page.
   app.all('/console/api/*', async (req) => {
     throw new PlinthError(404, `No route ${req.method} ${req.url.split('?')[0]}`);
   });
 }
 
-export async function consoleRoutes(app: FastifyInstance, { plinth, consoleBuild }: { plinth: Plinth; consoleBuild: ConsoleService }) {
-  await consoleApiRoutes(app, plinth);
+export async function consoleRoutes(
+  app: FastifyInstance,
+  { plinth, consoleBuild, functionFailures = () => new Map() }: { plinth: Plinth; consoleBuild: ConsoleService; functionFailures?: FunctionLoadFailures },
+) {
+  await consoleApiRoutes(app, plinth, functionFailures);
 
   const send = (req: FastifyRequest, reply: FastifyReply, file: string, st: fs.Stats, immutable: boolean) => {
     const etag = `W/"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
