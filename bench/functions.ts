@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { denoBinary } from '../sidecar/functions/deno.ts';
 import { freePort } from '../sidecar/start/process.ts';
+import { childPid, cpuSeconds } from './rss.ts';
 import { startStack, type StackOptions } from '../tests/harness.ts';
 import { load, type LoadResult } from './load.ts';
 import { median, ratioRow, type Row } from './report.ts';
@@ -53,9 +54,19 @@ export async function benchFunctions(stackOptions: StackOptions, opts: Functions
     await load(viaDeno, opts.connections, 1);
     const plinth: LoadResult[] = [];
     const deno: LoadResult[] = [];
+    // CPU time per request of each process: unlike req/s, barely moved by other load on the machine.
+    const worker = childPid(stack.proc.pid!, 'deno');
+    const cpu = { sidecar: [] as number[], worker: [] as number[], direct: [] as number[] };
     for (let i = 0; i < opts.rounds; i++) {
-      plinth.push(await load(viaPlinth, opts.connections, opts.seconds));
-      deno.push(await load(viaDeno, opts.connections, opts.seconds));
+      const [s0, w0] = [cpuSeconds(stack.proc.pid!), worker ? cpuSeconds(worker) : 0];
+      const a = await load(viaPlinth, opts.connections, opts.seconds);
+      plinth.push(a);
+      cpu.sidecar.push(((cpuSeconds(stack.proc.pid!) - s0) * 1e6) / a.completed);
+      if (worker) cpu.worker.push(((cpuSeconds(worker) - w0) * 1e6) / a.completed);
+      const d0 = cpuSeconds(direct.pid!);
+      const b = await load(viaDeno, opts.connections, opts.seconds);
+      deno.push(b);
+      cpu.direct.push(((cpuSeconds(direct.pid!) - d0) * 1e6) / b.completed);
     }
 
     // Cold start through Plinth: a new function file until its first 200.
@@ -69,10 +80,23 @@ export async function benchFunctions(stackOptions: StackOptions, opts: Functions
     const errors = [...plinth, ...deno].reduce((n, r) => n + r.errors, 0);
     const rps = median(plinth.map((r) => r.rps));
     const base = median(deno.map((r) => r.rps));
-    process.stderr.write(`  function via Plinth: ${Math.round(rps)} req/s, deno serve: ${Math.round(base)} req/s; cold start ${Math.round(median(colds))} ms\n`);
+    const [sidecarUs, workerUs, directUs] = [median(cpu.sidecar), cpu.worker.length ? median(cpu.worker) : NaN, median(cpu.direct)];
+    process.stderr.write(
+      `  function via Plinth: ${Math.round(rps)} req/s, deno serve: ${Math.round(base)} req/s; CPU per request: sidecar ${Math.round(sidecarUs)} µs + worker ${Math.round(workerUs)} µs, deno serve ${Math.round(directUs)} µs; cold start ${Math.round(median(colds))} ms\n`,
+    );
     const note = `baseline: the same handler under deno serve; c=${opts.connections}, ${opts.rounds}×${opts.seconds}s alternating` + (errors ? `, ${errors} errors` : '');
     return [
       ratioRow({ section: SECTION, metric: 'trivial HTTP function req/s', unit: 'req/s', plinth: rps, baseline: base, target: '≥ 0.7×', minRatio: 0.7, note }),
+      ratioRow({
+        section: SECTION,
+        metric: 'trivial HTTP function CPU per request',
+        unit: 'µs',
+        plinth: sidecarUs + workerUs,
+        baseline: directUs,
+        target: '',
+        lowerIsBetter: true,
+        note: `Plinth: the sidecar's CPU (${Math.round(sidecarUs)} µs) plus the function's Deno worker's (${Math.round(workerUs)} µs) per request; baseline: deno serve's, from /proc/<pid>/stat`,
+      }),
       ratioRow({ section: SECTION, metric: 'trivial HTTP function p99', unit: 'ms', plinth: median(plinth.map((r) => r.p99)), baseline: median(deno.map((r) => r.p99)), target: '', lowerIsBetter: true, note }),
       ratioRow({
         section: SECTION,

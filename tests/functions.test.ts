@@ -84,6 +84,41 @@ test('without a key: 401; an unknown function: 404', async () => {
   expect((await unknown.json()).code).toBe('PLINTH404');
 });
 
+test('a call passes the front door like any request: its request id, CORS on answers and errors, a request row', async () => {
+  const origin = 'https://app.example';
+  const ok = await stack.fetch('/functions/v1/echo/x?y=1', { method: 'POST', apikey: stack.anonKey, headers: { origin, 'x-request-id': 'fn-trace-1' }, body: 'abc' });
+  expect(ok.status).toBe(201);
+  expect(await ok.text()).toBe('abc');
+  expect(ok.headers.get('x-echo')).toBe('yes');
+  expect(ok.headers.get('x-request-id')).toBe('fn-trace-1');
+  expect(ok.headers.get('access-control-allow-origin')).toBe('*');
+  expect(ok.headers.get('access-control-expose-headers')).toContain('Content-Range');
+  const missing = await stack.fetch('/functions/v1/nothing-here', { apikey: stack.anonKey, headers: { origin, 'x-request-id': 'fn-trace-2' } });
+  expect(missing.status).toBe(404);
+  expect(missing.headers.get('x-request-id')).toBe('fn-trace-2');
+  expect(missing.headers.get('access-control-allow-origin')).toBe('*');
+  expect(await missing.json()).toMatchObject({ code: 'PLINTH404', message: 'No function named nothing-here' });
+  const noKey = await stack.fetch('/functions/v1/echo', { headers: { origin, 'x-request-id': 'fn-trace-3' } });
+  expect(noKey.status).toBe(401);
+  expect(noKey.headers.get('www-authenticate')).toBe('Bearer');
+  expect(noKey.headers.get('access-control-allow-origin')).toBe('*');
+  expect(noKey.headers.get('x-request-id')).toBe('fn-trace-3');
+  const badToken = await stack.fetch('/functions/v1/echo', { token: 'not-a-jwt' });
+  expect(badToken.status).toBe(401);
+  expect((await badToken.json()).code).toBe('PGRST301');
+  const noName = await stack.fetch('/functions/v1/', { apikey: stack.anonKey });
+  expect(noName.status).toBe(404);
+  const rows = await eventually('the calls in the request log', async () => {
+    const r = await stack.sql`select request_id, kind, method, path, status, role from audit.requests where request_id like 'fn-trace-%' order by request_id`;
+    return r.length === 3 ? r : undefined;
+  });
+  expect(rows.map((r) => ({ ...r }))).toEqual([
+    { request_id: 'fn-trace-1', kind: 'functions', method: 'POST', path: '/functions/v1/echo/x', status: 201, role: 'anon' },
+    { request_id: 'fn-trace-2', kind: 'functions', method: 'GET', path: '/functions/v1/nothing-here', status: 404, role: 'anon' },
+    { request_id: 'fn-trace-3', kind: 'functions', method: 'GET', path: '/functions/v1/echo', status: 401, role: null },
+  ]);
+});
+
 test('supabase-js functions.invoke works unmodified', async () => {
   const client = createClient(stack.url, stack.anonKey, { auth: { persistSession: false }, realtime: { transport: WebSocket as never } });
   const { data, error } = await client.functions.invoke('hello', { body: { greeting: 'hi' } });

@@ -19,8 +19,14 @@ export interface Server {
   owned: OwnedPaths;
 }
 
+/**
+ * A feature's hot path served before any routing, like the proxy: true when it took the request
+ * (and answers it, errors included, with the CORS headers given).
+ */
+export type DirectHandler = (req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null) => boolean;
+
 /** The fastify app with Plinth's error shape and caller plugin; features register their routes on it. */
-export async function createServer(plinth: Plinth): Promise<Server> {
+export async function createServer(plinth: Plinth, direct: readonly DirectHandler[] = []): Promise<Server> {
   const { frontDoor } = plinth.config;
   // One trust rule for every reader of the client's address: request.ip here, the connection caps below.
   const trust = proxyTrust(plinth.config.trustProxy);
@@ -75,6 +81,7 @@ export async function createServer(plinth: Plinth): Promise<Server> {
           req.url = rest;
           (req as RestPrefixed).viaRestPrefix = true;
         }
+        if (rest === null) for (let i = 0; i < direct.length; i++) if (direct[i](req, res, headers)) return;
         if (owned.owns(req.url!) && (rest === null || rest.startsWith('/rpc/'))) {
           res.setHeader('x-request-id', req.headers['x-request-id']!);
           // fastify merges headers set on the raw response into every answer it writes.

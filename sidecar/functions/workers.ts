@@ -182,19 +182,27 @@ export class WorkerPool {
     for (const f of w) f();
   }
 
+  /** A ready worker now, without waiting; null when none is (pick() waits for one). */
+  ready(): Worker | null {
+    if (this.broken || this.stopped) return null;
+    const n = this.workers.length;
+    for (let k = 0; k < n; k++) {
+      const w = this.workers[(this.turn + k) % n];
+      if (w?.isReady && w.proc.exitCode === null) {
+        this.turn = (this.turn + k + 1) % n;
+        return w;
+      }
+    }
+    return null;
+  }
+
   /** A ready worker, waiting up to `ms` for one (a restart in progress); null when none came. */
   async pick(ms: number): Promise<Worker | null> {
     const deadline = Date.now() + ms;
     for (;;) {
       if (this.broken || this.stopped) return null;
-      const n = this.workers.length;
-      for (let k = 0; k < n; k++) {
-        const w = this.workers[(this.turn + k) % n];
-        if (w?.isReady && w.proc.exitCode === null) {
-          this.turn = (this.turn + k + 1) % n;
-          return w;
-        }
-      }
+      const w = this.ready();
+      if (w) return w;
       const left = deadline - Date.now();
       if (left <= 0) return null;
       await new Promise<void>((resolve) => {
