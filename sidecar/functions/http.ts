@@ -51,8 +51,9 @@ class BodyTooLarge extends Error {}
 
 /**
  * Answers with the sidecar's own error (request id and CORS headers included). `refuse`: the body
- * is not read; the rest is drained for a moment so the client sees the answer, and the connection
- * ends with it (a body left unread would be parsed as the next request).
+ * is not passed on; the rest is read and dropped, so the client, still sending, sees the answer
+ * (closing at once would reset its writes), and a body still arriving after a few seconds ends
+ * the connection.
  */
 function fail(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null, err: PlinthError, refuse = false): void {
   if (res.headersSent) return void res.destroy();
@@ -61,7 +62,6 @@ function fail(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | nul
   if (cors !== null) for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i], cors[i + 1]);
   if (refuse && !req.complete) {
     req.resume();
-    res.setHeader('connection', 'close');
     const socket = req.socket;
     setTimeout(() => !req.complete && socket?.destroy(), 5000).unref();
   }

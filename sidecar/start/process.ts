@@ -25,7 +25,40 @@ export function assertPortFree(port: number, host: string, message: string): Pro
   });
 }
 
-export function freePort(): Promise<number> {
+/**
+ * A free loopback port, chosen below the kernel's ephemeral range where it can: a port handed out
+ * by `listen(0)` comes from that range, and between the probe closing and its real owner binding
+ * it, any outgoing connection on the machine may take it as its source port.
+ */
+export async function freePort(): Promise<number> {
+  const first = ephemeralRangeStart();
+  if (first !== null && first > 11_000) {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const port = 10_000 + Math.floor(Math.random() * (first - 10_000));
+      if (await canListen(port)) return port;
+    }
+  }
+  return listenOnAnyPort();
+}
+
+function ephemeralRangeStart(): number | null {
+  try {
+    const first = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(first) ? first : null;
+  } catch {
+    return null;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen({ port, host: '127.0.0.1', exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
+function listenOnAnyPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once('error', reject);
