@@ -1,10 +1,8 @@
 // Accounts over HTTP against the real stack: signup, login, sessions with rotating refresh
 // tokens, validation, rate limits, app roles and who may change them.
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { REPO_ROOT, startStack, type Stack } from './harness.ts';
+import { downAndUpAgain, startStack, type Stack } from './harness.ts';
 
 const PER_EMAIL = 4;
 let stack: Stack;
@@ -349,19 +347,16 @@ test('the periodic sweep drops finished rate windows and spent sessions, and kee
 });
 
 test('the accounts migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
-  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000010_accounts.sql'), 'utf8');
-  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
-  const down = file.slice(file.indexOf('-- migrate:down'));
-  const rollback = new Error('rollback');
-  await expect(
-    stack.sql.begin(async (tx) => {
-      await tx.unsafe(down);
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000010_accounts.sql',
+    async (tx) => {
       const [{ gone }] = await tx`select to_regclass('auth.sessions') is null and to_regclass('auth.rate_limits') is null as gone`;
       expect(gone).toBe(true);
-      await tx.unsafe(up);
+    },
+    async (tx) => {
       const [{ back }] = await tx`select to_regprocedure('auth.set_app_role(uuid,text)') is not null as back`;
       expect(back).toBe(true);
-      throw rollback;
-    }),
-  ).rejects.toBe(rollback);
+    },
+  );
 });

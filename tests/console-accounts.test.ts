@@ -3,10 +3,10 @@
 // the admin's user management.
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
-import { startStack, type Stack } from './harness.ts';
+import { startStack, type Stack, launchChromium } from './harness.ts';
 import { mailCatcher } from './mailbox.ts';
 
 const ADMIN = { email: 'admin@accounts-console.test', password: 'admin-password-1' };
@@ -30,10 +30,7 @@ beforeAll(async () => {
       PLINTH_RATE_LIMIT_PER_IP: '1000',
     },
   });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 afterAll(async () => {
   for (const c of contexts) await c.close().catch(() => {});

@@ -2,10 +2,10 @@
 // against the real stack: create a bucket, upload a file with progress, see it listed in its
 // folder, and open the signed link the page gives, getting the exact bytes.
 import { randomBytes } from 'node:crypto';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
-import { startStack, type Stack } from './harness.ts';
+import { startStack, type Stack, launchChromium } from './harness.ts';
 
 let stack: Stack;
 let browser: Browser;
@@ -13,10 +13,7 @@ let browser: Browser;
 beforeAll(async () => {
   await ensureConsoleBuilt();
   stack = await startStack();
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

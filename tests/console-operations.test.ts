@@ -5,13 +5,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
-import { REPO_ROOT } from '../sidecar/core/paths.ts';
-import { startStack, TEST_OUTPUT, type Stack } from './harness.ts';
+import { startStack, TEST_OUTPUT, type Stack, launchChromium, downAndUpAgain } from './harness.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = path.join(TEST_OUTPUT, 'screenshots', 'pages');
 const ADMIN = { email: 'admin@operations.test', password: 'admin-password-1' };
 const EDITOR = { email: 'editor@operations.test', password: 'editor-password-1' };
@@ -53,10 +51,7 @@ beforeAll(async () => {
   });
   const r = await stack.fetch('/rpc/signup', { method: 'POST', apikey: stack.anonKey, json: EDITOR });
   expect(r.status).toBe(201);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -237,21 +232,18 @@ describe.sequential('console: functions and backups', { timeout: 240_000 }, () =
   });
 
   test('the migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
-    const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000620_console_functions_backups.sql'), 'utf8');
-    const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
-    const down = file.slice(file.indexOf('-- migrate:down'));
-    const rollback = new Error('rollback');
-    await expect(
-      stack.sql.begin(async (tx) => {
-        await tx.unsafe(down);
+    await downAndUpAgain(
+      stack.sql,
+      '20250101000620_console_functions_backups.sql',
+      async (tx) => {
         const [gone] = await tx`select to_regprocedure('console.backup_runs(int)') is null as fn,
           not exists (select from information_schema.columns where table_schema = 'plinth' and table_name = 'backup_runs' and column_name = 'kind') as col`;
         expect(gone).toEqual({ fn: true, col: true });
-        await tx.unsafe(up);
+      },
+      async (tx) => {
         const [{ back }] = await tx`select to_regprocedure('console.backup_runs(int)') is not null as back`;
         expect(back).toBe(true);
-        throw rollback;
-      }),
-    ).rejects.toBe(rollback);
+      },
+    );
   });
 });

@@ -4,13 +4,12 @@
 // the whole console in light and dark, desktop and phone, by keyboard, on its own origin only.
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
 import { REPO_ROOT } from '../sidecar/core/paths.ts';
-import { SAMPLE_APP_MIGRATIONS, startStack, TEST_OUTPUT, type Stack } from './harness.ts';
+import { SAMPLE_APP_MIGRATIONS, startStack, TEST_OUTPUT, type Stack, launchChromium, downAndUpAgain } from './harness.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = path.join(TEST_OUTPUT, 'screenshots', 'pages');
 const ADMIN = { email: 'admin@pages.test', password: 'admin-password-1' };
 const DESKTOP = { width: 1280, height: 800 };
@@ -53,10 +52,7 @@ beforeAll(async () => {
   });
   alice = await signUpByApi('alice@pages.test', 'alice-password-1');
   bob = await signUpByApi('bob@pages.test', 'bob-password-12');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -591,20 +587,17 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
   });
 
   test('the console migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
-    const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000600_console.sql'), 'utf8');
-    const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
-    const down = file.slice(file.indexOf('-- migrate:down'));
-    const rollback = new Error('rollback');
-    await expect(
-      stack.sql.begin(async (tx) => {
-        await tx.unsafe(down);
+    await downAndUpAgain(
+      stack.sql,
+      '20250101000600_console.sql',
+      async (tx) => {
         const [{ gone }] = await tx`select to_regnamespace('console') is null and prosrc like '%Only the service key may%' as gone from pg_proc where oid = 'auth.set_app_role(uuid,text)'::regprocedure`;
         expect(gone).toBe(true);
-        await tx.unsafe(up);
+      },
+      async (tx) => {
         const [{ back }] = await tx`select to_regprocedure('console.policy_coverage()') is not null as back`;
         expect(back).toBe(true);
-        throw rollback;
-      }),
-    ).rejects.toBe(rollback);
+      },
+    );
   });
 });

@@ -5,12 +5,11 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
-import { startStack, type Stack } from './harness.ts';
+import { startStack, type Stack, launchChromium } from './harness.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 let stack: Stack;
 let browser: Browser;
@@ -24,10 +23,7 @@ const collected: Array<{ method: string; url: string; body: string }> = [];
 beforeAll(async () => {
   await ensureConsoleBuilt();
   stack = await startStack({ env: { PLINTH_RATE_LIMIT_PER_IP: '1000', PLINTH_RATE_LIMIT_PER_EMAIL: '1000' } });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
   collector = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));

@@ -3,12 +3,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
-import { startStack, TEST_OUTPUT, type Stack } from './harness.ts';
+import { startStack, TEST_OUTPUT, type Stack, launchChromium } from './harness.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = path.join(TEST_OUTPUT, 'screenshots');
 const ADMIN = { email: 'admin@console.test', password: 'admin-password-1' };
 const MAX_FILE_SIZE = 1024 * 1024;
@@ -36,10 +35,7 @@ beforeAll(async () => {
       PLINTH_RATE_LIMIT_PER_EMAIL: '1000',
     },
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

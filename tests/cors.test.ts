@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser } from 'playwright-core';
+import { type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startStack, type Stack } from './harness.ts';
+import { startStack, type Stack, launchChromium } from './harness.ts';
 
 /**
  * GET with a larger response-header allowance than fetch's 16 KiB: PostgREST repeats the URL in
@@ -25,7 +25,6 @@ function longGet(stack: Stack, path: string, headers: Record<string, string>): P
   });
 }
 
-const CHROMIUM = '/usr/bin/chromium';
 const OTHER = 'http://app.example.test';
 const PUBLIC_URL = 'https://api.example.test';
 
@@ -249,10 +248,7 @@ describe('a page on another origin, in chromium', () => {
     });
     await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
     siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}/`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {

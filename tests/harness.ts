@@ -7,8 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { S3Client } from '@aws-sdk/client-s3';
+import { chromium, type Browser } from 'playwright-core';
 import { currentApiKeys, KeyRing } from '../sidecar/core/keys.ts';
-import { connect, type Sql } from '../sidecar/core/db.ts';
+import { connect, type Sql, type Tx } from '../sidecar/core/db.ts';
 import { embeddedUrl } from '../sidecar/start/embedded-postgres.ts';
 import { freePort } from '../sidecar/start/process.ts';
 
@@ -284,4 +285,38 @@ export async function eventually<T>(what: string, probe: () => Promise<T | undef
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Debian's chromium, headless and quiet: the browser of every browser test. */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/**
+ * Runs a migration's down step, then its up step again, inside one transaction that is rolled
+ * back: `afterDown` and `afterUp` check the schema on the way. The database is left as it was.
+ */
+export async function downAndUpAgain(sql: Sql, migration: string, afterDown: (tx: Tx) => Promise<void>, afterUp: (tx: Tx) => Promise<void>): Promise<void> {
+  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', migration), 'utf8');
+  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
+  const down = file.slice(file.indexOf('-- migrate:down'));
+  const rollback = new Error('rollback');
+  const outcome = sql.begin(async (tx) => {
+    await tx.unsafe(down);
+    await afterDown(tx);
+    await tx.unsafe(up);
+    await afterUp(tx);
+    throw rollback;
+  });
+  await outcome.then(
+    () => {
+      throw new Error(`${migration}: the transaction was not rolled back`);
+    },
+    (err: unknown) => {
+      if (err !== rollback) throw err;
+    },
+  );
 }

@@ -2,14 +2,12 @@
 // RealtimeClient (Phoenix protocol vsn 2.0.0) and supabase-js's channel(). Changes come from the
 // same RLS-exact feed as /realtime: each is judged by PostgreSQL as the subscriber.
 import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { RealtimeClient, type RealtimeChannel, type RealtimePostgresChangesPayload } from '@supabase/realtime-js';
 import { createClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { addSigningKey, retireSigningKey } from '../sidecar/core/keys.ts';
-import { eventually, REPO_ROOT, startStack, type Stack, type TestUser } from './harness.ts';
+import { downAndUpAgain, eventually, startStack, type Stack, type TestUser } from './harness.ts';
 
 let stack: Stack;
 const sockets: RealtimeClient[] = [];
@@ -366,21 +364,18 @@ test('a logout closes the Phoenix sockets of that session with 4001, like native
 });
 
 test('the presence migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
-  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000500_realtime_presence.sql'), 'utf8');
-  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
-  const down = file.slice(file.indexOf('-- migrate:down'));
-  const rollback = new Error('rollback');
-  await expect(
-    stack.sql.begin(async (tx) => {
-      await tx.unsafe(down);
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000500_realtime_presence.sql',
+    async (tx) => {
       const [{ gone }] = await tx`select to_regclass('realtime.presences') is null and to_regclass('realtime.sidecars') is null as gone`;
       expect(gone).toBe(true);
-      await tx.unsafe(up);
+    },
+    async (tx) => {
       const [{ back }] = await tx`select to_regclass('realtime.presences') is not null as back`;
       expect(back).toBe(true);
-      throw rollback;
-    }),
-  ).rejects.toBe(rollback);
+    },
+  );
 });
 
 // Last: it retires the key every earlier test's tokens were signed with.

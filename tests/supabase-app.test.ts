@@ -10,10 +10,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import WebSocket from 'ws';
-import { chromium, type Browser } from 'playwright-core';
-import { REPO_ROOT, eventually, startStack, type Stack } from './harness.ts';
+import type { Browser } from 'playwright-core';
+import { REPO_ROOT, eventually, launchChromium, startStack, type Stack } from './harness.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SUPABASE_UMD = path.join(REPO_ROOT, 'node_modules', '@supabase', 'supabase-js', 'dist', 'umd', 'supabase.js');
 
 // The app's one function: it answers with what it was sent and who called.
@@ -168,10 +167,7 @@ describe('the same app in chromium, on another origin', () => {
     });
     await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
     siteUrl = `http://127.0.0.1:${(site.address() as AddressInfo).port}/`;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {

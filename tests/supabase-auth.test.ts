@@ -1,14 +1,12 @@
 // supabase-js's auth client, unmodified, against Plinth's /auth/v1: GoTrue's routes and shapes
 // over the same accounts, sessions and rules as Plinth's own /auth/* routes. Mail goes to a real
 // SMTP catcher; tokens from one face work on the other.
-import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { AuthApiError, createClient, type SupabaseClient } from '@supabase/supabase-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
-import { REPO_ROOT, startStack, type Stack } from './harness.ts';
+import { downAndUpAgain, launchChromium, startStack, type Stack } from './harness.ts';
 import { mailCatcher, type Received } from './mailbox.ts';
 
 const { inbox, smtp } = mailCatcher();
@@ -453,21 +451,18 @@ test('with PLINTH_SIGNUP=closed, signUp is GoTrue\'s signup_disabled and the set
 });
 
 test('the GoTrue face migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
-  const file = fs.readFileSync(path.join(REPO_ROOT, 'sql', 'migrations', '20250101000400_gotrue_face.sql'), 'utf8');
-  const up = file.slice(file.indexOf('-- migrate:up'), file.indexOf('-- migrate:down'));
-  const down = file.slice(file.indexOf('-- migrate:down'));
-  const rollback = new Error('rollback');
-  await expect(
-    stack.sql.begin(async (tx) => {
-      await tx.unsafe(down);
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000400_gotrue_face.sql',
+    async (tx) => {
       const [{ gone }] = await tx`select to_regprocedure('auth.admin_get_user(uuid)') is null and not exists (select from information_schema.columns where table_schema = 'auth' and table_name = 'users' and column_name = 'user_metadata') as gone`;
       expect(gone).toBe(true);
-      await tx.unsafe(up);
+    },
+    async (tx) => {
       const [{ back }] = await tx`select to_regprocedure('auth.admin_get_user(uuid)') is not null as back`;
       expect(back).toBe(true);
-      throw rollback;
-    }),
-  ).rejects.toBe(rollback);
+    },
+  );
 });
 
 test('a page on another origin can read what auth-js reads from an error (CORS)', async () => {
@@ -509,8 +504,7 @@ test('with PLINTH_CONFIRM_EMAIL=true, signUp gives the user and no session until
 });
 
 test('in a real browser, the verify page submits itself (its script allowed by its CSP) and lands with the session', async () => {
-  const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  const browser = await launchChromium();
   try {
     const email = newEmail('chromium');
     const admin = client(stack.serviceKey).auth.admin;
