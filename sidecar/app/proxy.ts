@@ -12,6 +12,7 @@ import { Pool, type Dispatcher } from 'undici';
 import { presentedToken } from '../core/caller.js';
 import type { PostgrestTarget } from '../core/context.js';
 import { PlinthError, sendError } from '../core/errors.js';
+import { cappedBody, dropRestOfBody } from '../core/request-body.js';
 import type { KeyRing } from '../core/keys.js';
 import { rowsFromContentRange } from '../audit/redact.js';
 import type { FlatHeaders } from './cors.js';
@@ -103,24 +104,6 @@ function bodyTooLarge(limit: number): PlinthError {
   );
 }
 
-/** How long the rest of a refused body is read and dropped before its connection is closed. */
-const LINGER_MS = 5000;
-
-/**
- * Answers a request whose body will not be forwarded. Closing a socket with unread bytes resets
- * the connection, and the client would lose the answer while still sending; so the rest of the
- * body is read and dropped for a moment (memory stays flat), then the connection is closed if the
- * client has not stopped.
- */
-function refuseBody(req: IncomingMessage, res: ServerResponse, err: PlinthError): void {
-  req.resume();
-  sendError(res, err);
-  if (req.complete) return;
-  setTimeout(() => {
-    if (!req.complete) req.socket.destroy();
-  }, LINGER_MS).unref();
-}
-
 const RETRY = { 'retry-after': '1' };
 
 /** PostgREST could not be reached: the request was not sent, so it is safe to send again. */
@@ -151,8 +134,8 @@ function fail(res: ServerResponse, cors: FlatHeaders | null, err: PlinthError, r
   const id = res.req.headers['x-request-id'];
   if (id !== undefined && !res.headersSent) res.setHeader('x-request-id', id);
   if (cors !== null) for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i], cors[i + 1]);
-  if (refuse) refuseBody(res.req, res, err);
-  else sendError(res, err);
+  if (refuse) dropRestOfBody(res.req);
+  sendError(res, err);
 }
 
 /** One proxied exchange, as an undici dispatch handler: PostgREST's response is written to `res` as it arrives. */
@@ -309,24 +292,6 @@ function withoutListed(flat: string[], listed: string[]): string[] {
   return kept;
 }
 
-/**
- * A chunked request body, passed on until it exceeds `limit`: the chunk that would cross it is
- * never sent; the upstream request is aborted instead (PostgREST sees a truncated body and runs
- * nothing) and the client is told 413. The request stream is not destroyed, so the 413 can still
- * be written on its connection.
- */
-async function* capped(req: IncomingMessage, limit: number, exchange: Exchange): AsyncGenerator<Buffer> {
-  let seen = 0;
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    seen += chunk.length;
-    if (seen > limit) {
-      exchange.refusal = bodyTooLarge(limit);
-      throw exchange.refusal;
-    }
-    yield chunk;
-  }
-}
-
 /** A request waiting for a PostgREST connection, with when it started waiting. */
 interface Waiting {
   since: number;
@@ -429,7 +394,7 @@ export function createProxy(target: PostgrestTarget, keys: KeyRing, connections:
       // A declared length was checked in handle(), and Node delivers no more than it declares;
       // only a chunked body needs counting on the way.
       // (undici sends any async iterable as a chunked body; its types list only streams.)
-      body = incoming['content-length'] === undefined && incoming['transfer-encoding'] !== undefined ? (capped(req, maxBody, exchange) as unknown as Readable) : req;
+      body = incoming['content-length'] === undefined && incoming['transfer-encoding'] !== undefined ? (cappedBody(req, maxBody, () => (exchange.refusal = bodyTooLarge(maxBody))) as unknown as Readable) : req;
     }
     (res as Tracked).auditSent = performance.now();
     pool.dispatch({ method: req.method as 'GET', path: req.url!, headers, body }, exchange);

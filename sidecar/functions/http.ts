@@ -13,6 +13,7 @@ import type { Dispatcher } from 'undici';
 import { identify, knownCaller, type Caller } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
 import { PlinthError, sendError } from '../core/errors.js';
+import { cappedBody, dropRestOfBody } from '../core/request-body.js';
 import { notFound, unavailable, type CallLimits } from './invoke.js';
 import type { Invocations } from './invocations.js';
 import type { Deployed } from './registry.js';
@@ -49,33 +50,14 @@ function noRoute(req: IncomingMessage, path: string): PlinthError {
 
 class BodyTooLarge extends Error {}
 
-/**
- * Answers with the sidecar's own error (request id and CORS headers included). `refuse`: the body
- * is not passed on; the rest is read and dropped, so the client, still sending, sees the answer
- * (closing at once would reset its writes), and a body still arriving after a few seconds ends
- * the connection.
- */
+/** Answers with the sidecar's own error (request id and CORS headers included); `refuse`: the body is not passed on. */
 function fail(req: IncomingMessage, res: ServerResponse, cors: FlatHeaders | null, err: PlinthError, refuse = false): void {
   if (res.headersSent) return void res.destroy();
   if (res.destroyed) return;
   res.setHeader('x-request-id', req.headers['x-request-id']!);
   if (cors !== null) for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i], cors[i + 1]);
-  if (refuse && !req.complete) {
-    req.resume();
-    const socket = req.socket;
-    setTimeout(() => !req.complete && socket?.destroy(), 5000).unref();
-  }
+  if (refuse) dropRestOfBody(req);
   sendError(res, err);
-}
-
-/** A chunked request body, passed on until it exceeds `limit`; the chunk that would cross it is never sent. */
-async function* capped(req: IncomingMessage, limit: number): AsyncGenerator<Buffer> {
-  let seen = 0;
-  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    seen += chunk.length;
-    if (seen > limit) throw new BodyTooLarge();
-    yield chunk;
-  }
 }
 
 const uncork = (res: ServerResponse) => res.uncork();
@@ -214,7 +196,7 @@ export function functionsFrontDoor(plinth: Plinth, { registry, invocations, limi
     if (method !== 'GET' && method !== 'HEAD' && (declared !== undefined ? declared !== '0' : incoming['transfer-encoding'] !== undefined)) {
       // A declared length was checked already, and Node delivers no more than it declares; only a
       // chunked body needs counting on the way. (undici sends any async iterable chunked.)
-      body = declared !== undefined ? req : (capped(req, limits.maxBody) as unknown as Readable);
+      body = declared !== undefined ? req : (cappedBody(req, limits.maxBody, () => new BodyTooLarge()) as unknown as Readable);
     }
     worker.pool.dispatch(
       { method: method as 'GET', path: req.url!, headers, body, headersTimeout: limits.timeoutMs, bodyTimeout: 0 },
