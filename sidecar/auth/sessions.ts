@@ -3,6 +3,7 @@
 // presenting a token that was already exchanged revokes the whole family (reuse detection), save
 // a token one rotation behind coming back within seconds (see refreshSession).
 import { createHmac } from 'node:crypto';
+import type { PendingQuery, Row } from 'postgres';
 import type { Plinth } from '../core/context.js';
 import type { Tx } from '../core/db.js';
 import { fromDatabase, unauthorized } from '../core/errors.js';
@@ -66,53 +67,46 @@ export function appMetadata(user: Pick<UserProfile, 'app_role'>): { provider: st
   return { provider: 'email', providers: ['email'], app_role: user.app_role };
 }
 
-export async function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
-  const refresh = newOpaqueToken();
-  const ttl = plinth.config.auth.refreshTokenTtl;
-  // A disabled account is refused by a trigger on auth.sessions (PT403), whichever way it signs in.
-  const session = await plinth.sql
-    .begin(async (tx) => {
-      const [started] = await tx<SessionFacts[]>`
-        insert into auth.sessions (user_id, method) values (${user.id}, ${method})
-        returning id, method, created_at, (select user_metadata from auth.users where id = ${user.id})`;
-      await tx`
-        insert into auth.refresh_tokens (token_hash, session_id, expires_at)
-        values (${refresh.hash}, ${started.id}, now() + make_interval(secs => ${ttl}))`;
-      return started;
-    })
-    .catch((err: unknown) => {
-      throw fromDatabase(err, { role: 'authenticated' });
-    });
-  return {
-    token: await mintAccessToken(plinth, user, session),
-    refresh_token: refresh.token,
-    expires_in: plinth.config.auth.accessTokenTtl,
-    user,
-  };
+/** A new session for a user whose sign-in was already recorded (a mailed link, a password change). */
+export function startSession(plinth: Plinth, user: UserProfile, method: SignInMethod): Promise<Session> {
+  const sql = plinth.sql;
+  return openSession(plinth, method, sql`select ${sql(PROFILE_COLUMNS)}, user_metadata from auth.users where id = ${user.id}`);
 }
 
 /**
- * A sign-in in one statement (one round trip, one transaction): the user's last_sign_in_at (and
- * email_confirmed_at when the sign-in proves the address), the session and its refresh token.
+ * A sign-in: the user's last_sign_in_at (and email_confirmed_at when the sign-in proves the
+ * address) recorded, and a new session, in the same statement.
  */
-export async function signIn(plinth: Plinth, userId: string, confirmsEmail: boolean, method: SignInMethod): Promise<Session> {
+export function signIn(plinth: Plinth, userId: string, confirmsEmail: boolean, method: SignInMethod): Promise<Session> {
+  const sql = plinth.sql;
+  return openSession(
+    plinth,
+    method,
+    sql`update auth.users
+           set last_sign_in_at = now(),
+               email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
+         where id = ${userId}
+        returning ${sql(PROFILE_COLUMNS)}, user_metadata`,
+  );
+}
+
+/**
+ * The session row and its first refresh token for the one user row `userRow` yields (its profile
+ * columns and user_metadata), in one statement: one round trip, and both exist together or not at
+ * all. A disabled account is refused by a trigger on auth.sessions (PT403), whichever way it signs in.
+ */
+async function openSession(plinth: Plinth, method: SignInMethod, userRow: PendingQuery<Row[]>): Promise<Session> {
   const refresh = newOpaqueToken();
   const ttl = plinth.config.auth.refreshTokenTtl;
-  const sql = plinth.sql;
-  const [row] = await sql<(UserProfile & { user_metadata: Record<string, unknown>; session_id: string; session_created_at: Date })[]>`
-    with u as (
-           update auth.users
-              set last_sign_in_at = now(),
-                  email_confirmed_at = case when ${confirmsEmail} then coalesce(email_confirmed_at, now()) else email_confirmed_at end
-            where id = ${userId}
-           returning ${sql(PROFILE_COLUMNS)}, user_metadata),
+  const [row] = await plinth.sql<(UserProfile & { user_metadata: Record<string, unknown>; session_id: string; session_created_at: Date })[]>`
+    with u as (${userRow}),
          s as (insert into auth.sessions (user_id, method) select u.id, ${method} from u returning id, created_at),
          r as (insert into auth.refresh_tokens (token_hash, session_id, expires_at)
                select ${refresh.hash}, s.id, now() + make_interval(secs => ${ttl}) from s)
     select u.*, s.id as session_id, s.created_at as session_created_at from u, s`.catch((err: unknown) => {
     throw fromDatabase(err, { role: 'authenticated' });
   });
-  if (!row) throw new Error(`signing in: user ${userId} does not exist`);
+  if (!row) throw new Error('starting a session: the user does not exist');
   const { session_id, session_created_at, user_metadata, ...user } = row;
   return {
     token: await mintAccessToken(plinth, user, { id: session_id, method, created_at: session_created_at, user_metadata }),
