@@ -187,19 +187,27 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-test-'));
   // The embedded server runs as the OS user postgres, which must reach its directory.
   fs.chmodSync(dataDir, 0o755);
-  const port = await freePort();
-  const pgPort = await freePort();
-  const env: Record<string, string> = {
-    PORT: String(port),
-    PLINTH_PG_PORT: String(pgPort),
-    PLINTH_DATA_DIR: dataDir,
-    PLINTH_APP_MIGRATIONS: mergedMigrations(opts.appMigrations ?? SAMPLE_APP_MIGRATIONS),
-    PLINTH_LOG_LEVEL: 'warn',
-    ...opts.env,
-  };
-  const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir, opts.processGroup);
-  await stack.launch(opts.expectFailure);
-  return stack;
+  // A port found free can be taken by another test's process before the stack binds it: try others.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const pgPort = await freePort();
+    const env: Record<string, string> = {
+      PORT: String(port),
+      PLINTH_PG_PORT: String(pgPort),
+      PLINTH_DATA_DIR: dataDir,
+      PLINTH_APP_MIGRATIONS: mergedMigrations(opts.appMigrations ?? SAMPLE_APP_MIGRATIONS),
+      PLINTH_LOG_LEVEL: 'warn',
+      ...opts.env,
+    };
+    const stack = new Stack(dataDir, port, pgPort, env, ownsDataDir, opts.processGroup);
+    try {
+      await stack.launch(opts.expectFailure);
+      return stack;
+    } catch (err) {
+      const taken = /is in use|EADDRINUSE/.test((err as Error).message);
+      if (!taken || attempt === 3 || opts.env?.PORT !== undefined) throw err;
+    }
+  }
 }
 
 export interface CliResult {
