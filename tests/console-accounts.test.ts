@@ -89,6 +89,26 @@ describe.sequential('account pages', { timeout: 180_000 }, () => {
     expect(await page.getByRole('button', { name: 'New here? Create an account' }).count()).toBe(0);
   });
 
+  test('what the user typed before the sign-up setting arrived stays in the form, and signs in', async () => {
+    const address = await createUser();
+    const page = await newPage();
+    let release!: () => void;
+    const settingsHeld = new Promise<void>((resolve) => (release = resolve));
+    await page.route('**/auth/settings', async (route) => {
+      await settingsHeld;
+      await route.continue();
+    });
+    await page.goto(`${stack.url}/console/`);
+    await page.getByLabel('Email', { exact: true }).fill(address);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    release();
+    await eventually(() => page.locator('.signup-mode').count()).toBe(1);
+    expect(await page.getByLabel('Email', { exact: true }).inputValue()).toBe(address);
+    expect(await page.getByRole('button', { name: 'New here? Create an account' }).count()).toBe(0);
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await eventually(() => page.locator('header .email').textContent()).toBe(address);
+  });
+
   test('the account page changes the password, refuses a wrong current one, and signs out everywhere', async () => {
     const address = await createUser();
     const page = await newPage();

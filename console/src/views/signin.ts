@@ -24,6 +24,39 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
     .then((b) => b?.signup ?? 'open')
     .catch(() => 'open');
 
+  const closedNote = () => h('p', { class: 'muted signup-mode' }, 'Sign-up is closed on this server: an administrator creates or invites accounts.');
+  const switcherNav = () =>
+    h(
+      'nav',
+      { class: 'auth-switch', 'aria-label': 'Other ways to sign in' },
+      (['signin', 'signup', 'magic', 'recover'] as Mode[])
+        .filter((m) => m !== mode && (m !== 'signup' || signupOpen))
+        .map((m) =>
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'link',
+              onclick: () => {
+                mode = m;
+                render();
+                (root.querySelector('input') as HTMLInputElement | null)?.focus();
+              },
+            },
+            m === 'signin'
+              ? 'I have an account: sign in'
+              : m === 'signup'
+                ? 'New here? Create an account'
+                : m === 'magic'
+                  ? 'Forgot the password? Email me a link'
+                  : 'Reset the password by email',
+          ),
+        ),
+    );
+
+  let shown: HTMLElement;
+  let switcher: HTMLElement;
+
   const render = () => {
     const status = h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
     const alert = h('p', { class: 'alert', role: 'alert', hidden: !notice });
@@ -124,43 +157,22 @@ export function signInView(root: HTMLElement, initialNotice = ''): void {
     });
     if (mode === 'magic') pasteForm.hidden = false;
 
-    const switcher = h(
-      'nav',
-      { class: 'auth-switch', 'aria-label': 'Other ways to sign in' },
-      (['signin', 'signup', 'magic', 'recover'] as Mode[])
-        .filter((m) => m !== mode && (m !== 'signup' || signupOpen))
-        .map((m) =>
-          h(
-            'button',
-            {
-              type: 'button',
-              class: 'link',
-              onclick: () => {
-                mode = m;
-                render();
-                (root.querySelector('input') as HTMLInputElement | null)?.focus();
-              },
-            },
-            m === 'signin'
-              ? 'I have an account: sign in'
-              : m === 'signup'
-                ? 'New here? Create an account'
-                : m === 'magic'
-                  ? 'Forgot the password? Email me a link'
-                  : 'Reset the password by email',
-          ),
-        ),
-    );
-
-    const closedNote = signupOpen ? null : h('p', { class: 'muted signup-mode' }, 'Sign-up is closed on this server: an administrator creates or invites accounts.');
-    replace(root, h('div', { class: 'auth' }, h('p', { class: 'brand-big' }, 'Plinth console'), form, mode === 'magic' ? pasteForm : null, switcher, closedNote));
+    switcher = switcherNav();
+    shown = h('div', { class: 'auth' }, h('p', { class: 'brand-big' }, 'Plinth console'), form, mode === 'magic' ? pasteForm : null, switcher, signupOpen ? null : closedNote());
+    replace(root, shown);
   };
   render();
   void signupMode.then((m) => {
-    if (m === 'open' || !root.isConnected || !root.querySelector('.auth')) return;
+    if (m === 'open' || !shown.isConnected) return;
     signupOpen = false;
-    if (mode === 'signup') mode = 'signin';
-    render();
+    if (mode === 'signup') {
+      mode = 'signin';
+      return render();
+    }
+    // Only the ways to sign in change: what the user may already have typed stays where it is.
+    const next = switcherNav();
+    switcher.replaceWith(next, closedNote());
+    switcher = next;
   });
 }
 
