@@ -1,10 +1,12 @@
-// The audit writer and the metrics. Requests are queued (bounded) and written in multi-row
-// inserts on the audit's own connection, off the request path: a request never waits for its
-// row, and when the database cannot take them rows are dropped and counted, never blocking.
+// The audit writer and the metrics. Requests are queued (bounded) and written in batches, one
+// statement with one JSON parameter each, on the audit's own connection, off the request path: a
+// request never waits for its row, and when the database cannot take them rows are dropped and
+// counted, never blocking.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Audit, Plinth, RequestEntry, Service } from '../core/context.js';
 import { connect, type Claims, type Sql } from '../core/db.js';
 import { redactTarget, routeKind } from './redact.js';
+import { histogram, kindStatusCounter } from './request-metrics.js';
 
 /** Rows waiting beyond this are dropped: memory stays bounded whatever the database does. */
 const MAX_QUEUED = 20_000;
@@ -34,20 +36,20 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
   const { config, keys, log } = plinth;
   const sql: Sql = connect(databaseUrl, 1, 'plinth audit');
   const registry = new Registry();
-  const requestsTotal = new Counter({ name: 'plinth_http_requests_total', help: 'API requests answered, by route kind and status', labelNames: ['kind', 'status'], registers: [registry] });
-  const duration = new Histogram({
-    name: 'plinth_http_request_duration_seconds',
-    help: 'Time from request to the end of its answer, by route kind',
-    labelNames: ['kind'],
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  const upstream = new Histogram({
-    name: 'plinth_postgrest_upstream_seconds',
-    help: 'Time PostgREST took to answer a proxied request with headers',
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [registry],
-  });
+  const countRequest = kindStatusCounter(registry, 'plinth_http_requests_total', 'API requests answered, by route kind and status');
+  const observeDuration = histogram(
+    registry,
+    'plinth_http_request_duration_seconds',
+    'Time from request to the end of its answer, by route kind',
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    'kind',
+  );
+  const observeUpstream = histogram(
+    registry,
+    'plinth_postgrest_upstream_seconds',
+    'Time PostgREST took to answer a proxied request with headers',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  );
   const droppedTotal = new Counter({ name: 'plinth_audit_rows_dropped_total', help: 'Audit rows lost: the queue was full or the database could not take them', registers: [registry] });
   const writtenTotal = new Counter({ name: 'plinth_audit_rows_written_total', help: 'Audit rows written', registers: [registry] });
   new Gauge({ name: 'plinth_audit_queue_rows', help: 'Audit rows waiting to be written', registers: [registry], collect() { this.set(queue.length + activities.length); } });
@@ -81,36 +83,68 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
     return { userId: typeof claims.sub === 'string' ? claims.sub : null, role: claims.role, appRole: typeof claims.app_role === 'string' ? claims.app_role : null };
   }
 
-  async function write(requests: RequestEntry[], acts: ActivityEntry[]) {
-    const rows = requests.map((e) => {
-      const { path, query } = redactTarget(e.url);
-      const who = identity(e.credential);
-      return {
-        at: new Date(e.at),
-        request_id: e.requestId,
-        user_id: who.userId,
-        role: who.role,
-        app_role: who.appRole,
-        client_addr: e.clientAddr ?? null,
-        kind: routeKind(path),
-        method: e.method,
-        path,
-        query,
-        status: e.status,
-        duration_ms: e.durationMs,
-        rows: e.rows,
-        bytes_in: e.bytesIn,
-        bytes_out: e.bytesOut,
+  // Consecutive rows usually share a caller and often a target: each is resolved once per run.
+  let lastCredential: string | undefined;
+  let lastWho = identity(undefined);
+  let lastUrl = '';
+  let lastTarget = { path: '', query: null as string | null, kind: 'tables' };
+
+  /**
+   * The batch as one JSON array of rows (short keys, the timestamp in epoch milliseconds): one
+   * parameter, so the statement is the same for every batch, prepared once, and neither side
+   * binds or describes a parameter per column per row.
+   */
+  function batchJson(requests: RequestEntry[]): string {
+    const rows = new Array<unknown>(requests.length);
+    for (let i = 0; i < requests.length; i++) {
+      const e = requests[i];
+      if (e.url !== lastUrl) {
+        const { path, query } = redactTarget(e.url);
+        lastUrl = e.url;
+        lastTarget = { path, query, kind: routeKind(path) };
+      }
+      // A credential the key ring did not know is looked up again: it may have been verified since.
+      if (e.credential !== lastCredential || lastWho.role === null) {
+        lastCredential = e.credential;
+        lastWho = identity(e.credential);
+      }
+      rows[i] = {
+        t: e.at,
+        i: e.requestId,
+        u: lastWho.userId,
+        r: lastWho.role,
+        a: lastWho.appRole,
+        c: e.clientAddr ?? null,
+        k: lastTarget.kind,
+        m: e.method,
+        p: lastTarget.path,
+        q: lastTarget.query,
+        s: e.status,
+        d: e.durationMs,
+        n: e.rows,
+        bi: e.bytesIn,
+        bo: e.bytesOut,
       };
-    });
+    }
+    return JSON.stringify(rows);
+  }
+
+  async function write(requests: RequestEntry[], acts: ActivityEntry[]) {
+    const rows = requests.length > 0 ? batchJson(requests) : null;
     await sql.begin(async (tx) => {
       await tx`select set_config('statement_timeout', ${WRITE_TIMEOUT}, true)`;
-      if (rows.length > 0) await tx`insert into audit.requests ${tx(rows)}`;
+      if (rows !== null) {
+        await tx`
+          insert into audit.requests (at, request_id, user_id, role, app_role, client_addr, kind, method, path, query, status, duration_ms, rows, bytes_in, bytes_out)
+          select to_timestamp(t / 1000.0), i, u, r, a, c, k, m, p, q, s, d, n, bi, bo
+            from json_to_recordset(${rows}::text::json)
+              as x(t double precision, i text, u uuid, r text, a text, c text, k text, m text, p text, q text, s int, d double precision, n bigint, bi bigint, bo bigint)`;
+      }
       for (const a of acts) {
         await tx`select audit.log(${a.action}, ${a.target}, ${a.details === null ? null : tx.json(a.details as never)}, ${a.actorId})`;
       }
     });
-    writtenTotal.inc(rows.length + acts.length);
+    writtenTotal.inc(requests.length + acts.length);
   }
 
   function flush(): Promise<void> {
@@ -152,9 +186,9 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
     },
     record(entry) {
       const kind = routeKind(pathOf(entry.url));
-      requestsTotal.inc({ kind, status: entry.status });
-      duration.observe({ kind }, entry.durationMs / 1000);
-      if (entry.upstreamMs !== undefined) upstream.observe(entry.upstreamMs / 1000);
+      countRequest(kind, entry.status);
+      observeDuration(entry.durationMs / 1000, kind);
+      if (entry.upstreamMs !== undefined) observeUpstream(entry.upstreamMs / 1000);
       if (stopped) return;
       if (queue.length >= MAX_QUEUED) return drop(1, 'the queue is full');
       queue.push(entry);
