@@ -2,7 +2,7 @@
 // histogram would for the same observations.
 import { Counter, Histogram, Registry } from 'prom-client';
 import { expect, test } from 'vitest';
-import { histogram, kindStatusCounter } from '../sidecar/audit/request-metrics.ts';
+import { histogram, kindStatusCounter, labelledCounter } from '../sidecar/audit/request-metrics.ts';
 
 const BOUNDS = [0.001, 0.01, 0.1, 1];
 const SEEN: [string, number, number][] = [
@@ -45,4 +45,23 @@ test('an unlabelled histogram reads zero before its first observation, then coun
   }
   expect(await ours.metrics()).toBe(await theirs.metrics());
   expect(await ours.metrics()).toContain('up_seconds_count 6');
+});
+
+test('a counter with any labels renders as prom-client renders it', async () => {
+  const ours = new Registry();
+  const inc = labelledCounter(ours, 'calls_total', 'calls', ['function', 'trigger', 'status']);
+  const theirs = new Registry();
+  const counter = new Counter({ name: 'calls_total', help: 'calls', labelNames: ['function', 'trigger', 'status'], registers: [theirs] });
+  const calls: [Record<string, string>, number][] = [
+    [{ function: 'hello', trigger: 'http', status: '200' }, 1],
+    [{ function: 'hello', trigger: 'http', status: '500' }, 1],
+    [{ function: 'hello', trigger: 'http', status: '200' }, 2],
+    [{ function: 'nightly', trigger: 'schedule', status: '200' }, 1],
+  ];
+  for (const [labels, n] of calls) {
+    inc(labels, n);
+    counter.inc(labels, n);
+  }
+  expect(await ours.metrics()).toBe(await theirs.metrics());
+  expect(await ours.metrics()).toContain('calls_total{function="hello",trigger="http",status="200"} 3');
 });

@@ -44,6 +44,31 @@ export function kindStatusCounter(registry: Registry, name: string, help: string
   };
 }
 
+/** A counter with any labels; one map lookup by the label values joined, per call. */
+export function labelledCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): (labels: Record<string, string>, n?: number) => void {
+  const counts = new Map<string, { labels: Record<string, string>; value: number }>();
+  const metric: Rendered = {
+    name,
+    help,
+    type: 'counter',
+    aggregator: 'sum',
+    get() {
+      const values: Value[] = [];
+      for (const { labels, value } of counts.values()) values.push({ value, labels });
+      return { name, help, type: 'counter', values, aggregator: 'sum' };
+    },
+    reset: () => counts.clear(),
+  };
+  registry.registerMetric(metric as never);
+  return (labels, n = 1) => {
+    let key = '';
+    for (let i = 0; i < labelNames.length; i++) key += `${labels[labelNames[i]]}\u0001`;
+    const entry = counts.get(key);
+    if (entry !== undefined) entry.value += n;
+    else counts.set(key, { labels: { ...labels }, value: n });
+  };
+}
+
 interface Series {
   /** Observations per bucket (not cumulative); the last slot is +Inf. */
   buckets: Float64Array;

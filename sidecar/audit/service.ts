@@ -6,7 +6,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Audit, Plinth, RequestEntry, Service } from '../core/context.js';
 import { connect, type Claims, type Sql } from '../core/db.js';
 import { redactTarget, routeKind } from './redact.js';
-import { histogram, kindStatusCounter } from './request-metrics.js';
+import { histogram, kindStatusCounter, labelledCounter } from './request-metrics.js';
 
 /** Rows waiting beyond this are dropped: memory stays bounded whatever the database does. */
 const MAX_QUEUED = 20_000;
@@ -207,8 +207,7 @@ export function startAudit(plinth: Plinth, databaseUrl: string): AuditService {
       return (value, labels) => (labels ? h.observe(labels, value) : h.observe(value));
     },
     counter(name, help, labelNames) {
-      const c = new Counter({ name, help, labelNames, registers: [registry] });
-      return (labels, n = 1) => c.inc(labels, n);
+      return labelledCounter(registry, name, help, labelNames);
     },
     flush,
     async stop() {

@@ -18,6 +18,11 @@ const MAX_QUEUED = 20_000;
 const FLUSH_MS = 250;
 const PRUNE_EVERY_MS = 3600_000;
 
+/** A lone surrogate would make the JSON batch unreadable to PostgreSQL: it becomes U+FFFD, as UTF-8 encoding does. */
+function wellFormed(text: string): string {
+  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
 export class Invocations {
   private queue: Invocation[] = [];
   private writing: Promise<void> | null = null;
@@ -42,18 +47,15 @@ export class Invocations {
 
   flush(): Promise<void> {
     if (this.writing || this.queue.length === 0) return this.writing ?? Promise.resolve();
-    const rows = this.queue.splice(0, 1000).map((i) => ({
-      name: i.name,
-      version: i.version,
-      trigger: i.trigger,
-      status: i.status,
-      duration_ms: i.durationMs,
-      error: i.error,
-    }));
+    // One JSON parameter per batch: the statement is the same whatever the batch size, prepared once.
+    const batch = this.queue.splice(0, 1000);
+    const rows = batch.map((i) => ({ n: i.name, v: i.version, t: i.trigger, s: i.status, d: i.durationMs, e: i.error === null ? null : wellFormed(i.error) }));
     const sql = this.plinth.sql;
-    this.writing = sql`insert into functions.invocations ${sql(rows)}`
+    this.writing = sql`
+      insert into functions.invocations (name, version, trigger, status, duration_ms, error)
+      select n, v, t, s, d, e from json_to_recordset(${JSON.stringify(rows)}::text::json) as x(n text, v int, t text, s int, d double precision, e text)`
       .then(() => {})
-      .catch((err) => this.plinth.log.warn(`functions: ${rows.length} invocation record(s) lost: ${(err as Error).message}`))
+      .catch((err) => this.plinth.log.warn(`functions: ${batch.length} invocation record(s) lost: ${(err as Error).message}`))
       .finally(() => (this.writing = null));
     return this.writing;
   }

@@ -1,0 +1,17 @@
+import { spawn } from 'node:child_process';
+import { startStack } from '/work/wt/reqpath/tests/harness.ts';
+import { load } from '/work/wt/reqpath/bench/load.ts';
+import { seedTodos } from '/work/wt/reqpath/bench/front-door.ts';
+const which = process.argv[2] ?? 'get';
+const stack = await startStack({ env: { NODE_OPTIONS: '--perf-basic-prof-only-functions' } });
+const token = await seedTodos(stack);
+const headers = { authorization: `Bearer ${token}` };
+const url = which === 'fn' ? `${stack.url}/functions/v1/hello` : `${stack.url}/todos?limit=10`;
+await load({ url, headers }, 32, 2);
+const st = spawn('perf', ['record', '-F', '2000', '-g', '-o', `/tmp/reqpath-prof/perf-${which}.data`, '-p', String(stack.proc.pid)], { stdio: ['ignore', 'inherit', 'inherit'] });
+await new Promise((r) => setTimeout(r, 500));
+const r = await load({ url, headers }, 32, 5);
+console.log(r.rps);
+st.kill('SIGINT');
+await new Promise((r) => st.on('exit', r));
+await stack.stop();

@@ -1,0 +1,13 @@
+import fs from 'node:fs';
+import { SAMPLE_APP_MIGRATIONS, startStack } from '/work/wt/reqpath/tests/harness.ts';
+import { load } from '/work/wt/reqpath/bench/load.ts';
+import { seedTodos } from '/work/wt/reqpath/bench/front-door.ts';
+const which = process.argv[2] ?? 'get';
+fs.rmSync('/tmp/reqpath-prof/out', { recursive: true, force: true });
+const stack = await startStack({ env: { NODE_OPTIONS: '--require /tmp/reqpath-prof/cpuprof.cjs' } });
+const token = await seedTodos(stack);
+const headers = { authorization: `Bearer ${token}` };
+const url = which === 'fn' ? `${stack.url}/functions/v1/hello` : `${stack.url}/todos?limit=10`;
+const r = await load({ url, headers }, 32, 10);
+console.log(r);
+await stack.stop();

@@ -1,0 +1,17 @@
+import { spawn } from 'node:child_process';
+import { startStack } from '/work/wt/reqpath/tests/harness.ts';
+import { load } from '/work/wt/reqpath/bench/load.ts';
+import { seedTodos } from '/work/wt/reqpath/bench/front-door.ts';
+const which = process.argv[2] ?? 'get';
+const stack = await startStack({ env: {} });
+const token = await seedTodos(stack);
+const headers = { authorization: `Bearer ${token}` };
+const url = which === 'fn' ? `${stack.url}/functions/v1/hello` : `${stack.url}/todos?limit=10`;
+await load({ url, headers }, 32, 2);
+const st = spawn('strace', ['-c', '-f', '-p', String(stack.proc.pid)], { stdio: ['ignore', 'inherit', 'inherit'] });
+await new Promise((r) => setTimeout(r, 500));
+const r = await load({ url, headers }, 32, 4);
+console.log(r);
+st.kill('SIGINT');
+await new Promise((r) => st.on('exit', r));
+await stack.stop();
