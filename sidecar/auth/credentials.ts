@@ -7,10 +7,10 @@ import { callerProfile } from './account-functions.js';
 import { issueLink, mailLink, type LinkMaker } from './account-links.js';
 import type { Mailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
-import { enforceRateLimit } from './rate-limit.js';
+import { enforceRateLimit, enforceRateLimitFindingUser } from './rate-limit.js';
 import { AccountRefusal } from './refusals.js';
 import { signIn, type Session } from './sessions.js';
-import { createUser, findUserByEmail, passwordHashOf, setPasswordHash, type UserProfile } from './users.js';
+import { createUser, passwordHashOf, setPasswordHash, type UserProfile } from './users.js';
 
 /** The sign-up rule of PLINTH_SIGNUP: refuses when visitors may not create accounts. */
 export function assertSignupOpen(plinth: Plinth): void {
@@ -48,8 +48,8 @@ export async function signUp(
 
 /** Signs in with email and password; the same refusal for an unknown email and a wrong password. */
 export async function signInWithPassword(plinth: Plinth, clientAddress: string, email: string, password: string): Promise<Session> {
-  // Both at once (one round trip of waiting): a refused attempt has read a row for nothing.
-  const [, user] = await Promise.all([enforceRateLimit(plinth, 'login', clientAddress, email), findUserByEmail(plinth.sql, email)]);
+  // Both in one statement: a refused attempt has read a row for nothing.
+  const user = await enforceRateLimitFindingUser(plinth, 'login', clientAddress, email);
   // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
   const valid = await verifyPassword(user?.password_hash, password);
   if (!user || !valid) {

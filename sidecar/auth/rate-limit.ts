@@ -4,17 +4,45 @@
 import { createHash } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
-import { normalizeEmail } from './users.js';
+import { normalizeEmail, PROFILE_COLUMNS, type StoredUser } from './users.js';
 
 export type LimitedAction = 'login' | 'signup' | 'magic_link' | 'recover' | 'email_change' | 'password_change' | 'invite';
 
 export async function enforceRateLimit(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<void> {
+  const [row] = await plinth.sql<Hits[]>`select ${hits(plinth, action, clientAddress, email)}`;
+  refuseOver(row);
+}
+
+/**
+ * enforceRateLimit for a login, and the account of that email read in the same statement: one
+ * round trip (and one statement for PostgreSQL) before the password check. The attempt counts
+ * whether or not the account exists.
+ */
+export async function enforceRateLimitFindingUser(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<StoredUser | undefined> {
+  const sql = plinth.sql;
+  const [row] = await sql<(Hits & Partial<StoredUser>)[]>`
+    select h.*, u.* from (select ${hits(plinth, action, clientAddress, email)}) h
+      left join lateral (select ${sql(PROFILE_COLUMNS)}, password_hash, disabled_at from auth.users where lower(email) = ${normalizeEmail(email)}) u on true`;
+  refuseOver(row);
+  const { by_address: _a, by_email: _e, ...user } = row;
+  return user.id == null ? undefined : (user as StoredUser);
+}
+
+interface Hits {
+  by_address: number;
+  by_email: number;
+}
+
+/** Counts the attempt in both buckets: the select list giving by_address and by_email. */
+function hits(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string) {
   const { rateLimitWindow, rateLimitPerIp, rateLimitPerEmail } = plinth.config.auth;
   // The bucket names an email only by its hash: the table is not a list of who tried what.
   const emailKey = createHash('sha256').update(normalizeEmail(email)).digest('base64url');
-  const [{ by_address, by_email }] = await plinth.sql<{ by_address: number; by_email: number }[]>`
-    select auth.rate_limit_hit(${`${action}:ip:${clientAddress}`}, ${rateLimitPerIp}, ${rateLimitWindow}) as by_address,
+  return plinth.sql`auth.rate_limit_hit(${`${action}:ip:${clientAddress}`}, ${rateLimitPerIp}, ${rateLimitWindow}) as by_address,
            auth.rate_limit_hit(${`${action}:email:${emailKey}`}, ${rateLimitPerEmail}, ${rateLimitWindow}) as by_email`;
+}
+
+function refuseOver({ by_address, by_email }: Hits): void {
   const retryAfter = Math.max(by_address, by_email);
   if (retryAfter > 0) {
     throw new PlinthError(429, `Too many attempts; try again in ${retryAfter} seconds`, 'PLINTH429', null, null, {

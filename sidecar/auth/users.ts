@@ -35,7 +35,7 @@ export async function createUser(sql: Sql, email: string, passwordHash: string |
   return user;
 }
 
-type StoredUser = UserProfile & { password_hash: string | null; disabled_at: Date | null };
+export type StoredUser = UserProfile & { password_hash: string | null; disabled_at: Date | null };
 
 export async function findUserByEmail(sql: Sql, email: string): Promise<StoredUser | undefined> {
   const [user] = await sql<StoredUser[]>`

@@ -2,7 +2,7 @@
 // sidecar through auth.signing_keys. Only the sidecar holds private halves, so only the sidecar
 // can mint tokens, and only the sidecar verifies them: PostgREST trusts an internal HS256 secret
 // (auth.postgrest_secret), and receives each verified caller's claims signed with it.
-import { createHmac } from 'node:crypto';
+import { createHmac, createPrivateKey, sign as signBytes, type KeyObject } from 'node:crypto';
 import * as jose from 'jose';
 import { ConfigError, type JwtAlgorithm } from './config.js';
 import { API_ROLES, type Claims, type Sql } from './db.js';
@@ -35,13 +35,54 @@ export interface ApiKeys {
   serviceKey: string;
 }
 
-async function sign(claims: jose.JWTPayload, key: jose.CryptoKey | Uint8Array, alg: string, kid: string, iat: number, exp: number) {
+export async function sign(claims: jose.JWTPayload, key: jose.CryptoKey | Uint8Array, alg: string, kid: string, iat: number, exp: number) {
   return new jose.SignJWT(claims)
     .setProtectedHeader({ alg, kid, typ: 'JWT' })
     .setIssuedAt(iat)
     .setExpirationTime(exp)
     .setAudience(typeof claims.aud === 'string' ? claims.aud : AUDIENCE)
     .sign(key);
+}
+
+/**
+ * How node:crypto signs for each JWS algorithm. Minting runs on every sign-in and refresh; done here,
+ * synchronously, it skips WebCrypto's per-call checks and copies, and does not queue on libuv's
+ * thread pool behind password hashing. The token is the one jose would write (same header, claims
+ * and order).
+ */
+const NODE_SIGNING: Record<string, { hash: string | null; options: Record<string, unknown> }> = {
+  ES256: { hash: 'sha256', options: { dsaEncoding: 'ieee-p1363' } },
+  ES384: { hash: 'sha384', options: { dsaEncoding: 'ieee-p1363' } },
+  ES512: { hash: 'sha512', options: { dsaEncoding: 'ieee-p1363' } },
+  RS256: { hash: 'sha256', options: {} },
+  PS256: { hash: 'sha256', options: { padding: 6 /* RSA_PKCS1_PSS_PADDING */, saltLength: 32 } },
+  EdDSA: { hash: null, options: {} },
+};
+
+export interface NodeSigner {
+  key: KeyObject;
+  hash: string | null;
+  options: Record<string, unknown>;
+  /** The encoded protected header and its dot. */
+  head: string;
+}
+
+export function nodeSigner(jwk: jose.JWK, alg: string, kid: string): NodeSigner | null {
+  const how = NODE_SIGNING[alg];
+  if (how === undefined) return null;
+  const head = `${Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url')}.`;
+  return { key: createPrivateKey({ key: jwk as never, format: 'jwk' }), hash: how.hash, options: how.options, head };
+}
+
+export function signWithNode(signer: NodeSigner, claims: jose.JWTPayload, iat: number, exp: number): string {
+  // As jose's SignJWT: the claims, then iat, exp and aud set over them (in that order).
+  const payload: jose.JWTPayload = { ...claims };
+  payload.iat = iat;
+  payload.exp = exp;
+  payload.aud = typeof claims.aud === 'string' ? claims.aud : AUDIENCE;
+  const input = `${signer.head}${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const signature = signBytes(signer.hash, Buffer.from(input), { key: signer.key, ...signer.options } as never);
+  return `${input}.${signature.toString('base64url')}`;
 }
 
 /** A new signing key pair with its anon and service API keys, not yet stored anywhere. */
@@ -124,7 +165,7 @@ function signHs256(claims: Claims, secret: string): string {
 
 /** The signing keys in memory: mints with the newest, verifies with any of them. */
 export class KeyRing {
-  private signing!: { kid: string; alg: string; key: jose.CryptoKey | Uint8Array };
+  private signing!: { kid: string; alg: string; key: jose.CryptoKey | Uint8Array; node: NodeSigner | null };
   private jwks!: ReturnType<typeof jose.createLocalJWKSet>;
   private algorithms: string[] = [];
   private publicKeys: jose.JWK[] = [];
@@ -157,7 +198,12 @@ export class KeyRing {
     if (!secret) throw new Error('no row in auth.postgrest_secret');
     this.postgrestSecret = secret.secret;
     const newest = rows[rows.length - 1];
-    this.signing = { kid: newest.kid, alg: newest.alg, key: await jose.importJWK(newest.private_jwk, newest.alg) };
+    this.signing = {
+      kid: newest.kid,
+      alg: newest.alg,
+      key: await jose.importJWK(newest.private_jwk, newest.alg),
+      node: nodeSigner(newest.private_jwk, newest.alg, newest.kid),
+    };
     this.publicKeys = rows.map((r) => r.public_jwk);
     this.jwks = jose.createLocalJWKSet({ keys: this.publicKeys });
     this.algorithms = [...new Set(rows.map((r) => r.alg))];
@@ -199,6 +245,8 @@ export class KeyRing {
 
   async mint(claims: jose.JWTPayload & { role: string }, ttlSeconds: number): Promise<string> {
     const iat = Math.floor(Date.now() / 1000);
+    const { node } = this.signing;
+    if (node !== null) return signWithNode(node, claims, iat, iat + ttlSeconds);
     return sign(claims, this.signing.key, this.signing.alg, this.signing.kid, iat, iat + ttlSeconds);
   }
 
