@@ -9,7 +9,8 @@ const claims = { sub: '5f0c1c2e-8f7a-4a39-9d2a-3b6d1f0e9a11', aud: 'authenticate
 
 test.each(JWT_ALGORITHMS)('%s: the node:crypto token verifies and matches jose’s header and claims', async (alg) => {
   const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true });
-  const jwk = await jose.exportJWK(privateKey);
+  // As stored in auth.signing_keys: with its kid and alg.
+  const jwk = { ...(await jose.exportJWK(privateKey)), kid: 'k1', alg };
   const signer = nodeSigner(jwk, alg, 'k1');
   expect(signer).not.toBeNull();
   const iat = 1_700_000_000;

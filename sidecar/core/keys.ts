@@ -71,7 +71,11 @@ export function nodeSigner(jwk: jose.JWK, alg: string, kid: string): NodeSigner 
   const how = NODE_SIGNING[alg];
   if (how === undefined) return null;
   const head = `${Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url')}.`;
-  return { key: createPrivateKey({ key: jwk as never, format: 'jwk' }), hash: how.hash, options: how.options, head };
+  try {
+    return { key: createPrivateKey({ key: jwk as never, format: 'jwk' }), hash: how.hash, options: how.options, head };
+  } catch {
+    return null; // a key node:crypto does not import is still used, through jose
+  }
 }
 
 export function signWithNode(signer: NodeSigner, claims: jose.JWTPayload, iat: number, exp: number): string {
