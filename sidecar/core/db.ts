@@ -121,3 +121,33 @@ export async function asCaller<T>(sql: CallerSql, claims: Claims, fn: (tx: Tx) =
     throw fromDatabase(err, claims);
   }
 }
+
+/**
+ * asCaller for a transaction whose statements are all known up front: BEGIN, the switch to the
+ * caller, the statements and COMMIT leave together and come back in one round trip (asCaller
+ * takes one for BEGIN, one per awaited statement, one for COMMIT). If any statement fails, the
+ * transaction is aborted, so the COMMIT behind it only rolls back; that first error is thrown.
+ * `statements` must create its queries synchronously: nothing may be sent after the COMMIT.
+ */
+export async function asCallerAtOnce(sql: CallerSql, claims: Claims, statements: (tx: Sql) => postgres.PendingQuery<postgres.Row[]>[]): Promise<postgres.RowList<postgres.Row[]>[]> {
+  let tx: postgres.ReservedSql;
+  try {
+    tx = await sql.reserve();
+  } catch (err) {
+    throw fromDatabase(err, claims);
+  }
+  try {
+    // Queries go out in the order they are executed; each has its own Sync, so one that fails
+    // leaves the protocol in step and the ones after it fail as "transaction aborted".
+    // All are created before any is sent: a throw here leaves no transaction open on the connection.
+    const queries = [tx`begin`, becomeCaller(tx as unknown as Tx, claims, sql.statementTimeout), ...statements(tx), tx`commit`];
+    const settled = await Promise.allSettled(queries.map((q) => q.execute()));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.slice(2, -1).map((s) => (s as PromiseFulfilledResult<postgres.RowList<postgres.Row[]>>).value);
+  } catch (err) {
+    throw fromDatabase(err, claims);
+  } finally {
+    tx.release();
+  }
+}

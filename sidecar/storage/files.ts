@@ -18,13 +18,10 @@ export interface StoreFileInput {
 export async function storeFile(storage: Storage, claims: Claims, input: StoreFileInput, request: IncomingMessage): Promise<string> {
   const { result } = await upload(storage, claims, { source: request, request }, {
     // Refuses callers who are not signed-in users before a single byte is stored.
-    reserve: async (tx) => (await tx<{ id: string }[]>`select storage.begin_upload(${storage.backend.name}) as id`)[0].id,
-    commit: async (tx, written) =>
-      (
-        await tx<{ id: string }[]>`
-          select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
-                                     ${written.sha256}, ${input.contentType}) as id`
-      )[0].id,
+    reserveStatement: (tx) => tx`select storage.begin_upload(${storage.backend.name}) as id`,
+    commitStatement: (tx, written) => tx`
+      select storage.commit_file(${written.id}, ${input.path}, ${input.description}, ${written.size},
+                                 ${written.sha256}, ${input.contentType}) as id`,
   });
   return result;
 }

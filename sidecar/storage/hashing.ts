@@ -9,6 +9,9 @@ import { Worker } from 'node:worker_threads';
 
 const BATCH = 1024 * 1024;
 const MAX_IN_FLIGHT = 4;
+/** The first batch's size; it grows ×4 up to BATCH. */
+const FIRST = 16 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 // Plain JavaScript evaluated in the worker, so it runs without the TypeScript loader.
 const WORKER_SOURCE = `
@@ -63,7 +66,9 @@ function track(id: number, h: StreamHash | undefined) {
 
 /** An incremental SHA-256 whose update() may ask the caller to wait (backpressure). */
 export class StreamHash {
-  private batch = Buffer.allocUnsafeSlow(BATCH);
+  // Grows to BATCH as bytes come: a small file never pays for (nor makes the collector chase)
+  // a 1 MiB buffer it does not fill.
+  private batch = EMPTY;
   private used = 0;
   private id = 0;
   private inFlight = 0;
@@ -77,7 +82,9 @@ export class StreamHash {
     if (this.error) return Promise.reject(this.error);
     let at = 0;
     while (at < chunk.length) {
-      const n = Math.min(chunk.length - at, BATCH - this.used);
+      const left = chunk.length - at;
+      if (this.batch.length < BATCH && this.used + left > this.batch.length) this.grow(this.used + left);
+      const n = Math.min(left, this.batch.length - this.used);
       chunk.copy(this.batch, this.used, at, at + n);
       this.used += n;
       at += n;
@@ -85,6 +92,14 @@ export class StreamHash {
     }
     if (this.inFlight < MAX_IN_FLIGHT) return undefined;
     return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  private grow(needed: number) {
+    let size = Math.max(FIRST, this.batch.length);
+    while (size < needed && size < BATCH) size *= 4;
+    const bigger = Buffer.allocUnsafeSlow(Math.min(size, BATCH));
+    this.batch.copy(bigger, 0, 0, this.used);
+    this.batch = bigger;
   }
 
   async digest(): Promise<string> {
@@ -115,7 +130,7 @@ export class StreamHash {
     hasher().postMessage({ op: 'update', id: this.id, buf, len: this.used }, [buf]);
     this.inFlight++;
     const reused = this.spare.pop();
-    this.batch = reused ? Buffer.from(reused) : Buffer.allocUnsafeSlow(BATCH);
+    this.batch = reused ? Buffer.from(reused) : EMPTY;
     this.used = 0;
   }
 
@@ -123,7 +138,7 @@ export class StreamHash {
   reply(m: Reply) {
     if (m.op === 'ack') {
       this.inFlight--;
-      this.spare.push(m.buf);
+      if (m.buf.byteLength === BATCH) this.spare.push(m.buf);
       if (this.inFlight < MAX_IN_FLIGHT && this.waiting) {
         const w = this.waiting;
         this.waiting = undefined;

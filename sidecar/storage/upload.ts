@@ -6,7 +6,8 @@
 //   or discard the bytes and the reservation on any failure; then release the key to the sweeper.
 import type { IncomingMessage } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { asCaller, type Claims, type Tx } from '../core/db.js';
+import type { PendingQuery, Row } from 'postgres';
+import { asCaller, asCallerAtOnce, type Claims, type Sql, type Tx } from '../core/db.js';
 import { PlinthError } from '../core/errors.js';
 import { StreamHash } from './hashing.js';
 import type { Storage, WrittenObject } from './types.js';
@@ -120,12 +121,51 @@ export interface UploadSteps<T> {
   commit(tx: Tx, written: WrittenObject): Promise<T>;
 }
 
-/** Runs one upload from reservation to commit; on any failure nothing new is left behind. */
-export async function upload<T>(storage: Storage, claims: Claims, body: UploadBody, steps: UploadSteps<T>): Promise<{ result: T; written: WrittenObject }> {
+/**
+ * Steps that are one statement each (returning one row with an `id`): each transaction, quota
+ * check included, then takes a single round trip to the database.
+ */
+export interface OneStatementSteps {
+  reserveStatement(tx: Sql): PendingQuery<Row[]>;
+  commitStatement(tx: Sql, written: WrittenObject): PendingQuery<Row[]>;
+}
+
+interface Transactions<T> {
+  reserve(): Promise<string>;
+  commit(written: WrittenObject): Promise<T>;
+}
+
+/** Each step in its own transaction as the caller; the commit's also checks the caller's quota. */
+function transactions<T>(storage: Storage, claims: Claims, steps: UploadSteps<T> | OneStatementSteps): Transactions<T> | Transactions<string> {
   const { callerSql, config } = storage.plinth;
+  const quota = config.storage.userQuota;
+  if ('reserveStatement' in steps) {
+    const first = async (statements: (tx: Sql) => PendingQuery<Row[]>[]) => (await asCallerAtOnce(callerSql, claims, statements))[0][0].id as string;
+    return {
+      reserve: () => first((tx) => [steps.reserveStatement(tx)]),
+      commit: (written) => first((tx) => [steps.commitStatement(tx, written), ...(quota === null ? [] : [tx`select storage.check_quota(${quota})`])]),
+    };
+  }
+  return {
+    reserve: () => asCaller(callerSql, claims, steps.reserve),
+    commit: (written) =>
+      asCaller(callerSql, claims, async (tx) => {
+        const out = await steps.commit(tx, written);
+        if (quota !== null) await tx`select storage.check_quota(${quota})`;
+        return out;
+      }),
+  };
+}
+
+/** Runs one upload from reservation to commit; on any failure nothing new is left behind. */
+export async function upload<T>(storage: Storage, claims: Claims, body: UploadBody, steps: UploadSteps<T>): Promise<{ result: T; written: WrittenObject }>;
+export async function upload(storage: Storage, claims: Claims, body: UploadBody, steps: OneStatementSteps): Promise<{ result: string; written: WrittenObject }>;
+export async function upload<T>(storage: Storage, claims: Claims, body: UploadBody, steps: UploadSteps<T> | OneStatementSteps): Promise<{ result: T | string; written: WrittenObject }> {
+  const { config } = storage.plinth;
+  const tx: Transactions<T | string> = transactions(storage, claims, steps);
   let id: string;
   try {
-    id = await asCaller(callerSql, claims, steps.reserve);
+    id = await tx.reserve();
   } catch (err) {
     throw refusedUnread(err, body.source, body.request);
   }
@@ -134,11 +174,7 @@ export async function upload<T>(storage: Storage, claims: Claims, body: UploadBo
   try {
     const written = await write(storage, reserved, body, claims.sub ? config.storage.userQuota : null);
     await body.finish?.();
-    const result = await asCaller(callerSql, claims, async (tx) => {
-      const out = await steps.commit(tx, written);
-      if (config.storage.userQuota !== null) await tx`select storage.check_quota(${config.storage.userQuota})`;
-      return out;
-    });
+    const result = await tx.commit(written);
     return { result, written };
   } catch (err) {
     // Not committed: these bytes are nobody's. (A committed version is never removed here.)

@@ -14,12 +14,25 @@ const FULL_BELOW = 1024 * 1024;
 /** Written bytes after which a flush to disk starts in the background, while writing goes on. */
 const FLUSH_EVERY = 32 * 1024 * 1024;
 
+/** Bytes gathered before a write to the file (the rest is written when the body ends). */
+const WRITE_AT_LEAST = 1024 * 1024;
+
+// The file of a put is driven through plain descriptors and callbacks: each FileHandle promise
+// costs more main-thread time than the system call it wraps, and a put makes several.
+const fsp = {
+  open: (file: string, flags: string, mode?: number) => new Promise<number>((res, rej) => fs.open(file, flags, mode, (e, fd) => (e ? rej(e) : res(fd)))),
+  writev: (fd: number, buffers: Buffer[]) => new Promise<number>((res, rej) => fs.writev(fd, buffers, (e, n) => (e ? rej(e) : res(n)))),
+  fsync: (fd: number) => new Promise<void>((res, rej) => fs.fsync(fd, (e) => (e ? rej(e) : res()))),
+  fdatasync: (fd: number) => new Promise<void>((res, rej) => fs.fdatasync(fd, (e) => (e ? rej(e) : res()))),
+  close: (fd: number) => new Promise<void>((res, rej) => fs.close(fd, (e) => (e ? rej(e) : res()))),
+};
+
 /** writev until every byte is written (a regular file may take fewer bytes than offered). */
-async function writeAll(fh: fs.promises.FileHandle, buffers: Buffer[]): Promise<number> {
+async function writeAll(fd: number, buffers: Buffer[]): Promise<number> {
   const total = buffers.reduce((n, b) => n + b.length, 0);
   let left = total;
   while (left > 0) {
-    const { bytesWritten } = await fh.writev(buffers);
+    const bytesWritten = await fsp.writev(fd, buffers);
     left -= bytesWritten;
     if (left === 0) break;
     // Drop what was written and go on with the rest.
@@ -38,44 +51,102 @@ async function writeAll(fh: fs.promises.FileHandle, buffers: Buffer[]): Promise<
 function syncedFile(file: string): Writable {
   // Opened by the stream itself, so pipeline() listens for the body's errors from the start: a
   // body refused while the file was being opened would otherwise throw with no one listening.
-  let fh!: fs.promises.FileHandle;
+  let fd = -1;
   let unflushed = 0;
   let flushing: Promise<void> | undefined;
   const flushInBackground = () => {
     if (flushing || unflushed < FLUSH_EVERY) return;
     unflushed = 0;
-    flushing = fh.datasync().finally(() => (flushing = undefined));
+    flushing = fsp.fdatasync(fd).finally(() => (flushing = undefined));
     // An error here is found again by the final fsync, which the stream waits for.
     flushing.catch(() => {});
+  };
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  const writeHeld = async () => {
+    if (held.length === 0) return;
+    const buffers = held;
+    held = [];
+    heldBytes = 0;
+    unflushed += await writeAll(fd, buffers);
+    flushInBackground();
+  };
+  const close = () => {
+    const open = fd;
+    fd = -1;
+    return open < 0 ? Promise.resolve() : fsp.close(open);
   };
   return new Writable({
     highWaterMark: 1024 * 1024,
     construct(done) {
-      fs.promises.open(file, 'wx', 0o600).then((opened) => {
-        fh = opened;
+      fsp.open(file, 'wx', 0o600).then((opened) => {
+        fd = opened;
         done();
       }, done);
     },
     writev(chunks, done) {
-      writeAll(fh, chunks.map((c) => c.chunk as Buffer)).then((n) => {
-        unflushed += n;
-        flushInBackground();
-        done();
-      }, done);
+      for (const c of chunks) {
+        held.push(c.chunk as Buffer);
+        heldBytes += (c.chunk as Buffer).length;
+      }
+      // Taken (and acknowledged) until there is enough for one large write: each write call
+      // costs the main thread about as much for 64 KiB as for 1 MiB.
+      if (heldBytes < WRITE_AT_LEAST) return done();
+      writeHeld().then(() => done(), done);
     },
     final(done) {
       // The file is durable (data and size) before the rename that makes it visible.
-      Promise.resolve(flushing)
-        .catch(() => {})
-        .then(() => fh.sync())
-        .then(() => fh.close())
+      writeHeld()
+        // A failed background flush is found again by the fsync (a failed write fails here).
+        .then(() => Promise.resolve(flushing).catch(() => {}))
+        .then(() => fsp.fsync(fd))
+        .then(close)
         .then(() => done(), done);
     },
     destroy(err, done) {
-      if (!fh) return done(err);
-      fh.close().then(() => done(err), () => done(err));
+      // A background flush may still use the descriptor: it is closed once that is over.
+      Promise.resolve(flushing)
+        .catch(() => {})
+        .then(close)
+        .then(() => done(err), () => done(err));
     },
   });
+}
+
+/**
+ * fsync of a directory, shared: each caller gets an fsync that started after it asked (after its
+ * rename), and everyone who asks while one runs shares the next. Concurrent uploads into one
+ * directory then wait on at most two fsyncs instead of queueing one each.
+ */
+function directorySyncer(): (dir: string) => Promise<void> {
+  const dirs = new Map<string, { running: Promise<void>; queued?: Promise<void> }>();
+  async function syncNow(dir: string) {
+    const fd = await fsp.open(dir, 'r');
+    try {
+      await fsp.fsync(fd);
+    } finally {
+      await fsp.close(fd);
+    }
+  }
+  function start(dir: string): Promise<void> {
+    const entry: { running: Promise<void>; queued?: Promise<void> } = { running: syncNow(dir) };
+    dirs.set(dir, entry);
+    // When it is over, the queued one (if any) takes the directory's entry over as it starts.
+    const over = () => {
+      if (!entry.queued) dirs.delete(dir);
+    };
+    entry.running.then(over, over);
+    return entry.running;
+  }
+  return (dir) => {
+    const entry = dirs.get(dir);
+    if (!entry) return start(dir);
+    if (!entry.queued) {
+      const next = () => start(dir);
+      entry.queued = entry.running.then(next, next);
+    }
+    return entry.queued;
+  };
 }
 
 export function diskBackend(root: string): StorageBackend {
@@ -87,13 +158,24 @@ export function diskBackend(root: string): StorageBackend {
   const finalPath = (key: string) => path.join(objectsDir, assertKey(key).slice(0, 2), key);
   const partPath = (key: string) => path.join(tmpDir, `${assertKey(key)}.part`);
 
-  async function fsyncDir(dir: string) {
-    const fh = await fs.promises.open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
+  const fsyncDir = directorySyncer();
+  // The objects/<2 hex> directories known to exist (there are at most 256; none is ever removed).
+  const made = new Set<string>();
+  async function renameIntoPlace(from: string, target: string) {
+    const dir = path.dirname(target);
+    if (!made.has(dir)) {
+      await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+      made.add(dir);
     }
+    try {
+      await fs.promises.rename(from, target);
+    } catch (err) {
+      // Removed behind our back (an operator tidying up): make it again, once.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !fs.existsSync(from)) throw err;
+      await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+      await fs.promises.rename(from, target);
+    }
+    await fsyncDir(dir);
   }
 
   return {
@@ -108,9 +190,7 @@ export function diskBackend(root: string): StorageBackend {
         await fs.promises.rm(part, { force: true });
         throw err;
       }
-      await fs.promises.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-      await fs.promises.rename(part, target);
-      await fsyncDir(path.dirname(target));
+      await renameIntoPlace(part, target);
     },
 
     async get(key, range?: ByteRange) {
@@ -160,10 +240,7 @@ export function diskBackend(root: string): StorageBackend {
         } finally {
           await fh.close();
         }
-        const target = finalPath(key);
-        await fs.promises.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-        await fs.promises.rename(file, target);
-        await fsyncDir(path.dirname(target));
+        await renameIntoPlace(file, finalPath(key));
       },
       async abandon() {},
     },
