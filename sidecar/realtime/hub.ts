@@ -1,10 +1,10 @@
 // The change feed of one sidecar. It numbers committed changes (realtime.stamp), reads the log in
 // position order and hands each batch to this sidecar's subscriptions. It wakes on NOTIFY; for a
 // second after any new change it also polls every BUSY_POLL_MS (writers skip the NOTIFY while the
-// sidecars are busy: see realtime.wake), and otherwise every POLL_MS (a notification can be lost
-// while the listening connection reconnects). Every sidecar on the database does the same for its
-// own clients. One loop does all the work in order, so a subscription's catch-up and the live
-// stream never overlap or reorder.
+// sidecars are busy: see the wake step of realtime.capture_function), and otherwise every POLL_MS
+// (a notification can be lost while the listening connection reconnects). Every sidecar on the
+// database does the same for its own clients. One loop does all the work in order, so a
+// subscription's catch-up and the live stream never overlap or reorder.
 //
 // A change is never skipped. A subscription's position moves past a batch only once the batch was
 // judged for it; when the database cannot be reached (a lost connection, a restart) the same batch
