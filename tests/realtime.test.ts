@@ -1,6 +1,6 @@
 // Realtime over WebSocket: what each subscriber receives is what RLS lets it SELECT.
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startStack, type Stack } from './harness.ts';
+import { downAndUpAgain, startStack, type Stack } from './harness.ts';
 import { RealtimeClient } from './realtime-client.ts';
 
 let stack: Stack;
@@ -275,4 +275,42 @@ test('the service key bypasses RLS and receives every row', async () => {
   await insertTodo(bob.token, 'b');
   await service.waitUntil(() => service.changes().length === 2);
   expect(service.changes().map((m) => m.new?.title)).toEqual(['a', 'b']);
+});
+
+test('statements of 1, 500, 501 and 1,200 rows each reach a subscriber whole, in order, at consecutive positions', async () => {
+  const alice = await stack.createUser();
+  const a = await open(alice.token);
+  await a.subscribe({ id: 't', table: 'todos', events: ['INSERT'] });
+  const sizes = [1, 500, 501, 1200];
+  for (const [s, n] of sizes.entries()) {
+    await stack.sql`insert into public.todos (user_id, title) select ${alice.id}, ${`s${s} `} || g from generate_series(1, ${n}) g`;
+  }
+  const total = sizes.reduce((x, y) => x + y, 0);
+  await a.waitUntil(() => a.changes().length >= total, 30_000, 'every row');
+  const got = a.changes();
+  expect(got.map((m) => m.new?.title)).toEqual(sizes.flatMap((n, s) => Array.from({ length: n }, (_, i) => `s${s} ${i + 1}`)));
+  const positions = got.map((m) => Number(m.position));
+  expect(positions).toEqual(Array.from({ length: total }, (_, i) => positions[0] + i));
+});
+
+test('the cheaper-capture migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+  const checks = (tx: Parameters<Parameters<typeof downAndUpAgain>[2]>[0]) =>
+    tx`select count(*)::int as n from pg_catalog.pg_constraint where conrelid = 'realtime.changes'::regclass and contype = 'c'`;
+  const capture = (tx: Parameters<Parameters<typeof downAndUpAgain>[2]>[0]) =>
+    tx`select p.prosrc from pg_catalog.pg_proc p where p.proname = 'capture_' || 'public.todos'::regclass::oid`;
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000700_realtime_cheaper_capture.sql',
+    async (tx) => {
+      expect((await checks(tx))[0].n).toBe(2);
+      const [{ prosrc }] = await capture(tx);
+      expect(prosrc).toContain('PERFORM realtime.wake()');
+    },
+    async (tx) => {
+      expect((await checks(tx))[0].n).toBe(0);
+      const [{ prosrc }] = await capture(tx);
+      expect(prosrc).not.toContain('PERFORM realtime.wake()');
+      expect(prosrc).toContain('LIMIT 501');
+    },
+  );
 });

@@ -1,10 +1,10 @@
 // The change feed of one sidecar. It numbers committed changes (realtime.stamp), reads the log in
 // position order and hands each batch to this sidecar's subscriptions. It wakes on NOTIFY; for a
 // second after any new change it also polls every BUSY_POLL_MS (writers skip the NOTIFY while the
-// sidecars are busy: see realtime.wake), and otherwise every POLL_MS (a notification can be lost
-// while the listening connection reconnects). Every sidecar on the database does the same for its
-// own clients. One loop does all the work in order, so a subscription's catch-up and the live
-// stream never overlap or reorder.
+// sidecars are busy: see the wake step of realtime.capture_function), and otherwise every POLL_MS
+// (a notification can be lost while the listening connection reconnects). Every sidecar on the
+// database does the same for its own clients. One loop does all the work in order, so a
+// subscription's catch-up and the live stream never overlap or reorder.
 //
 // A change is never skipped. A subscription's position moves past a batch only once the batch was
 // judged for it; when the database cannot be reached (a lost connection, a restart) the same batch
@@ -176,8 +176,15 @@ export class Hub {
       this.pending = this.pending.filter((s) => s !== sub);
     }
     while (this.readPos < this.head && !this.stopped) {
+      // Only the tables someone here follows: the rest would be read, parsed and dropped. A table
+      // subscribed to later catches up from the log itself (activate).
+      const followed = [...this.live].filter(([, subs]) => subs.size > 0).map(([relid]) => relid);
+      if (followed.length === 0) {
+        this.readPos = this.head;
+        break;
+      }
       const to = Math.min(this.head, this.readPos + BATCH);
-      const { changes, through } = await this.read(this.readPos, to);
+      const { changes, through } = await this.read(this.readPos, to, followed);
       await this.deliver(changes, (relid) => this.live.get(relid));
       this.readPos = through;
     }
@@ -224,7 +231,7 @@ export class Hub {
     const only = new Set([sub]);
     const current = () => !client.closed && client.subscriptions.get(sub.id) === sub;
     while (sub.after < this.readPos && current()) {
-      const { changes } = await this.read(sub.after, this.readPos, sub.table.relid);
+      const { changes } = await this.read(sub.after, this.readPos, [sub.table.relid]);
       if (changes.length === 0) break;
       await this.deliver(changes, () => only);
     }
@@ -237,15 +244,15 @@ export class Hub {
   }
 
   /**
-   * The row changes at positions (after, through], in order, where `through` is upTo unless
-   * ENTRIES_PER_READ entries ended earlier.
+   * The row changes of these tables at positions (after, through], in order, where `through` is
+   * upTo unless ENTRIES_PER_READ entries ended earlier.
    */
-  private async read(after: number, upTo: number, relid?: number): Promise<{ changes: Change[]; through: number }> {
+  private async read(after: number, upTo: number, relids: number[]): Promise<{ changes: Change[]; through: number }> {
     const rows = await this.sql<EntryRow[]>`
       select position, n, relid::int8 as relid, event, keys, old_keys, old_rows, (extract(epoch from stamped_at) * 1000)::float8 as at
       from realtime.changes
       where position > ${after - ENTRY_MAX} and position + n - 1 > ${after} and position <= ${upTo}
-        ${relid === undefined ? this.sql`` : this.sql`and relid = ${relid}::oid`}
+        and relid = any(${relids.map(String)}::oid[])
       order by position
       limit ${ENTRIES_PER_READ}`;
     const changes: Change[] = [];

@@ -43,6 +43,13 @@ interface Query {
   text: string;
   params: unknown[];
   kind: 'upsert' | 'delete';
+  /**
+   * Run as a named prepared statement: every group of a batch (and every later batch) runs the
+   * same text, so PostgreSQL parses it once per connection. It re-applies RLS whenever the role
+   * differs from the one the statement was last rewritten and planned for. Only without filters:
+   * their shapes are the clients' choice, and each would stay prepared on the connection.
+   */
+  prepare: boolean;
 }
 
 /** The (at most two) queries that judge `changes` for one group, to run as that group. */
@@ -59,6 +66,7 @@ function queriesFor(table: PublishedTable, changes: Change[], filters: Condition
     const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
     queries.push({
       kind: 'upsert',
+      prepare: filters.length === 0,
       params,
       text: `select k._plinth_position as position, to_jsonb(${table.alias}) as row${matchCols}
          from jsonb_to_recordset(${keys}::text::jsonb) as k(_plinth_position int8, ${keyDecl})
@@ -73,6 +81,7 @@ function queriesFor(table: PublishedTable, changes: Change[], filters: Condition
     const matchCols = filters.map((f, i) => `, ${compileFilter(f, table.alias, table.columns, param)} as m${i}`).join('');
     queries.push({
       kind: 'delete',
+      prepare: filters.length === 0,
       params,
       text: `select p._plinth_position as position${matchCols}
          from jsonb_array_elements(${images}::text::jsonb) with ordinality as e(_plinth_image, _plinth_n)
@@ -106,7 +115,7 @@ export async function judge(sql: CallerSql, tables: Tables, table: PublishedTabl
   if (queries.length === 0) return new Map();
   return asCaller(sql, group.claims, async (tx) => {
     const results = [];
-    for (const query of queries) results.push({ query, rows: await tx.unsafe(query.text, query.params as never[]) });
+    for (const query of queries) results.push({ query, rows: await tx.unsafe(query.text, query.params as never[], { prepare: query.prepare }) });
     return collect(results, group.filters);
   });
 }
@@ -131,7 +140,7 @@ export async function judgeGroups(sql: CallerSql, tables: Tables, table: Publish
       const perGroup = plans.map(({ group, queries }) => {
         pending.push(becomeCaller(tx, group.claims));
         return queries.map((query) => {
-          const rows = tx.unsafe(query.text, query.params as never[]) as unknown as Promise<Record<string, unknown>[]>;
+          const rows = tx.unsafe(query.text, query.params as never[], { prepare: query.prepare }) as unknown as Promise<Record<string, unknown>[]>;
           pending.push(rows);
           return { query, rows };
         });
