@@ -100,9 +100,20 @@ per problem with its fix and exits 1 if there is any.`,
   audit: AUDIT_HELP,
 };
 
+/**
+ * A key id is a JWK thumbprint (base64url), which may begin with '-': after `keys retire` the
+ * argument is the key id, not an option (help aside).
+ */
+function withOperands(argv: string[]): string[] {
+  const [command, sub, operand] = argv;
+  if (command !== 'keys' || sub !== 'retire' || operand === undefined || !operand.startsWith('-')) return argv;
+  if (operand === '--' || operand === '-h' || operand === '--help') return argv;
+  return [command, sub, '--', ...argv.slice(2)];
+}
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
-    args: argv,
+    args: withOperands(argv),
     allowPositionals: true,
     options: {
       help: { type: 'boolean', short: 'h' },

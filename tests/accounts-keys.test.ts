@@ -127,6 +127,9 @@ test('key rotation: old tokens keep working through PostgREST and the sidecar; n
   // Retiring the old key: what it signed stops working everywhere; the newest cannot be retired.
   const refusal = await plinth('keys', 'retire', rotated.kid).catch((err: { code: number; stderr: string }) => err);
   expect(refusal).toMatchObject({ code: 1, stderr: expect.stringMatching(/is the newest signing key/) });
+  // A key id may begin with '-' (a thumbprint is base64url): it is still read as the key id.
+  const dashed = await plinth('keys', 'retire', '-dNoSuchKey').catch((err: { code: number; stderr: string }) => err);
+  expect(dashed).toMatchObject({ code: 1, stderr: expect.stringMatching(/no signing key with kid "-dNoSuchKey"/) });
   const listed = JSON.parse((await plinth('keys', 'list', '--json')).stdout).map((k: { kid: string }) => k.kid);
   expect(listed).toEqual([oldKid, rotated.kid]);
   await plinth('keys', 'retire', oldKid);
