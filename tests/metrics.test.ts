@@ -94,13 +94,14 @@ describe('/metrics', () => {
   });
 
   test('database pools, storage, realtime and the audit writer are reported', async () => {
+    // The writer flushes in batches, off the request path (its connection opens with the first
+    // batch): the earlier requests' rows arrive soon.
+    await eventually('the audit writer to report written rows', async () => (value((await scrape()).samples, 'plinth_audit_rows_written_total') > 0 ? true : undefined));
     const { samples, types } = await scrape();
     expect(value(samples, 'plinth_db_connections', { application: 'plinth audit' })).toBeGreaterThanOrEqual(1);
     expect(types.get('plinth_storage_bytes')).toBe('gauge');
     expect(types.get('plinth_storage_uploads_in_flight')).toBe('gauge');
     expect(types.get('plinth_realtime_connections')).toBe('gauge');
     expect(value(samples, 'plinth_audit_rows_dropped_total')).toBe(0);
-    // The writer flushes in batches, off the request path: the earlier requests' rows arrive soon.
-    await eventually('the audit writer to report written rows', async () => (value((await scrape()).samples, 'plinth_audit_rows_written_total') > 0 ? true : undefined));
   });
 });

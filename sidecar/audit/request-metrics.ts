@@ -21,22 +21,27 @@ interface Rendered {
   reset(): void;
 }
 
-/** A counter labelled by route kind and status. */
-export function kindStatusCounter(registry: Registry, name: string, help: string): (kind: string, status: number) => void {
-  const counts = new Map<string, Map<number, number>>();
+/** A counter whose values are kept here and handed to prom-client only when the registry is read. */
+function registerCounter(registry: Registry, name: string, help: string, counts: { clear(): void }, values: () => Value[]): void {
   const metric: Rendered = {
     name,
     help,
     type: 'counter',
     aggregator: 'sum',
-    get() {
-      const values: Value[] = [];
-      for (const [kind, byStatus] of counts) for (const [status, value] of byStatus) values.push({ value, labels: { kind, status: String(status) } });
-      return { name, help, type: 'counter', values, aggregator: 'sum' };
-    },
+    get: () => ({ name, help, type: 'counter', values: values(), aggregator: 'sum' }),
     reset: () => counts.clear(),
   };
   registry.registerMetric(metric as never);
+}
+
+/** A counter labelled by route kind and status. */
+export function kindStatusCounter(registry: Registry, name: string, help: string): (kind: string, status: number) => void {
+  const counts = new Map<string, Map<number, number>>();
+  registerCounter(registry, name, help, counts, () => {
+    const values: Value[] = [];
+    for (const [kind, byStatus] of counts) for (const [status, value] of byStatus) values.push({ value, labels: { kind, status: String(status) } });
+    return values;
+  });
   return (kind, status) => {
     let byStatus = counts.get(kind);
     if (byStatus === undefined) counts.set(kind, (byStatus = new Map()));
@@ -47,19 +52,7 @@ export function kindStatusCounter(registry: Registry, name: string, help: string
 /** A counter with any labels; one map lookup by the label values joined, per call. */
 export function labelledCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): (labels: Record<string, string>, n?: number) => void {
   const counts = new Map<string, { labels: Record<string, string>; value: number }>();
-  const metric: Rendered = {
-    name,
-    help,
-    type: 'counter',
-    aggregator: 'sum',
-    get() {
-      const values: Value[] = [];
-      for (const { labels, value } of counts.values()) values.push({ value, labels });
-      return { name, help, type: 'counter', values, aggregator: 'sum' };
-    },
-    reset: () => counts.clear(),
-  };
-  registry.registerMetric(metric as never);
+  registerCounter(registry, name, help, counts, () => [...counts.values()].map(({ labels, value }) => ({ value, labels })));
   return (labels, n = 1) => {
     let key = '';
     for (let i = 0; i < labelNames.length; i++) key += `${labels[labelNames[i]]}\u0001`;
