@@ -277,8 +277,10 @@ describe('one database, two sidecars', () => {
     const deleted = await a.fetch('/files?path=eq.faults/kept-by-b.txt', { method: 'DELETE', token: owner.token });
     expect(deleted.status).toBe(204);
     await until('the deleted file\'s bytes to be removed', async () => !(await keys()).includes(key), 30_000);
-    const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from storage.blobs where ${key} like '%' || key`;
-    expect(n).toBe(0);
+    // The sweeper removes the bytes, then the object's row in the same transaction: its commit follows.
+    const blobRows = async () => (await admin<{ n: number }[]>`select count(*)::int as n from storage.blobs where ${key} like '%' || key`)[0].n;
+    await until('the deleted file\'s object row to be removed', async () => (await blobRows()) === 0, 30_000);
+    expect(await blobRows()).toBe(0);
     for (const pid of orphans) process.kill(pid, 'SIGKILL');
   }, SLOW);
 });
