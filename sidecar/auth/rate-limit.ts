@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
-import { normalizeEmail, PROFILE_COLUMNS, type StoredUser } from './users.js';
+import { normalizeEmail, storedUserByEmail, type StoredUser } from './users.js';
 
 export type LimitedAction = 'login' | 'signup' | 'magic_link' | 'recover' | 'email_change' | 'password_change' | 'invite';
 
@@ -22,7 +22,7 @@ export async function enforceRateLimitFindingUser(plinth: Plinth, action: Limite
   const sql = plinth.sql;
   const [row] = await sql<(Hits & Partial<StoredUser>)[]>`
     select h.*, u.* from (select ${hits(plinth, action, clientAddress, email)}) h
-      left join lateral (select ${sql(PROFILE_COLUMNS)}, password_hash, disabled_at from auth.users where lower(email) = ${normalizeEmail(email)}) u on true`;
+      left join lateral (${storedUserByEmail(sql, email)}) u on true`;
   refuseOver(row);
   const { by_address: _a, by_email: _e, ...user } = row;
   return user.id == null ? undefined : (user as StoredUser);

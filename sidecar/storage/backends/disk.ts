@@ -170,8 +170,9 @@ export function diskBackend(root: string): StorageBackend {
     try {
       await fs.promises.rename(from, target);
     } catch (err) {
-      // Removed behind our back (an operator tidying up): make it again, once.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !fs.existsSync(from)) throw err;
+      // The directory removed behind our back (an operator tidying up): make it again, once. (A
+      // missing source fails the second rename the same way.)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.promises.rename(from, target);
     }
