@@ -11,9 +11,10 @@
 CREATE FUNCTION auth.pre_request() RETURNS void
 LANGUAGE sql
 AS $$
-  SELECT set_config('request.jwt.claim.sub', coalesce(auth.jwt() ->> 'sub', ''), true),
-         set_config('request.jwt.claim.role', coalesce(auth.jwt() ->> 'role', ''), true),
-         set_config('plinth.split_claims', coalesce(current_setting('request.jwt.claims', true), ''), true)
+  SELECT set_config('request.jwt.claim.sub', coalesce(c.claims ->> 'sub', ''), true),
+         set_config('request.jwt.claim.role', coalesce(c.claims ->> 'role', ''), true),
+         set_config('plinth.split_claims', c.source, true)
+  FROM (SELECT coalesce(current_setting('request.jwt.claims', true), '') AS source, auth.jwt() AS claims) c
 $$;
 REVOKE ALL ON FUNCTION auth.pre_request() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth.pre_request() TO anon, authenticated, service_role;
