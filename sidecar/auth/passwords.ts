@@ -32,7 +32,7 @@ export function gate(limit: number): <T>(work: () => Promise<T>) => Promise<T> {
 }
 
 // At most one argon2 run per core: more (libuv's pool has 4 threads) time-slice 19 MiB working
-// sets on the same cores, each run then costs about a third more CPU, and file I/O queued on the
+// sets on the same cores, each run then costs about a fifth more CPU, and file I/O queued on the
 // pool waits behind a burst of sign-ins. The waiting happens in this queue, in arrival order.
 const argon2Slot = gate(availableParallelism());
 
