@@ -1,5 +1,8 @@
 // 6. Login: POST /rpc/login at concurrency 8. Its cost is argon2id by design, so the reference
-// is the same argon2 verification run alone in this process at the same concurrency.
+// is the same argon2 verification run alone in this process at the same concurrency: the faster of
+// all 8 handed to libuv's pool at once (4 threads) and at most one per core in flight (what Plinth
+// does), so the reference is argon2 at its best on this machine whichever way that is.
+import { availableParallelism } from 'node:os';
 import { verify } from '@node-rs/argon2';
 import type { Stack } from '../tests/harness.ts';
 import { load, type LoadResult } from './load.ts';
@@ -46,11 +49,16 @@ export async function benchLogin(stack: Stack, opts: LoginOptions): Promise<Row[
   const target = { url: `${stack.url}/rpc/login`, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) };
   await load(target, opts.connections, 1);
   const logins: LoadResult[] = [];
-  const reference: number[] = [];
+  const allAtOnce: number[] = [];
+  const perCore: number[] = [];
+  // With requests always waiting, at most one per core in flight is a closed loop of that many.
+  const cores = Math.min(opts.connections, availableParallelism());
   for (let i = 0; i < opts.rounds; i++) {
     logins.push(await load(target, opts.connections, opts.seconds));
-    if (hash) reference.push(await argon2Rate(hash, password, opts.connections, opts.seconds));
+    if (hash) allAtOnce.push(await argon2Rate(hash, password, opts.connections, opts.seconds));
+    if (hash) perCore.push(await argon2Rate(hash, password, cores, opts.seconds));
   }
+  const reference = allAtOnce.length ? [Math.max(median(allAtOnce), median(perCore))] : [];
   const errors = logins.reduce((s, r) => s + r.errors, 0);
   return [
     ratioRow({
@@ -61,7 +69,10 @@ export async function benchLogin(stack: Stack, opts: LoginOptions): Promise<Row[
       baseline: reference.length ? median(reference) : null,
       target: '≥ 0.9×',
       minRatio: 0.9,
-      note: `c=${opts.connections}, ${described}; baseline: argon2 verify alone at the same concurrency` + (errors ? `; ${errors} errors` : ''),
+      note:
+        `c=${opts.connections}, ${described}; baseline: argon2 verify alone at the same concurrency, the faster of ` +
+        `all at once (${median(allAtOnce).toFixed(1)}/s) and ${cores} in flight (${median(perCore).toFixed(1)}/s)` +
+        (errors ? `; ${errors} errors` : ''),
     }),
     ratioRow({ section: '6 login', metric: 'login p99', unit: 'ms', plinth: median(logins.map((r) => r.p99)), baseline: null, target: '', note: `p50 ${median(logins.map((r) => r.p50))} ms` }),
   ];

@@ -1,5 +1,6 @@
 // Password hashing: argon2id with OWASP's recommended parameters (m = 19 MiB, t = 2, p = 1).
 // Hashing runs on libuv's thread pool, so it does not block the event loop.
+import { availableParallelism } from 'node:os';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
 import { AccountRefusal } from './refusals.js';
 
@@ -8,8 +9,35 @@ const ARGON2ID = { algorithm: Algorithm.Argon2id, memoryCost: 19456, timeCost: 2
 export const PASSWORD_MIN_CHARACTERS = 8;
 export const PASSWORD_MAX_BYTES = 1024;
 
+/**
+ * Runs `work` once fewer than `limit` runs are under way, in arrival order. Exported for its unit test.
+ */
+export function gate(limit: number): <T>(work: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  const release = () => {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  };
+  return async <T>(work: () => Promise<T>): Promise<T> => {
+    if (running < limit) running++;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  };
+}
+
+// At most one argon2 run per core: more (libuv's pool has 4 threads) time-slice 19 MiB working
+// sets on the same cores, each run then costs about a fifth more CPU, and file I/O queued on the
+// pool waits behind a burst of sign-ins. The waiting happens in this queue, in arrival order.
+const argon2Slot = gate(availableParallelism());
+
 export function hashPassword(password: string): Promise<string> {
-  return hash(password, ARGON2ID);
+  return argon2Slot(() => hash(password, ARGON2ID));
 }
 
 // A hash of nothing anyone knows: checked when the email has no account (or no password), so a
@@ -21,7 +49,7 @@ export async function verifyPassword(stored: string | null | undefined, password
   dummyHash ??= hashPassword(`plinth-no-such-account-${Math.random()}`);
   const target = stored ?? (await dummyHash);
   try {
-    const ok = await verify(target, password);
+    const ok = await argon2Slot(() => verify(target, password));
     return ok && Boolean(stored);
   } catch {
     return false; // a malformed stored hash matches nothing
