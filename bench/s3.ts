@@ -34,7 +34,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 
 /** s3rver in a child process (bench/s3rver-server.ts), with an SDK client configured as the tests' is. */
 async function startS3rverProcess(bucket: string): Promise<S3Peer> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts'), bucket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(BENCH_DIR, 's3rver-server.ts'), bucket], { stdio: ['pipe', 'pipe', 'inherit'] });
   const { endpoint, env } = await new Promise<{ endpoint: string; env: Record<string, string> }>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d) => {

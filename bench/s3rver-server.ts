@@ -4,6 +4,9 @@ import { startS3rver } from '../tests/harness.ts';
 
 const peer = await startS3rver(process.argv[2]);
 process.stdout.write(`${JSON.stringify({ endpoint: peer.endpoint, env: peer.env })}\n`);
-const stop = () => peer.stop().finally(() => process.exit(0));
+let stopping: Promise<void> | undefined;
+const stop = () => (stopping ??= peer.stop().finally(() => process.exit(0)));
 process.once('SIGTERM', stop);
 process.once('SIGINT', stop);
+// The bench holds our stdin open: when it ends (an interrupted bench too), so do we.
+process.stdin.once('end', stop).resume();
