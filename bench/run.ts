@@ -154,7 +154,7 @@ async function main() {
     await directInternal?.stop();
     await stack.destroy();
   }
-  await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, budgetSeconds: 40, appMigrations: MIGRATIONS }));
+  await section(rows, timings, 's3', '7 S3', () => benchS3({ size: 256 * MiB, rounds: 3, downloadRounds: 6, budgetSeconds: 40, appMigrations: MIGRATIONS }));
   await section(rows, timings, 'sockets', '12 idle sockets', () => benchIdleSockets(stackOptions, { sockets: 10_000, parallel: 100 }));
   await section(rows, timings, 'functions', '13 functions', () => benchFunctions(stackOptions, { connections: 32, seconds: 3, rounds: 3 }));
   await section(rows, timings, 'backup', '9 backup', () => benchBackup({ n: 1000, fileSize: 64 * KiB, appMigrations: MIGRATIONS }, log));
