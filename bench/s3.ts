@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { startStack, type S3Peer, type Stack } from '../tests/harness.ts';
+import { s3rverClient, startStack, type S3Peer, type Stack } from '../tests/harness.ts';
 import { median, ratioRow, repeat, type Row } from './report.ts';
 import { MiB, drain, generated, timed, upload } from './streams.ts';
 
@@ -43,14 +43,7 @@ async function startS3rverProcess(bucket: string): Promise<S3Peer> {
     });
     child.once('exit', (code) => reject(new Error(`s3rver exited with ${code}`)));
   });
-  const client = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const client = s3rverClient(endpoint);
   return {
     endpoint,
     bucket,

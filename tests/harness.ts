@@ -243,15 +243,9 @@ export interface S3Peer {
   stop(): Promise<void>;
 }
 
-/** s3rver, the S3 protocol peer of the tests and benches, on a free port with one bucket. */
-export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
-  const { default: S3rver } = await import('s3rver');
-  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-s3rver-'));
-  const port = await freePort();
-  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
-  await server.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const client = new S3Client({
+/** An SDK client for s3rver at `endpoint`, set up as every test and bench talks to it. */
+export function s3rverClient(endpoint: string): S3Client {
+  return new S3Client({
     endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
@@ -260,6 +254,17 @@ export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+}
+
+/** s3rver, the S3 protocol peer of the tests and benches, on a free port with one bucket. */
+export async function startS3rver(bucket = 'plinth-test'): Promise<S3Peer> {
+  const { default: S3rver } = await import('s3rver');
+  const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-s3rver-'));
+  const port = await freePort();
+  const server = new S3rver({ port, address: '127.0.0.1', directory, silent: true, configureBuckets: [{ name: bucket }] });
+  await server.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = s3rverClient(endpoint);
   return {
     endpoint,
     bucket,
