@@ -90,14 +90,12 @@ export function becomeCaller(tx: Tx, claims: Claims, statementTimeout = '') {
     throw new Error(`refusing to run SQL as unknown role ${JSON.stringify(claims.role)}`);
   }
   const json = JSON.stringify(claims);
-  const sub = claims.sub ?? '';
+  const timeout =
+    statementTimeout !== '' && (TIMED_ROLES as readonly string[]).includes(claims.role) ? tx`, set_config('statement_timeout', ${statementTimeout}, true)` : tx``;
   // The subject and role also go where auth.uid() and auth.role() read them without parsing the
   // claims for every row, beside the claims text they came from (as auth.pre_request() does for
   // PostgREST).
-  if (statementTimeout !== '' && (TIMED_ROLES as readonly string[]).includes(claims.role)) {
-    return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${json}, true), set_config('request.jwt.claim.sub', ${sub}, true), set_config('request.jwt.claim.role', ${claims.role}, true), set_config('plinth.split_claims', ${json}, true), set_config('statement_timeout', ${statementTimeout}, true)`;
-  }
-  return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${json}, true), set_config('request.jwt.claim.sub', ${sub}, true), set_config('request.jwt.claim.role', ${claims.role}, true), set_config('plinth.split_claims', ${json}, true)`;
+  return tx`select set_config('role', ${claims.role}, true), set_config('request.jwt.claims', ${json}, true), set_config('request.jwt.claim.sub', ${claims.sub ?? ''}, true), set_config('request.jwt.claim.role', ${claims.role}, true), set_config('plinth.split_claims', ${json}, true)${timeout}`;
 }
 
 /**
