@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Config } from '../../core/config.js';
 import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
+import { presignGetObject } from './presign.js';
 
 const PART_SIZE = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
@@ -36,8 +37,10 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
   });
   const Bucket = cfg.bucket;
   const objectKey = (key: string) => `objects/${assertKey(key)}`;
+  // Presigned URLs name the host clients use, which may differ from the one Plinth reaches.
+  const publicEndpoint = cfg.publicEndpoint ?? cfg.endpoint ?? `https://s3.${cfg.region}.amazonaws.com`;
 
-  return {
+  const backend: StorageBackend = {
     name: 's3',
 
     async put(key, body) {
@@ -126,4 +129,28 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
       },
     },
   };
+  if (cfg.downloads === 'redirect') {
+    backend.downloadUrl = async (key, answer) => {
+      // The client's credentials provider: static keys, or whatever the SDK found (roles, session tokens).
+      const creds = await client.config.credentials();
+      return presignGetObject(
+        {
+          endpoint: publicEndpoint,
+          region: cfg.region,
+          bucket: Bucket,
+          key: objectKey(key),
+          pathStyle: cfg.forcePathStyle,
+          expiresIn: cfg.redirectExpiry,
+          now: new Date(),
+          overrides: {
+            'response-content-type': answer.contentType,
+            'response-content-disposition': answer.contentDisposition,
+            'response-cache-control': answer.cacheControl,
+          },
+        },
+        creds,
+      );
+    };
+  }
+  return backend;
 }
