@@ -80,6 +80,17 @@ describe('redirect mode: /rpc/retrieve_file', () => {
     expect(Buffer.from(await part.arrayBuffer()).equals(bytes.subarray(1000, 2000))).toBe(true);
   });
 
+  test('HEAD and a matching If-None-Match are still answered by Plinth', async () => {
+    const head = await redirect.stack.fetch('/rpc/retrieve_file?p_file_path=docs/report.pdf', { method: 'HEAD', token: redirect.alice.token, redirect: 'manual' });
+    const proxied = await proxy.stack.fetch('/rpc/retrieve_file?p_file_path=docs/report.pdf', { method: 'HEAD', token: proxy.alice.token, redirect: 'manual' });
+    expect(head.status).toBe(proxied.status);
+    expect(head.headers.get('location')).toBeNull();
+    expect(head.headers.get('etag')).toBe(`"${sha256(bytes)}"`);
+    const cached = await redirect.stack.fetch('/rpc/retrieve_file?p_file_path=docs/report.pdf', { token: redirect.alice.token, headers: { 'if-none-match': `"${sha256(bytes)}"` }, redirect: 'manual' });
+    expect(cached.status).toBe(304);
+    expect(cached.headers.get('location')).toBeNull();
+  });
+
   test('refusals are those of proxy mode, with no Location', async () => {
     const asked: [string, (s: Side) => Promise<Response>][] = [
       ['another user', (s) => s.stack.fetch('/rpc/retrieve_file?p_file_path=docs/report.pdf', { token: s.bob.token, redirect: 'manual' })],

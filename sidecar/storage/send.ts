@@ -28,7 +28,8 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
   const size = Number(obj.size);
   const etag = `"${obj.sha256}"`;
   const kind = opts.inline && isPassive(obj.content_type) ? 'inline' : 'attachment';
-  if (backend.downloadUrl && !etagMatches(request.headers['if-none-match'], etag)) {
+  // HEAD stays here: a presigned URL is signed for GET only.
+  if (backend.downloadUrl && request.method !== 'HEAD' && !etagMatches(request.headers['if-none-match'], etag)) {
     const answer = { contentType: obj.content_type, contentDisposition: contentDisposition(kind, opts.filename), cacheControl: 'private, no-cache' };
     return redirectDownload(reply, await backend.downloadUrl(obj.key, answer));
   }
