@@ -15,30 +15,19 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Config } from '../../core/config.js';
 import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
-import { presignGetObject } from './presign.js';
 
 const PART_SIZE = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
 
 export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
-  const client = new S3Client({
-    endpoint: cfg.endpoint,
-    region: cfg.region,
-    forcePathStyle: cfg.forcePathStyle,
-    credentials: cfg.accessKeyId && cfg.secretAccessKey ? { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } : undefined,
-    // Streamed bodies with the newer default checksums get their chunk framing stored as data on
-    // several S3-compatible servers (s3rver among them); checksums only where an API requires them.
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const client = s3Client(cfg, cfg.endpoint);
   const Bucket = cfg.bucket;
   const objectKey = (key: string) => `objects/${assertKey(key)}`;
-  // Presigned URLs name the host clients use, which may differ from the one Plinth reaches.
-  const publicEndpoint = cfg.publicEndpoint ?? cfg.endpoint ?? `https://s3.${cfg.region}.amazonaws.com`;
 
   const backend: StorageBackend = {
     name: 's3',
@@ -130,27 +119,34 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
     },
   };
   if (cfg.downloads === 'redirect') {
-    backend.downloadUrl = async (key, answer) => {
-      // The client's credentials provider: static keys, or whatever the SDK found (roles, session tokens).
-      const creds = await client.config.credentials();
-      return presignGetObject(
-        {
-          endpoint: publicEndpoint,
-          region: cfg.region,
-          bucket: Bucket,
-          key: objectKey(key),
-          pathStyle: cfg.forcePathStyle,
-          expiresIn: cfg.redirectExpiry,
-          now: new Date(),
-          overrides: {
-            'response-content-type': answer.contentType,
-            'response-content-disposition': answer.contentDisposition,
-            'response-cache-control': answer.cacheControl,
-          },
-        },
-        creds,
+    // Presigned URLs name the host clients use, which may differ from the one Plinth reaches.
+    // Signing is local: this client never opens a connection.
+    const signer = s3Client(cfg, cfg.publicEndpoint ?? cfg.endpoint);
+    backend.downloadUrl = (key, answer) =>
+      getSignedUrl(
+        signer,
+        new GetObjectCommand({
+          Bucket,
+          Key: objectKey(key),
+          ResponseContentType: answer.contentType,
+          ResponseContentDisposition: answer.contentDisposition,
+          ResponseCacheControl: answer.cacheControl,
+        }),
+        { expiresIn: cfg.redirectExpiry },
       );
-    };
   }
   return backend;
+}
+
+function s3Client(cfg: Config['storage']['s3'], endpoint: string | undefined): S3Client {
+  return new S3Client({
+    endpoint,
+    region: cfg.region,
+    forcePathStyle: cfg.forcePathStyle,
+    credentials: cfg.accessKeyId && cfg.secretAccessKey ? { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } : undefined,
+    // Streamed bodies with the newer default checksums get their chunk framing stored as data on
+    // several S3-compatible servers (s3rver among them); checksums only where an API requires them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
 }
