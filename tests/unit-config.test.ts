@@ -20,7 +20,7 @@ describe('loadConfig defaults', () => {
       postgrest: { url: undefined, authenticatorPassword: undefined, poolSize: 64 },
       migrations: { appDir: '/srv/app/migrations' },
       auth: { jwtAlg: 'ES256', accessTokenTtl: 3600, refreshTokenTtl: 2592000, refreshTokenReuseInterval: 10, magicLinkTtl: 900, adminEmail: undefined, adminPassword: undefined, smtpUrl: undefined },
-      storage: { backend: 'disk', diskDir: '/srv/app/.plinth/storage', maxFileSize: 5 * 1024 ** 3, sweepAge: 3600, s3: { region: 'us-east-1', bucket: '', forcePathStyle: false } },
+      storage: { backend: 'disk', diskDir: '/srv/app/.plinth/storage', maxFileSize: 5 * 1024 ** 3, sweepAge: 3600, s3: { region: 'us-east-1', bucket: '', forcePathStyle: false, downloads: 'proxy', redirectExpiry: 60 } },
       realtime: { retention: 3600, clientBufferBytes: 4 * 1024 ** 2 },
     });
   });
@@ -53,6 +53,11 @@ describe('loadConfig values', () => {
     [{ SMTP_URL: 'smtp://mail:25' }, (c) => c.auth.smtpUrl, 'smtp://mail:25'],
     [{ PLINTH_STORAGE: 's3', S3_BUCKET: 'files' }, (c) => [c.storage.backend, c.storage.s3.bucket], ['s3', 'files']],
     [{ S3_FORCE_PATH_STYLE: 'true', S3_REGION: 'eu-west-3' }, (c) => [c.storage.s3.forcePathStyle, c.storage.s3.region], [true, 'eu-west-3']],
+    [
+      { PLINTH_STORAGE: 's3', S3_BUCKET: 'files', PLINTH_S3_DOWNLOADS: 'redirect', PLINTH_S3_PUBLIC_ENDPOINT: 'https://files.example.com:9000', PLINTH_S3_REDIRECT_EXPIRY: '300' },
+      (c) => [c.storage.s3.downloads, c.storage.s3.publicEndpoint, c.storage.s3.redirectExpiry],
+      ['redirect', 'https://files.example.com:9000', 300],
+    ],
     [{ PLINTH_MAX_FILE_SIZE: '1048576' }, (c) => c.storage.maxFileSize, 1048576],
     [{ PLINTH_MAX_FILE_SIZE: '512KiB' }, (c) => c.storage.maxFileSize, 512 * 1024],
     [{ PLINTH_MAX_FILE_SIZE: '100MiB' }, (c) => c.storage.maxFileSize, 100 * 1024 ** 2],
@@ -92,6 +97,10 @@ describe('loadConfig refusals', () => {
     [{ PLINTH_STORAGE: 'gcs' }, 'PLINTH_STORAGE must be one of disk, s3, got "gcs"'],
     [{ PLINTH_JWT_ALG: 'HS256' }, 'PLINTH_JWT_ALG must be one of ES256, ES384, ES512, RS256, PS256, EdDSA, got "HS256"'],
     [{ PLINTH_STORAGE: 's3' }, 'PLINTH_STORAGE=s3 needs S3_BUCKET'],
+    [{ PLINTH_S3_DOWNLOADS: 'redirect' }, 'PLINTH_S3_DOWNLOADS=redirect needs PLINTH_STORAGE=s3 (files on disk are always sent by Plinth)'],
+    [{ PLINTH_STORAGE: 's3', S3_BUCKET: 'files', PLINTH_S3_DOWNLOADS: 'presigned' }, 'PLINTH_S3_DOWNLOADS must be one of proxy, redirect, got "presigned"'],
+    [{ PLINTH_S3_REDIRECT_EXPIRY: '0' }, 'PLINTH_S3_REDIRECT_EXPIRY must be an integer between 1 and 604800, got "0"'],
+    [{ PLINTH_S3_PUBLIC_ENDPOINT: 's3.example.com' }, 'PLINTH_S3_PUBLIC_ENDPOINT is not a valid URL'],
     [{ PLINTH_ADMIN_EMAIL: 'admin@example.com' }, 'PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD must be set together'],
     [{ PLINTH_ADMIN_PASSWORD: 'secret' }, 'PLINTH_ADMIN_EMAIL and PLINTH_ADMIN_PASSWORD must be set together'],
     [{ DATABASE_URL: 'localhost/app' }, 'DATABASE_URL is not a valid URL'],

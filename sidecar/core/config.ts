@@ -200,6 +200,8 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
   const storageBackend = oneOf(env, 'PLINTH_STORAGE', ['disk', 's3'] as const, 'disk');
   const s3Bucket = optional(env, 'S3_BUCKET');
   if (storageBackend === 's3' && !s3Bucket) throw new ConfigError('PLINTH_STORAGE=s3 needs S3_BUCKET');
+  const s3Downloads = oneOf(env, 'PLINTH_S3_DOWNLOADS', ['proxy', 'redirect'] as const, 'proxy');
+  if (s3Downloads === 'redirect' && storageBackend !== 's3') throw new ConfigError('PLINTH_S3_DOWNLOADS=redirect needs PLINTH_STORAGE=s3 (files on disk are always sent by Plinth)');
   const adminEmail = optional(env, 'PLINTH_ADMIN_EMAIL');
   const adminPassword = optional(env, 'PLINTH_ADMIN_PASSWORD');
   if (Boolean(adminEmail) !== Boolean(adminPassword)) {
@@ -322,6 +324,12 @@ export function loadConfig(env: Env = projectEnvironment().env, cwd = process.cw
         accessKeyId: optional(env, 'S3_ACCESS_KEY_ID'),
         secretAccessKey: optional(env, 'S3_SECRET_ACCESS_KEY'),
         forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', false),
+        /** proxy: Plinth relays the bytes; redirect: a permitted download answers 302 to a presigned GetObject URL. */
+        downloads: s3Downloads,
+        /** Where clients reach the S3 service (presigned URLs are signed for this host); unset: S3_ENDPOINT. */
+        publicEndpoint: url(env, 'PLINTH_S3_PUBLIC_ENDPOINT'),
+        /** Seconds a presigned download URL stays valid (S3 allows up to 7 days). */
+        redirectExpiry: int(env, 'PLINTH_S3_REDIRECT_EXPIRY', 60, 1, 604800),
       },
     },
 

@@ -16,9 +16,23 @@ export interface SendOptions {
   inline: boolean;
 }
 
+/**
+ * A redirected download (S3 with PLINTH_S3_DOWNLOADS=redirect): the caller has already been allowed
+ * by the database; the store then serves the bytes, ranges and conditionals at a short-lived URL.
+ */
+export function redirectDownload(reply: FastifyReply, location: string) {
+  return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
+}
+
 export async function sendObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, obj: StoredObject, opts: SendOptions) {
   const size = Number(obj.size);
   const etag = `"${obj.sha256}"`;
+  const kind = opts.inline && isPassive(obj.content_type) ? 'inline' : 'attachment';
+  // HEAD stays here: a presigned URL is signed for GET only.
+  if (backend.downloadUrl && request.method !== 'HEAD' && !etagMatches(request.headers['if-none-match'], etag)) {
+    const answer = { contentType: obj.content_type, contentDisposition: contentDisposition(kind, opts.filename), cacheControl: 'private, no-cache' };
+    return redirectDownload(reply, await backend.downloadUrl(obj.key, answer));
+  }
   reply.headers(USER_BYTES_HEADERS).header('etag', etag).header('accept-ranges', 'bytes').header('cache-control', 'private, no-cache');
   if (etagMatches(request.headers['if-none-match'], etag)) return reply.code(304).send();
 
@@ -31,7 +45,6 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
   }
 
   const body = await backend.get(obj.key, range ?? undefined);
-  const kind = opts.inline && isPassive(obj.content_type) ? 'inline' : 'attachment';
   reply.header('content-type', obj.content_type).header('content-disposition', contentDisposition(kind, opts.filename));
   if (range) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);

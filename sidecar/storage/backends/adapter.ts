@@ -10,6 +10,11 @@ export interface StorageBackend {
   put(key: string, body: Readable): Promise<void>;
   /** The stored bytes, or a range of them. Rejects with NotFound if there is no such object. */
   get(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Present when downloads are redirected (S3 with PLINTH_S3_DOWNLOADS=redirect): a short-lived URL
+   * at which clients read the object themselves, answered with the given headers.
+   */
+  downloadUrl?(key: string, answer: DownloadAnswer): Promise<string>;
   /** Removes the object and any partial upload; succeeds if there is nothing to remove. */
   delete(key: string): Promise<void>;
   /** For GET /health: throws when the store cannot be reached or written. */
@@ -17,6 +22,13 @@ export interface StorageBackend {
   close(): Promise<void>;
   /** Bytes that arrive over many requests (resumable uploads), staged in a local file. */
   readonly staged: StagedWrites;
+}
+
+/** Headers the store sets on a redirected download, so the client sees what Plinth would send. */
+export interface DownloadAnswer {
+  contentType: string;
+  contentDisposition: string;
+  cacheControl: string;
 }
 
 /** A stored piece of a staged object (an S3 part). */

@@ -15,6 +15,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import fs from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Config } from '../../core/config.js';
@@ -24,20 +25,11 @@ const PART_SIZE = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
 
 export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
-  const client = new S3Client({
-    endpoint: cfg.endpoint,
-    region: cfg.region,
-    forcePathStyle: cfg.forcePathStyle,
-    credentials: cfg.accessKeyId && cfg.secretAccessKey ? { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } : undefined,
-    // Streamed bodies with the newer default checksums get their chunk framing stored as data on
-    // several S3-compatible servers (s3rver among them); checksums only where an API requires them.
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  const client = s3Client(cfg, cfg.endpoint);
   const Bucket = cfg.bucket;
   const objectKey = (key: string) => `objects/${assertKey(key)}`;
 
-  return {
+  const backend: StorageBackend = {
     name: 's3',
 
     async put(key, body) {
@@ -126,4 +118,35 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
       },
     },
   };
+  if (cfg.downloads === 'redirect') {
+    // Presigned URLs name the host clients use, which may differ from the one Plinth reaches.
+    // Signing is local: this client never opens a connection.
+    const signer = s3Client(cfg, cfg.publicEndpoint ?? cfg.endpoint);
+    backend.downloadUrl = (key, answer) =>
+      getSignedUrl(
+        signer,
+        new GetObjectCommand({
+          Bucket,
+          Key: objectKey(key),
+          ResponseContentType: answer.contentType,
+          ResponseContentDisposition: answer.contentDisposition,
+          ResponseCacheControl: answer.cacheControl,
+        }),
+        { expiresIn: cfg.redirectExpiry },
+      );
+  }
+  return backend;
+}
+
+function s3Client(cfg: Config['storage']['s3'], endpoint: string | undefined): S3Client {
+  return new S3Client({
+    endpoint,
+    region: cfg.region,
+    forcePathStyle: cfg.forcePathStyle,
+    credentials: cfg.accessKeyId && cfg.secretAccessKey ? { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } : undefined,
+    // Streamed bodies with the newer default checksums get their chunk framing stored as data on
+    // several S3-compatible servers (s3rver among them); checksums only where an API requires them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
 }
