@@ -1,5 +1,5 @@
 // Files owned by users: store_file and retrieve_file. Who may do what is decided in
-// SQL (storage.begin_upload / commit_file / find_file, run as the caller); this module moves bytes.
+// SQL (storage.begin_upload / commit_file / store_whole_file / find_file, run as the caller); this module moves bytes.
 import type { IncomingMessage } from 'node:http';
 import { asCaller, type Claims } from '../core/db.js';
 import type { StoredObject, Storage } from './types.js';
