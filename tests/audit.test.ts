@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RealtimeClient } from './realtime-client.ts';
-import { runCli, startStack, type Stack, type TestUser } from './harness.ts';
+import { downAndUpAgain, runCli, startStack, type Stack, type TestUser } from './harness.ts';
+import type { Tx } from '../sidecar/core/db.ts';
 
 let stack: Stack;
 let admin: TestUser;
@@ -175,6 +176,41 @@ describe('activity log', () => {
     expect(rows.map((r) => r.action)).toEqual(['file.stored', 'file.overwritten', 'file.deleted']);
     expect(rows.every((r) => r.actor_id === editor.id)).toBe(true);
     expect(rows[1].details).toMatchObject({ before: { size: 3 }, after: { size: 4 } });
+  });
+
+  test('20250101000910_audit_inlined_actor: its down step restores the old functions, and both write the same row', async () => {
+    const claims = JSON.stringify({ sub: editor.id, role: 'authenticated' });
+    // The row audit.log writes for a caller with a token, and for the sidecar naming an actor.
+    const logged = async (tx: Tx) => {
+      await tx`select set_config('request.jwt.claims', ${claims}, true), set_config('plinth.actor', '', true)`;
+      await tx`select audit.log('test.inlined', 'with a token', '{"n": 1}')`;
+      await tx`select set_config('request.jwt.claims', '', true), set_config('plinth.actor', ${admin.id}, true)`;
+      await tx`select audit.log('test.inlined', 'named by the sidecar')`;
+      const rows = await tx`select actor_id, actor_role, action, target, details from audit.activity where action = 'test.inlined' order by id`;
+      await tx`delete from audit.activity where action = 'test.inlined'`;
+      return rows;
+    };
+    const shape = (tx: Tx) => tx`
+      select p.proname, l.lanname, p.proconfig is not null as has_set
+      from pg_proc p join pg_language l on l.oid = p.prolang
+      where p.pronamespace = 'audit'::regnamespace and p.proname in ('actor', 'actor_role', 'log') order by p.proname`;
+    let before: unknown;
+    await downAndUpAgain(
+      stack.sql,
+      '20250101000910_audit_inlined_actor.sql',
+      async (tx) => {
+        expect((await shape(tx)).map((r) => `${r.proname} ${r.lanname} ${r.has_set}`)).toEqual(['actor sql true', 'actor_role sql true', 'log sql true']);
+        before = await logged(tx);
+      },
+      async (tx) => {
+        expect((await shape(tx)).map((r) => `${r.proname} ${r.lanname} ${r.has_set}`)).toEqual(['actor sql false', 'actor_role sql false', 'log plpgsql true']);
+        expect(await logged(tx)).toEqual(before);
+      },
+    );
+    expect(before).toEqual([
+      { actor_id: editor.id, actor_role: 'authenticated', action: 'test.inlined', target: 'with a token', details: { n: 1 } },
+      { actor_id: admin.id, actor_role: expect.any(String), action: 'test.inlined', target: 'named by the sidecar', details: null },
+    ]);
   });
 
   test('realtime connects and subscriptions are in the request log, without the token in the URL', async () => {

@@ -3,9 +3,12 @@
 //    wakes us right after the commit, the periodic sweep catches anything missed);
 //  - reservations still 'writing' after PLINTH_SWEEP_AGE seconds (an upload that was aborted, or
 //    a sidecar killed mid-stream), except those this process is writing right now;
-//  - entity-linked files whose row is gone or whose field no longer names them.
+//  - entity-linked files whose row is gone or whose field no longer names them;
+//  - small objects written whole (backend.whole) by an upload that never committed; and the move
+//    into place of those that did commit, if a crash interrupted it.
 // Runs once at start, then every sweep interval; safe with several sidecars (SKIP LOCKED).
 import type { Storage } from './types.js';
+import { wholeGraceSeconds } from './upload.js';
 
 const BATCH = 100;
 
@@ -71,6 +74,25 @@ export async function startSweeper(storage: Storage): Promise<Sweeper> {
     }
   }
 
+  async function sweepWhole(): Promise<void> {
+    const whole = backend.whole;
+    if (!whole) return;
+    const grace = wholeGraceSeconds(config.storage.sweepAge);
+    const keys = (await whole.pending(grace)).filter((key) => !storage.writing.has(key));
+    for (let i = 0; i < keys.length && !stopped; i += BATCH) {
+      const batch = keys.slice(i, i + BATCH);
+      // A key no row names: its upload never committed, and after this it never will (its commit
+      // inserts the same key first). The row makes it an abandoned reservation, removed below.
+      await sql`
+        insert into storage.blobs (id, backend, key, created_at)
+        select k::uuid, ${backend.name}, k, clock_timestamp() - make_interval(secs => ${grace + 1}) from unnest(${batch}::text[]) k
+        on conflict do nothing`;
+      // Committed, but a crash came before the move into place.
+      const ready = await sql<{ key: string }[]>`select key from storage.blobs where key = any(${batch}::text[]) and state = 'ready'`;
+      for (const { key } of ready) await whole.publish(key);
+    }
+  }
+
   /** Entity rows deleted (or their field changed) through PostgREST leave links behind: drop them. */
   async function sweepUnlinked(): Promise<void> {
     const pairs = await sql<{ table_name: string; field: string }[]>`select distinct table_name, field from storage.entity_files`;
@@ -95,6 +117,7 @@ export async function startSweeper(storage: Storage): Promise<Sweeper> {
     sweeping ??= (async () => {
       try {
         await sweepUnlinked();
+        await sweepWhole();
         await sweepAbandoned();
         await wakeDeleter();
       } catch (err) {

@@ -4,13 +4,29 @@
 //   write    stream the body to the backend through a meter (size limit, idle timeout, SHA-256);
 //   commit   as the caller, in one transaction: link the object and check the caller's quota;
 //   or discard the bytes and the reservation on any failure; then release the key to the sweeper.
+// A small body on a backend that takes whole objects (disk) goes another way, uploadWhole: read
+// whole, written durably where the sweeper finds strays without a reservation, then reserve and
+// commit in one transaction.
+import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import type { PendingQuery, Row } from 'postgres';
 import { asCaller, asCallerAtOnce, type Claims, type Sql, type Tx } from '../core/db.js';
 import { PlinthError } from '../core/errors.js';
 import { StreamHash } from './hashing.js';
 import type { Storage, WrittenObject } from './types.js';
+
+/** Bodies declared (Content-Length) no larger than this may be read whole: see uploadWhole. */
+export const WHOLE_AT_MOST = 64 * 1024;
+
+/**
+ * Age after which the sweeper takes a whole object with no version for a stray (never less than
+ * PLINTH_SWEEP_AGE). An upload that needed half of it to reach its commit gives up instead.
+ */
+export function wholeGraceSeconds(sweepAge: number): number {
+  return Math.max(sweepAge, 60);
+}
 
 export function fileTooLarge(limit: number): PlinthError {
   return new PlinthError(413, `The file is larger than the limit of ${limit} bytes (PLINTH_MAX_FILE_SIZE)`, 'PLINTH413');
@@ -233,5 +249,107 @@ async function discard(storage: Storage, obj: { id: string; key: string }): Prom
   } catch (err) {
     // The sweeper will find the reservation later; the request's own error matters more.
     storage.plinth.log.warn(`could not discard uploaded object ${obj.key}: ${(err as Error).message}`);
+  }
+}
+
+/** A step that is one statement, run as the caller in a transaction of its own. */
+export interface WholeStatement {
+  /** Refuses, or records the stored bytes as the current version; returns one row with an `id`. */
+  storeStatement(tx: Sql, written: WrittenObject): PendingQuery<Row[]>;
+}
+
+/**
+ * A small body, read whole: no reservation before the bytes. They are written durably where a
+ * crash leaves them findable (backend.whole.pending), then one transaction as the caller refuses
+ * or records them, quota check included; then they are moved under their key.
+ */
+export async function uploadWhole(storage: Storage, claims: Claims, body: UploadBody, step: WholeStatement): Promise<{ result: string; written: WrittenObject }> {
+  const { config, callerSql, log } = storage.plinth;
+  const whole = storage.backend.whole!;
+  const { maxFileSize, userQuota, sweepAge } = config.storage;
+  const limit = claims.sub && userQuota !== null ? Math.min(maxFileSize, userQuota) : maxFileSize;
+  const { chunks, size } = await readWhole(storage, body, limit, () => (limit < maxFileSize ? overQuota(limit) : fileTooLarge(limit)));
+  // Opaque like a reserved id: random, never derived from the request.
+  const key = randomUUID();
+  storage.writing.add(key);
+  try {
+    const started = performance.now();
+    const hash = createHash('sha256');
+    for (const chunk of chunks) hash.update(chunk);
+    const written: WrittenObject = { id: key, key, size, sha256: hash.digest('hex') };
+    await whole.write(key, chunks);
+    await body.finish?.();
+    // Past this, a sweeper may be taking these bytes for a stray: committing them could leave a
+    // version without bytes.
+    if (performance.now() - started > (wholeGraceSeconds(sweepAge) * 1000) / 2) {
+      throw new PlinthError(503, 'Storing the file took too long; nothing was stored, try again', 'PLINTH503');
+    }
+    const [rows] = await asCallerAtOnce(callerSql, claims, (tx) => [step.storeStatement(tx, written)]);
+    // Committed: a failed move only leaves the bytes where reads and the sweeper still find them.
+    await whole.publish(key).catch((err) => log.warn(`could not move stored object ${key} into place: ${(err as Error).message}`));
+    return { result: rows[0].id as string, written };
+  } catch (err) {
+    await discardWhole(storage, key);
+    throw err;
+  } finally {
+    storage.writing.delete(key);
+  }
+}
+
+/** The body in memory, with a streamed body's limits: size, idle timeout, the client going away. */
+function readWhole(storage: Storage, body: UploadBody, limit: number, tooLarge: () => PlinthError): Promise<{ chunks: Buffer[]; size: number }> {
+  const { source, request } = body;
+  const { uploadIdleTimeout } = storage.plinth.config.storage;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const idle = setTimeout(() => fail(stalled(uploadIdleTimeout)), uploadIdleTimeout * 1000);
+    const onData = (chunk: Buffer) => {
+      idle.refresh();
+      size += chunk.length;
+      if (size > limit) fail(tooLarge());
+      else chunks.push(chunk);
+    };
+    const onEnd = () => {
+      stop();
+      resolve({ chunks, size });
+    };
+    const onClose = () => {
+      if (!request.complete) fail(new UploadAborted());
+    };
+    function stop() {
+      clearTimeout(idle);
+      source.off('data', onData);
+      source.off('end', onEnd);
+      source.off('error', fail);
+      request.off('close', onClose);
+    }
+    function fail(err: Error) {
+      stop();
+      // Read (and drop) the rest of the body, so the client, still sending, gets to see our answer.
+      if (!request.destroyed) source.resume();
+      reject(err);
+    }
+    source.on('data', onData);
+    source.on('end', onEnd);
+    source.on('error', fail);
+    request.on('close', onClose);
+    if (request.destroyed && !request.complete) fail(new UploadAborted());
+  });
+}
+
+/** Removes the bytes of a whole object that did not become a version. */
+async function discardWhole(storage: Storage, key: string): Promise<void> {
+  const { sql, log } = storage.plinth;
+  try {
+    // Taking the key first: if the answer to our commit was lost, this waits for that commit and
+    // then finds the key taken, and the version's bytes stay.
+    const taken = await sql`insert into storage.blobs (id, backend, key) values (${key}, ${storage.backend.name}, ${key}) on conflict do nothing returning id`;
+    if (taken.length === 0) return await storage.backend.whole!.publish(key);
+    await storage.backend.delete(key);
+    await sql`delete from storage.blobs where id = ${key}`;
+  } catch (err) {
+    // The sweeper will find the bytes (or the row) later; the request's own error matters more.
+    log.warn(`could not discard uploaded object ${key}: ${(err as Error).message}`);
   }
 }

@@ -22,6 +22,21 @@ export interface StorageBackend {
   close(): Promise<void>;
   /** Bytes that arrive over many requests (resumable uploads), staged in a local file. */
   readonly staged: StagedWrites;
+  /** Small objects whose bytes arrived whole, stored before the commit that records them (disk only). */
+  readonly whole?: WholeWrites;
+}
+
+/**
+ * How a small object, held whole in memory, is stored with one database transaction instead of
+ * two. write() makes the bytes durable where a crash leaves them findable without a database
+ * row (pending()); the commit then records the version; publish() moves the bytes under the key.
+ * get(key) finds them before and after the move, and delete(key) removes them from either place.
+ */
+export interface WholeWrites {
+  write(key: string, chunks: Buffer[]): Promise<void>;
+  publish(key: string): Promise<void>;
+  /** Keys written (or left by a crash) more than `seconds` ago and not yet published. */
+  pending(seconds: number): Promise<string[]>;
 }
 
 /** Headers the store sets on a redirected download, so the client sees what Plinth would send. */

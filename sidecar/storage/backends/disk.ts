@@ -1,11 +1,13 @@
 // Bytes on the local disk, under the data directory: objects/<2 hex>/<key>. A put writes
 // tmp/<key>.part, fsyncs it and renames it into place, so a crash never leaves a partial object
-// under its final name; the sweeper deletes leftover .part files through delete(key).
+// under its final name; the sweeper deletes leftover .part files through delete(key). A small
+// object held whole (whole.write) stays in tmp, complete and durable, until its version is
+// committed; reads look there too until whole.publish has moved it into place.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
+import { assertKey, ObjectNotFound, type StorageBackend, type WholeWrites } from './adapter.js';
 import type { ByteRange } from '../ranges.js';
 
 /** Below this many free bytes the disk counts as full (GET /health reports storage down). */
@@ -13,6 +15,9 @@ const FULL_BELOW = 1024 * 1024;
 
 /** Written bytes after which a flush to disk starts in the background, while writing goes on. */
 const FLUSH_EVERY = 32 * 1024 * 1024;
+
+/** tmp/<key>.part: a put in progress, or a whole object not yet published. */
+const PART_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.part$/;
 
 /** Bytes gathered before a write to the file (the rest is written when the body ends). */
 const WRITE_AT_LEAST = 1024 * 1024;
@@ -161,7 +166,7 @@ export function diskBackend(root: string): StorageBackend {
   const fsyncDir = directorySyncer();
   // The objects/<2 hex> directories known to exist (there are at most 256; none is ever removed).
   const made = new Set<string>();
-  async function renameIntoPlace(from: string, target: string) {
+  async function renameIntoPlace(from: string, target: string, syncDir = true) {
     const dir = path.dirname(target);
     if (!made.has(dir)) {
       await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -176,8 +181,63 @@ export function diskBackend(root: string): StorageBackend {
       await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
       await fs.promises.rename(from, target);
     }
-    await fsyncDir(dir);
+    if (syncDir) await fsyncDir(dir);
   }
+
+  /** The object's file: in place, or (a whole object not yet published) still in tmp. */
+  async function openObject(key: string): Promise<fs.promises.FileHandle> {
+    // The third try: publish() may move the file between the first two.
+    for (const file of [finalPath(key), partPath(key), finalPath(key)]) {
+      try {
+        return await fs.promises.open(file, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    throw new ObjectNotFound(key);
+  }
+
+  const whole: WholeWrites = {
+    async write(key, chunks) {
+      const part = partPath(key);
+      const fd = await fsp.open(part, 'wx', 0o600);
+      try {
+        try {
+          await writeAll(fd, chunks.slice());
+          await fsp.fsync(fd);
+        } finally {
+          await fsp.close(fd);
+        }
+        // The name too is durable before the commit that makes it a version.
+        await fsyncDir(tmpDir);
+      } catch (err) {
+        await fs.promises.rm(part, { force: true });
+        throw err;
+      }
+    },
+
+    async publish(key) {
+      try {
+        // No directory fsync: if a crash undoes the move, the file is still found in tmp.
+        await renameIntoPlace(partPath(key), finalPath(key), false);
+      } catch (err) {
+        // Moved already, or removed as a superseded version: nothing left to publish.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    },
+
+    async pending(seconds) {
+      const cutoff = Date.now() - seconds * 1000;
+      const keys: string[] = [];
+      for (const name of await fs.promises.readdir(tmpDir)) {
+        const key = PART_NAME.exec(name)?.[1];
+        if (!key) continue;
+        const stat = await fs.promises.stat(path.join(tmpDir, name)).catch(() => null);
+        if (stat && stat.mtimeMs < cutoff) keys.push(key);
+      }
+      return keys;
+    },
+  };
 
   return {
     name: 'disk',
@@ -196,13 +256,7 @@ export function diskBackend(root: string): StorageBackend {
 
     async get(key, range?: ByteRange) {
       // Open first, so a missing file is an error here rather than mid-response.
-      let fh: fs.promises.FileHandle;
-      try {
-        fh = await fs.promises.open(finalPath(key), 'r');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectNotFound(key);
-        throw err;
-      }
+      const fh = await openObject(key);
       return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 256 * 1024 }) as Readable;
     },
 
@@ -222,6 +276,8 @@ export function diskBackend(root: string): StorageBackend {
     },
 
     async close() {},
+
+    whole,
 
     // The staged file is the object: at the end it is fsync'd and renamed into place (it lives
     // under the same root, so the rename is atomic).
