@@ -360,3 +360,41 @@ test('the accounts migration has a working down step (run and re-applied inside 
     },
   );
 });
+
+test('a password sign-in counts the attempt in both buckets, records last_sign_in_at and logs one auth.sign_in row, attributed to the user', async () => {
+  const address = email();
+  const { user } = await signup(address);
+  const [before] = await stack.sql<{ hits: number }[]>`select coalesce(sum(hits), 0)::int as hits from auth.rate_limits where bucket like 'login:%'`;
+  const session = await login(address);
+  expect(new Date(session.user.last_sign_in_at).getTime()).toBeGreaterThanOrEqual(new Date(user.created_at).getTime());
+  const [after] = await stack.sql<{ hits: number }[]>`select coalesce(sum(hits), 0)::int as hits from auth.rate_limits where bucket like 'login:%'`;
+  expect(after.hits - before.hits).toBe(2);
+  const rows = await stack.sql<{ action: string; actor_id: string; actor_role: string; details: Record<string, unknown> }[]>`
+    select action, actor_id, actor_role, details from audit.activity
+     where (target = ${user.id} or target = ${address.toLowerCase()}) and action <> 'auth.sign_up' order by id`;
+  // The signup's own session, then the login's; recording last_sign_in_at adds no row.
+  expect(rows.map((r) => r.action)).toEqual(['auth.sign_in', 'auth.sign_in']);
+  expect(rows[1]).toMatchObject({ actor_id: user.id, details: { method: 'password', session_id: claimsOf(session.token).session_id } });
+});
+
+test('the cheaper sign-in migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000900_cheaper_sign_in.sql',
+    async (tx) => {
+      const [row] = await tx`
+        select to_regprocedure('auth.password_sign_in_attempt(text,integer,text,integer,integer,text)') is null as gone,
+               (select l.lanname from pg_proc p join pg_language l on l.oid = p.prolang where p.oid = 'audit.log(text,text,jsonb,uuid)'::regprocedure) as lang,
+               (select count(*)::int from pg_trigger where tgname in ('users_audit_update', 'sessions_audit_update')) as split`;
+      expect(row).toEqual({ gone: true, lang: 'sql', split: 0 });
+      // The old audit.log still writes a row.
+      await tx`select audit.log('test.down', 'x')`;
+    },
+    async (tx) => {
+      const [row] = await tx`
+        select (select l.lanname from pg_proc p join pg_language l on l.oid = p.prolang where p.oid = 'audit.log(text,text,jsonb,uuid)'::regprocedure) as lang,
+               (select count(*)::int from pg_trigger where tgname in ('users_audit_update', 'sessions_audit_update')) as split`;
+      expect(row).toEqual({ lang: 'plpgsql', split: 2 });
+    },
+  );
+});
