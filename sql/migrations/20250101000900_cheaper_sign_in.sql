@@ -1,9 +1,6 @@
 -- Less work in PostgreSQL per password sign-in, with the same rows written:
 -- * auth.password_sign_in_attempt counts the attempt in both rate-limit buckets with one upsert
 --   and reads the account in the same call (before: two function calls and a lateral join).
--- * audit.log is PL/pgSQL: a LANGUAGE sql function with SET is never inlined, and its statement
---   was parsed and planned again in every transaction that logged; PL/pgSQL keeps the plan for the
---   connection. The actor expressions are the ones audit.actor() and audit.actor_role() compute.
 -- * The audit triggers on auth.users and auth.sessions fire on an update only when it changes what
 --   they record, so a sign-in's last_sign_in_at and a refresh's refreshed_at call no function.
 
@@ -39,17 +36,6 @@ END
 $$;
 REVOKE ALL ON FUNCTION auth.password_sign_in_attempt(text, integer, text, integer, integer, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION audit.log(p_action text, p_target text, p_details jsonb DEFAULT NULL, p_actor uuid DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
-AS $$
-BEGIN
-  INSERT INTO audit.activity (actor_id, actor_role, action, target, details)
-  VALUES (coalesce(p_actor, auth.uid(), nullif(current_setting('plinth.actor', true), '')::uuid),
-          coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role', session_user::text),
-          p_action, p_target, p_details);
-END
-$$;
-
 DROP TRIGGER users_audit ON auth.users;
 CREATE TRIGGER users_audit AFTER INSERT OR DELETE ON auth.users FOR EACH ROW EXECUTE FUNCTION audit.on_users();
 CREATE TRIGGER users_audit_update AFTER UPDATE ON auth.users FOR EACH ROW
@@ -70,12 +56,5 @@ CREATE TRIGGER sessions_audit AFTER INSERT OR UPDATE ON auth.sessions FOR EACH R
 DROP TRIGGER users_audit_update ON auth.users;
 DROP TRIGGER users_audit ON auth.users;
 CREATE TRIGGER users_audit AFTER INSERT OR UPDATE OR DELETE ON auth.users FOR EACH ROW EXECUTE FUNCTION audit.on_users();
-
-CREATE OR REPLACE FUNCTION audit.log(p_action text, p_target text, p_details jsonb DEFAULT NULL, p_actor uuid DEFAULT NULL) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = ''
-AS $$
-  INSERT INTO audit.activity (actor_id, actor_role, action, target, details)
-  VALUES (coalesce(p_actor, audit.actor()), audit.actor_role(), p_action, p_target, p_details)
-$$;
 
 DROP FUNCTION auth.password_sign_in_attempt(text, integer, text, integer, integer, text);
