@@ -5,6 +5,7 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startS3rver, startStack, type Stack, type TestUser } from './harness.ts';
@@ -753,6 +754,30 @@ export function crashSuite(makeBackend: () => Promise<BackendUnderTest>) {
     release();
     expect(await pending).toBeInstanceOf(Error);
     expect((await retrieveBytes('aborted.bin')).equals(v1)).toBe(true);
+    await noOrphans();
+  });
+
+  test('clients that go away before their upload is written to leave the server serving and no orphan', async () => {
+    // The socket closes while the upload is being reserved or its file opened: the body's
+    // failure arrives before any byte is read, and must be an answer, not a crash.
+    const { port } = new URL(stack.url);
+    for (let i = 0; i < 20; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () => {
+          socket.write(
+            `POST /rpc/store_file HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${user.token}\r\n` +
+              `content-type: application/octet-stream\r\nfile-path: gone-${i}.bin\r\ncontent-length: ${2 * MiB}\r\n\r\n` + 'x'.repeat(100),
+          );
+          setTimeout(() => socket.destroy(), i % 5);
+        });
+        socket.on('close', () => resolve());
+        socket.on('error', () => {});
+      });
+    }
+    const v = randomBytes(3 * MiB);
+    // Their upload slots are given back as each failure is handled.
+    await eventually(async () => (await store('after-gone.bin', v)).status, (status) => status !== 429, 'upload slots given back');
+    expect((await retrieveBytes('after-gone.bin')).equals(v)).toBe(true);
     await noOrphans();
   });
 

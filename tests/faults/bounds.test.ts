@@ -313,6 +313,27 @@ describe.skipIf(!canMountTmpfs())('the disk store on a small filesystem (a 4 MiB
     expect(await (await stack.fetch('/rpc/retrieve_file?p_file_path=notes.txt', { token: user.token })).text()).toBe('a second version');
   }, SLOW);
 
+  test('a large upload that fills the disk mid-stream is 507 and leaves the previous large version byte for byte', async () => {
+    // Both larger than one hashing batch (1 MiB), and the second fails after some of its bytes
+    // were written.
+    const user = await stack.createUser();
+    const put = (body: BodyInit) => stack.fetch('/rpc/store_file', { method: 'POST', token: user.token, headers: { 'file-path': 'big.bin', 'content-type': 'application/octet-stream' }, body });
+    const first = Buffer.from(Array.from({ length: 1536 * 1024 }, (_, i) => (i * 31 + (i >> 10)) & 0xff));
+    expect((await put(first)).status).toBe(200);
+    const full = await put(Buffer.alloc(6 * 1024 * 1024, 9));
+    expect(full.status).toBe(507);
+    expect(await full.json()).toMatchObject({ code: 'PLINTH507', message: expect.stringMatching(/Storage is full.*nothing was stored/) });
+    expect(fs.readdirSync(path.join(storageDir, 'tmp'))).toEqual([]);
+    const read = await stack.fetch('/rpc/retrieve_file?p_file_path=big.bin', { token: user.token });
+    expect(read.status).toBe(200);
+    expect(Buffer.from(await read.arrayBuffer()).equals(first)).toBe(true);
+    // The space is back: the next large version is stored whole.
+    const second = Buffer.alloc(1536 * 1024, 3);
+    expect((await put(second)).status).toBe(200);
+    const again = await stack.fetch('/rpc/retrieve_file?p_file_path=big.bin', { token: user.token });
+    expect(Buffer.from(await again.arrayBuffer()).equals(second)).toBe(true);
+  }, SLOW);
+
   test('a full storage disk makes /health degraded, with storage down and why; freeing space brings it back', async () => {
     const filler = path.join(storageDir, 'filler');
     try {
