@@ -1,7 +1,7 @@
 -- A small upload (its body already read whole) in one transaction instead of two. Its bytes are
 -- durable in the disk store's tmp directory before this runs, so a crash leaves them findable
--- without a 'writing' reservation (the sweeper scans tmp), and the version is recorded 'ready' at
--- once: one row written, not a row written and then rewritten, and one commit instead of two.
+-- without a 'writing' reservation (the sweeper scans tmp), and the reservation and the commit
+-- (storage.commit_file, unchanged) happen in one transaction: one commit instead of two.
 
 -- migrate:up
 -- POST /rpc/store_file for a body held whole (run as the caller): what begin_upload, commit_file
@@ -20,22 +20,12 @@ BEGIN
   END IF;
   -- First, before anything can wait: once a sweeper has taken the key for stray bytes (inserting
   -- its row), this upload fails instead of committing a version whose bytes are being removed.
-  INSERT INTO storage.blobs (id, backend, key, owner_id, state, size, sha256, content_type)
-    VALUES (p_object, p_backend, p_object::text, auth.uid(), 'ready', p_size, p_sha256, p_content_type)
+  INSERT INTO storage.blobs (id, backend, key, owner_id) VALUES (p_object, p_backend, p_object::text, auth.uid())
     ON CONFLICT DO NOTHING;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'the upload''s bytes were swept before it finished; try again' USING ERRCODE = '55000';
   END IF;
-  -- As in storage.commit_file.
-  INSERT INTO public.files AS f (owner_id, path, description, size, content_type, sha256)
-    VALUES (auth.uid(), p_path, p_description, p_size, p_content_type, p_sha256)
-    ON CONFLICT (owner_id, path) DO UPDATE SET
-      description = coalesce(excluded.description, f.description),
-      size = excluded.size, content_type = excluded.content_type, sha256 = excluded.sha256,
-      updated_at = now()
-    RETURNING f.id INTO v_file;
-  INSERT INTO storage.file_links (file_id, object_id) VALUES (v_file, p_object)
-    ON CONFLICT (file_id) DO UPDATE SET object_id = excluded.object_id;
+  v_file := storage.commit_file(p_object, p_path, p_description, p_size, p_sha256, p_content_type);
   IF p_quota IS NOT NULL THEN
     PERFORM storage.check_quota(p_quota);
   END IF;
