@@ -127,7 +127,7 @@ async function main() {
     // Before the rotation: the request log on (this stack) against a second stack with it off.
     await section(rows, timings, 'audit', '10 audit', () => benchAudit(stack, token, stackOptions, { connections: 32, seconds: 3, rounds: 5 }));
     // Rotates the stack's signing key; the old key's tokens stay valid for the sections after it.
-    await section(rows, timings, 'rotation', '1 front door after keys rotate', () => benchAfterRotation(stack, token, { connections: 32, seconds: 3, rounds: 3 }));
+    await section(rows, timings, 'rotation', '1 front door after keys rotate', () => benchAfterRotation(stack, stackOptions, token, { connections: 32, seconds: 3, rounds: 5 }));
     await section(rows, timings, 'small', '4 small files', async () => {
       await requireEndpoint(stack, '/rpc/store_file', { method: 'POST' });
       return benchSmallFiles(stack, token, { connections: 32, seconds: 3, rounds: 3, directUrl: direct!.url });
