@@ -7,7 +7,7 @@ import { callerProfile } from './account-functions.js';
 import { issueLink, mailLink, type LinkMaker } from './account-links.js';
 import type { Mailer } from './mailer.js';
 import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
-import { enforceRateLimit, enforceRateLimitFindingAccount } from './rate-limit.js';
+import { enforceRateLimit, enforceRateLimitFindingUser } from './rate-limit.js';
 import { AccountRefusal } from './refusals.js';
 import { signIn, type Session } from './sessions.js';
 import { createUser, passwordHashOf, setPasswordHash, type UserProfile } from './users.js';
@@ -49,7 +49,7 @@ export async function signUp(
 /** Signs in with email and password; the same refusal for an unknown email and a wrong password. */
 export async function signInWithPassword(plinth: Plinth, clientAddress: string, email: string, password: string): Promise<Session> {
   // Both in one statement: a refused attempt has read a row for nothing.
-  const user = await enforceRateLimitFindingAccount(plinth, 'login', clientAddress, email);
+  const user = await enforceRateLimitFindingUser(plinth, 'login', clientAddress, email);
   // Always one argon2 verification, so an unknown email answers as slowly as a wrong password.
   const valid = await verifyPassword(user?.password_hash, password);
   if (!user || !valid) {
@@ -58,8 +58,8 @@ export async function signInWithPassword(plinth: Plinth, clientAddress: string, 
     throw new AccountRefusal('invalid_credentials', 400, 'Invalid email or password');
   }
   // Said only to whoever knows the password.
-  if (user.disabled) throw new AccountRefusal('account_disabled', 403, 'This account is disabled', 'PLINTH403', 'Ask an administrator to enable it');
-  if (plinth.config.auth.confirmEmail && !user.email_confirmed) {
+  if (user.disabled_at) throw new AccountRefusal('account_disabled', 403, 'This account is disabled', 'PLINTH403', 'Ask an administrator to enable it');
+  if (plinth.config.auth.confirmEmail && !user.email_confirmed_at) {
     throw new AccountRefusal('email_not_confirmed', 403, 'Confirm your email address first: follow the link mailed to you', 'PLINTH403', 'Or sign in with a magic link, which confirms it too');
   }
   return signIn(plinth, user.id, false, 'password');

@@ -4,37 +4,28 @@
 import { createHash } from 'node:crypto';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
-import { normalizeEmail } from './users.js';
+import { normalizeEmail, storedUserByEmail, type StoredUser } from './users.js';
 
 export type LimitedAction = 'login' | 'signup' | 'magic_link' | 'recover' | 'email_change' | 'password_change' | 'invite';
 
 export async function enforceRateLimit(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<void> {
   const [row] = await plinth.sql<Hits[]>`select ${hits(plinth, action, clientAddress, email)}`;
-  refuseOver(Math.max(row.by_address, row.by_email));
-}
-
-/** What a password sign-in checks of an account. */
-export interface SignInAccount {
-  id: string;
-  password_hash: string | null;
-  disabled: boolean;
-  email_confirmed: boolean;
+  refuseOver(row);
 }
 
 /**
- * enforceRateLimit for a password sign-in, and the account of that email read in the same call
- * (auth.password_sign_in_attempt): one round trip, one statement, before the password check. The
- * attempt counts whether or not the account exists.
+ * enforceRateLimit for a login, and the account of that email read in the same statement: one
+ * round trip (and one statement for PostgreSQL) before the password check. The attempt counts
+ * whether or not the account exists.
  */
-export async function enforceRateLimitFindingAccount(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<SignInAccount | undefined> {
-  const { rateLimitWindow, rateLimitPerIp, rateLimitPerEmail } = plinth.config.auth;
-  const normalized = normalizeEmail(email);
-  const [row] = await plinth.sql<(SignInAccount & { retry_after: number; user_id: string | null })[]>`
-    select * from auth.password_sign_in_attempt(${`${action}:ip:${clientAddress}`}, ${rateLimitPerIp},
-      ${`${action}:email:${emailBucketKey(normalized)}`}, ${rateLimitPerEmail}, ${rateLimitWindow}, ${normalized})`;
-  refuseOver(row.retry_after);
-  if (row.user_id === null) return undefined;
-  return { id: row.user_id, password_hash: row.password_hash, disabled: row.disabled, email_confirmed: row.email_confirmed };
+export async function enforceRateLimitFindingUser(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string): Promise<StoredUser | undefined> {
+  const sql = plinth.sql;
+  const [row] = await sql<(Hits & Partial<StoredUser>)[]>`
+    select h.*, u.* from (select ${hits(plinth, action, clientAddress, email)}) h
+      left join lateral (${storedUserByEmail(sql, email)}) u on true`;
+  refuseOver(row);
+  const { by_address: _a, by_email: _e, ...user } = row;
+  return user.id == null ? undefined : (user as StoredUser);
 }
 
 interface Hits {
@@ -45,16 +36,14 @@ interface Hits {
 /** Counts the attempt in both buckets: the select list giving by_address and by_email. */
 function hits(plinth: Plinth, action: LimitedAction, clientAddress: string, email: string) {
   const { rateLimitWindow, rateLimitPerIp, rateLimitPerEmail } = plinth.config.auth;
+  // The bucket names an email only by its hash: the table is not a list of who tried what.
+  const emailKey = createHash('sha256').update(normalizeEmail(email)).digest('base64url');
   return plinth.sql`auth.rate_limit_hit(${`${action}:ip:${clientAddress}`}, ${rateLimitPerIp}, ${rateLimitWindow}) as by_address,
-           auth.rate_limit_hit(${`${action}:email:${emailBucketKey(normalizeEmail(email))}`}, ${rateLimitPerEmail}, ${rateLimitWindow}) as by_email`;
+           auth.rate_limit_hit(${`${action}:email:${emailKey}`}, ${rateLimitPerEmail}, ${rateLimitWindow}) as by_email`;
 }
 
-/** The bucket names an email only by its hash: the table is not a list of who tried what. */
-function emailBucketKey(normalizedEmail: string): string {
-  return createHash('sha256').update(normalizedEmail).digest('base64url');
-}
-
-function refuseOver(retryAfter: number): void {
+function refuseOver({ by_address, by_email }: Hits): void {
+  const retryAfter = Math.max(by_address, by_email);
   if (retryAfter > 0) {
     throw new PlinthError(429, `Too many attempts; try again in ${retryAfter} seconds`, 'PLINTH429', null, null, {
       'retry-after': String(retryAfter),

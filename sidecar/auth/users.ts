@@ -37,7 +37,7 @@ export async function createUser(sql: Sql, email: string, passwordHash: string |
 
 export type StoredUser = UserProfile & { password_hash: string | null; disabled_at: Date | null };
 
-/** The statement reading an email's account, with its password hash and disabled_at. */
+/** The statement reading an email's account with what a password sign-in checks (also usable as a fragment). */
 export function storedUserByEmail(sql: Sql, email: string) {
   return sql<StoredUser[]>`select ${sql(PROFILE_COLUMNS)}, password_hash, disabled_at from auth.users where lower(email) = ${normalizeEmail(email)}`;
 }
