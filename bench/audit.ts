@@ -3,7 +3,7 @@
 // the hook on the front door and the writer's inserts into the same PostgreSQL.
 import { startStack, type Stack, type StackOptions } from '../tests/harness.ts';
 import { QUERIES, seedTodos, type FrontDoorOptions } from './front-door.ts';
-import { load, type LoadResult } from './load.ts';
+import { alternating } from './load.ts';
 import { median, ratioRow, type Row } from './report.ts';
 
 const SECTION = '10 audit';
@@ -15,14 +15,7 @@ export async function benchAudit(on: Stack, onToken: string, stackOptions: Stack
     const path = QUERIES['GET /todos?limit=10'];
     const targetOn = { url: on.url + path, headers: { authorization: `Bearer ${onToken}` } };
     const targetOff = { url: off.url + path, headers: { authorization: `Bearer ${offToken}` } };
-    await load(targetOn, opts.connections, 1);
-    await load(targetOff, opts.connections, 1);
-    const withLog: LoadResult[] = [];
-    const without: LoadResult[] = [];
-    for (let i = 0; i < opts.rounds; i++) {
-      withLog.push(await load(targetOn, opts.connections, opts.seconds));
-      without.push(await load(targetOff, opts.connections, opts.seconds));
-    }
+    const [withLog, without] = await alternating(targetOn, targetOff, opts);
     const [{ rows }] = await on.sql<{ rows: number }[]>`select count(*)::int as rows from audit.requests`;
     const errors = [...withLog, ...without].reduce((n, r) => n + r.errors, 0);
     process.stderr.write(`  audit on: ${Math.round(median(withLog.map((r) => r.rps)))} req/s, off: ${Math.round(median(without.map((r) => r.rps)))} req/s; ${rows} request rows written\n`);

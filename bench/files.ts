@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import type { Stack } from '../tests/harness.ts';
-import { load, type LoadResult } from './load.ts';
+import { alternating } from './load.ts';
 import { median, ratioRow, repeat, type Row } from './report.ts';
 import { sampleRss } from './rss.ts';
 import { GiB, KiB, MiB, drain, generated, timed, upload } from './streams.ts';
@@ -130,14 +130,7 @@ export async function benchSmallFiles(stack: Stack, token: string, opts: SmallFi
     ['4 KiB retrieve_file', retrievePlinth, retrieveRpc],
   ] as const;
   for (const [name, plinthTarget, rpcTarget] of cases) {
-    await load(plinthTarget, opts.connections, 1);
-    await load(rpcTarget, opts.connections, 1);
-    const plinth: LoadResult[] = [];
-    const rpc: LoadResult[] = [];
-    for (let i = 0; i < opts.rounds; i++) {
-      plinth.push(await load(plinthTarget, opts.connections, opts.seconds));
-      rpc.push(await load(rpcTarget, opts.connections, opts.seconds));
-    }
+    const [plinth, rpc] = await alternating(plinthTarget, rpcTarget, opts);
     const errors = [...plinth, ...rpc].reduce((s, r) => s + r.errors, 0);
     rows.push(
       ratioRow({

@@ -4,7 +4,7 @@ import * as jose from 'jose';
 import { addSigningKey, KeyRing } from '../sidecar/core/keys.ts';
 import { startStack, type Stack, type StackOptions } from '../tests/harness.ts';
 import type { DirectPostgrest } from './direct-postgrest.ts';
-import { load, type LoadResult } from './load.ts';
+import { alternating, load, type LoadResult } from './load.ts';
 import { median, ratioRow, type Row } from './report.ts';
 import { childPid, cpuSeconds } from './rss.ts';
 
@@ -131,14 +131,7 @@ export async function benchAfterRotation(stack: Stack, stackOptions: StackOption
     for (let i = 0; i < 50 && (await fetch(stack.url + path, { headers: { authorization: `Bearer ${rotated}` } })).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
     const after = { url: stack.url + path, headers: { authorization: `Bearer ${rotated}` } };
     const before = { url: twin.url + path, headers: { authorization: `Bearer ${twinToken}` } };
-    await load(after, opts.connections, 1);
-    await load(before, opts.connections, 1);
-    const rotatedRuns: LoadResult[] = [];
-    const twinRuns: LoadResult[] = [];
-    for (let i = 0; i < opts.rounds; i++) {
-      rotatedRuns.push(await load(after, opts.connections, opts.seconds));
-      twinRuns.push(await load(before, opts.connections, opts.seconds));
-    }
+    const [rotatedRuns, twinRuns] = await alternating(after, before, opts);
     const rotatedRps = median(rotatedRuns.map((r) => r.rps));
     const twinRps = median(twinRuns.map((r) => r.rps));
     process.stderr.write(`  after keys rotate: ${Math.round(rotatedRps)} vs ${Math.round(twinRps)} req/s on the stack never rotated\n`);

@@ -49,3 +49,19 @@ export async function load(target: LoadTarget, connections: number, seconds: num
   const completed = r['2xx'];
   return { completed, rps: completed / r.duration, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx };
 }
+
+/**
+ * Both targets warmed for a second, then `rounds` rounds of `seconds` each, alternating, so the
+ * machine's noise falls on both sides alike.
+ */
+export async function alternating(a: LoadTarget, b: LoadTarget, opts: { connections: number; seconds: number; rounds: number }): Promise<[LoadResult[], LoadResult[]]> {
+  await load(a, opts.connections, 1);
+  await load(b, opts.connections, 1);
+  const runsA: LoadResult[] = [];
+  const runsB: LoadResult[] = [];
+  for (let i = 0; i < opts.rounds; i++) {
+    runsA.push(await load(a, opts.connections, opts.seconds));
+    runsB.push(await load(b, opts.connections, opts.seconds));
+  }
+  return [runsA, runsB];
+}
