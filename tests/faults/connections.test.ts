@@ -1,0 +1,85 @@
+// The sidecar's database pools (sidecar/core/db.ts `connect`, with Plinth's patch of postgres.js)
+// when PostgreSQL ends a connection under them: the statement in flight fails as "database
+// unavailable" (503), and the connection's next statement, on a new socket, runs normally.
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { connect, type Sql } from '../../sidecar/core/db.ts';
+import { fromDatabase } from '../../sidecar/core/errors.ts';
+import { startStack, type Stack } from '../harness.ts';
+
+let stack: Stack;
+let pool: Sql;
+beforeAll(async () => {
+  stack = await startStack();
+  // One connection, so every statement below runs on the connection that was terminated.
+  pool = connect(stack.databaseUrl, 1, 'plinth-fault-test');
+}, 120_000);
+afterAll(async () => {
+  await pool?.end({ timeout: 1 });
+  await stack?.destroy();
+});
+
+async function backendPid(): Promise<number> {
+  const [{ pid }] = await pool<{ pid: number }[]>`select pg_backend_pid() as pid`;
+  return pid;
+}
+
+/** Terminates `pid` once it is running `query` (seen in pg_stat_activity). */
+async function terminateWhileRunning(pid: number, query: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const [row] = await stack.sql<{ query: string; state: string }[]>`select query, state from pg_stat_activity where pid = ${pid}`;
+    if (row?.state === 'active' && row.query.includes(query)) {
+      await stack.sql`select pg_terminate_backend(${pid})`;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`backend ${pid} never ran ${query}`);
+}
+
+test('a connection terminated in the middle of a statement: that statement is a 503, the next one on the pool succeeds', async () => {
+  for (let round = 0; round < 3; round++) {
+    const pid = await backendPid();
+    const slow = pool`select pg_sleep(30)`.then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await terminateWhileRunning(pid, 'pg_sleep(30)');
+    const err = await slow;
+    expect(err, `round ${round}`).not.toBeNull();
+    expect((fromDatabase(err, { role: 'authenticated' }) as { status: number }).status, `round ${round}`).toBe(503);
+    // The FATAL error of the old backend must not be handed to the first statement of the new one.
+    const [{ one }] = await pool<{ one: number }[]>`select 1 as one`;
+    expect(one).toBe(1);
+    expect(await backendPid()).not.toBe(pid);
+  }
+});
+
+test('the same inside a transaction: the transaction fails with 503, and the next transaction commits', async () => {
+  const pid = await backendPid();
+  const failed = pool
+    .begin(async (tx) => {
+      await tx`select 1`;
+      await tx`select pg_sleep(30)`;
+    })
+    .then(
+      () => null,
+      (err: unknown) => err,
+    );
+  await terminateWhileRunning(pid, 'pg_sleep(30)');
+  expect((fromDatabase(await failed, { role: 'authenticated' }) as { status: number }).status).toBe(503);
+  const result = await pool.begin(async (tx) => {
+    const [{ n }] = await tx<{ n: number }[]>`select 41 + 1 as n`;
+    return n;
+  });
+  expect(result).toBe(42);
+});
+
+test('a connection terminated while idle: the next statement reconnects and succeeds', async () => {
+  const pid = await backendPid();
+  await stack.sql`select pg_terminate_backend(${pid})`;
+  // Give the FATAL message and the close time to arrive, as they would between two requests.
+  await new Promise((r) => setTimeout(r, 200));
+  const [{ one }] = await pool<{ one: number }[]>`select 1 as one`;
+  expect(one).toBe(1);
+  expect(await backendPid()).not.toBe(pid);
+});
