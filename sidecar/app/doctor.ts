@@ -261,11 +261,18 @@ function checks(config: Config): Check[] {
   list.push({
     name: 'postgres.js patch',
     async run() {
-      // Installs with --ignore-scripts skip the fix for a crash when a connection closes mid-write.
+      // Installs with --ignore-scripts skip the fixes (a crash when a connection closes mid-write;
+      // a lost connection's error failing the first statement on its next socket), and an update
+      // without an install keeps an older set of them: each fix leaves one of these lines.
       const require = createRequire(import.meta.url);
       const file = path.join(path.dirname(require.resolve('postgres')), 'connection.js');
-      if (!fs.readFileSync(file, 'utf8').includes('The socket closed while this write waited')) {
-        throw new Problem(`${file} lacks Plinth's fix for a crash when a connection closes mid-write`, `run \`node ${path.join(REPO_ROOT, 'scripts', 'patch-dependencies.mjs')}\``);
+      const text = fs.readFileSync(file, 'utf8');
+      const fixes = ['The socket closed while this write waited', 'must not be replayed at the next socket', "The socket is gone (a transaction's ROLLBACK"];
+      if (!fixes.every((line) => text.includes(line))) {
+        throw new Problem(
+          `${file} lacks Plinth's fixes for connections that close mid-write or mid-statement`,
+          `run \`node ${path.join(REPO_ROOT, 'scripts', 'patch-dependencies.mjs')}\``,
+        );
       }
       return 'applied';
     },
