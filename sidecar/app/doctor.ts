@@ -262,15 +262,22 @@ function checks(config: Config): Check[] {
     name: 'postgres.js patch',
     async run() {
       // Installs with --ignore-scripts skip the fixes (a crash when a connection closes mid-write;
-      // a lost connection's error failing the first statement on its next socket), and an update
-      // without an install keeps an older set of them: each fix leaves one of these lines.
+      // a lost connection's error failing the first statement on its next socket; reserved
+      // connections lost or handed out dead), and an update without an install keeps an older set
+      // of them: each fix leaves one of these lines.
       const require = createRequire(import.meta.url);
-      const file = path.join(path.dirname(require.resolve('postgres')), 'connection.js');
-      const text = fs.readFileSync(file, 'utf8');
-      const fixes = ['The socket closed while this write waited', 'must not be replayed at the next socket', "The socket is gone (a transaction's ROLLBACK"];
-      if (!fixes.every((line) => text.includes(line))) {
+      const dir = path.dirname(require.resolve('postgres'));
+      const fixes: Record<string, string[]> = {
+        'connection.js': ['The socket closed while this write waited', 'must not be replayed at the next socket', "The socket is gone (a transaction's ROLLBACK"],
+        'index.js': ['Closed while reserved: the pool has taken it back', 'A waiting reserve() is resolved only by onopen'],
+      };
+      const missing = Object.entries(fixes).find(([name, lines]) => {
+        const text = fs.readFileSync(path.join(dir, name), 'utf8');
+        return !lines.every((line) => text.includes(line));
+      });
+      if (missing) {
         throw new Problem(
-          `${file} lacks Plinth's fixes for connections that close mid-write or mid-statement`,
+          `${path.join(dir, missing[0])} lacks Plinth's fixes for connections that close mid-write or mid-statement`,
           `run \`node ${path.join(REPO_ROOT, 'scripts', 'patch-dependencies.mjs')}\``,
         );
       }

@@ -1,10 +1,11 @@
 // The sidecar's database pools (sidecar/core/db.ts `connect`, with Plinth's patch of postgres.js)
 // when PostgreSQL ends a connection under them: the statement in flight fails as "database
-// unavailable" (503), and the connection's next statement, on a new socket, runs normally.
+// unavailable" (503), and the connection's next statement, on a new socket, runs normally; a
+// reserved connection (file uploads, the SQL editor, migrations) is neither lost nor handed out dead.
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { connect, type Sql } from '../../sidecar/core/db.ts';
 import { fromDatabase } from '../../sidecar/core/errors.ts';
-import { startStack, type Stack } from '../harness.ts';
+import { eventually, startStack, type Stack } from '../harness.ts';
 
 let stack: Stack;
 let pool: Sql;
@@ -82,4 +83,49 @@ test('a connection terminated while idle: the next statement reconnects and succ
   const [{ one }] = await pool<{ one: number }[]>`select 1 as one`;
   expect(one).toBe(1);
   expect(await backendPid()).not.toBe(pid);
+});
+
+test('a reserved connection terminated mid-statement and then released: the pool serves the next statement', async () => {
+  const one = connect(stack.databaseUrl, 1, 'plinth-fault-reserve');
+  try {
+    const reserved = await one.reserve();
+    const [{ pid }] = await reserved<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    const slow = reserved`select pg_sleep(30)`.then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await terminateWhileRunning(pid, 'pg_sleep(30)');
+    expect((fromDatabase(await slow, { role: 'authenticated' }) as { status: number }).status).toBe(503);
+    // The lost connection refuses statements instead of sending them on whatever socket comes next.
+    expect((fromDatabase(await reserved`select 1`.then(() => null, (err: unknown) => err), { role: 'authenticated' }) as { status: number }).status).toBe(503);
+    reserved.release();
+    const [{ two }] = await one<{ two: number }[]>`select 2 as two`;
+    expect(two).toBe(2);
+    const again = await one.reserve();
+    expect((await again<{ three: number }[]>`select 3 as three`)[0].three).toBe(3);
+    again.release();
+  } finally {
+    await one.end({ timeout: 1 });
+  }
+});
+
+test('a reserve() waiting for the pool when its connection is terminated gets a new connection', async () => {
+  const one = connect(stack.databaseUrl, 1, 'plinth-fault-waiting');
+  try {
+    const holder = one`select pg_sleep(30)`.catch(() => 'cut');
+    const [{ pid }] = await eventually('the holder to run', async () => {
+      const rows = await stack.sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'plinth-fault-waiting' and state = 'active'`;
+      return rows.length ? rows : undefined;
+    });
+    const waiting = one.reserve();
+    await stack.sql`select pg_terminate_backend(${pid})`;
+    expect(await holder).toBe('cut');
+    // Without the fix this promise never settles: the test would time out here.
+    const reserved = await waiting;
+    expect((await reserved<{ one: number }[]>`select 1 as one`)[0].one).toBe(1);
+    reserved.release();
+    expect((await one<{ two: number }[]>`select 2 as two`)[0].two).toBe(2);
+  } finally {
+    await one.end({ timeout: 1 });
+  }
 });
