@@ -259,7 +259,14 @@ describe('the writer never holds up a request', () => {
   });
 
   test('while the writer connection is cut the proxy keeps answering', async () => {
-    await stack.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'plinth audit'`;
+    const cut = (await stack.sql<{ pid: number }[]>`select pid, pg_terminate_backend(pid) from pg_stat_activity where application_name = 'plinth audit'`).map((r) => r.pid);
+    // Gone for good before the requests: a backend slow to exit could still take (and lose) a
+    // batch holding the very row awaited below.
+    await eventually(
+      () => stack.sql`select 1 from pg_stat_activity where pid = any(${cut}::int[])`,
+      (rows) => rows.length === 0,
+      'the writer connection to be gone',
+    );
     for (let i = 0; i < 10; i++) {
       const r = await stack.fetch('/todos?select=id', { token: editor.token, headers: { 'x-request-id': `cut-${i}` } });
       expect(r.status).toBe(200);
