@@ -286,7 +286,7 @@ describe('backups', () => {
     } finally {
       fs.rmSync(path.dirname(out), { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 });
 
 describe('export and logs', () => {
@@ -305,7 +305,7 @@ describe('export and logs', () => {
     const bad = await runCli(['audit', 'export', '--since', 'yesterday'], stack.env);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/not a time/);
-  });
+  }, 120_000);
 
   test('PLINTH_LOG_FORMAT=json: every log line is one JSON object', async () => {
     // Complete lines only: the sidecar may be writing one as the output is read.
@@ -328,5 +328,5 @@ describe('keys', () => {
     expect(retired.code).toBe(0);
     const rows = await stack.sql`select action, target from audit.activity where action like 'keys.%' order by id`;
     expect(rows.map((r) => [r.action, r.target])).toEqual([['keys.added', keys[0].kid], ['keys.added', keys[1].kid], ['keys.retired', keys[0].kid]]);
-  });
+  }, 120_000);
 });
