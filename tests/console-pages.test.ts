@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ensureConsoleBuilt } from '../sidecar/console/build.ts';
 import { REPO_ROOT } from '../sidecar/core/paths.ts';
 import { SAMPLE_APP_MIGRATIONS, startStack, TEST_OUTPUT, type Stack, launchChromium, downAndUpAgain } from './harness.ts';
+import { RealtimeClient } from './realtime-client.ts';
 
 const SHOTS = path.join(TEST_OUTPUT, 'screenshots', 'pages');
 const ADMIN = { email: 'admin@pages.test', password: 'admin-password-1' };
@@ -432,6 +433,15 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice later', priority: 8 } })).status).toBe(201);
     // Positions are given after commit: subscribing "from now" means from after that one.
     await eventually(async () => (await stack.sql`select count(*)::int as n from realtime.changes where position is null`)[0].n).toBe(0);
+    // "Now" is where the server's change feed has read to (a new subscription starts there, and
+    // the welcome of a new socket tells it): wait until that is past the change above.
+    const [{ head }] = await stack.sql<{ head: string }[]>`select max(position + n - 1)::text as head from realtime.changes`;
+    const feedPosition = async () => {
+      const probe = await RealtimeClient.open(stack.url, alice.token);
+      probe.close();
+      return Number(probe.messages.find((m) => m.type === 'ready')?.position);
+    };
+    await eventually(feedPosition).toBeGreaterThanOrEqual(Number(head));
     await page.getByRole('button', { name: 'Subscribe', exact: true }).click();
     await eventually(() => state.textContent()).toMatch(/^Subscribed to todos/);
     expect((await api('/todos', alice.token, { method: 'POST', json: { title: 'alice again', priority: 8 } })).status).toBe(201);

@@ -58,7 +58,9 @@ let dir: string;
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plinth-functions-'));
   for (const [file, text] of Object.entries(FUNCTIONS)) fs.writeFileSync(path.join(dir, file), text.replace('FUNCTIONS_DIR', dir));
-  stack = await startStack({ env: { PLINTH_FUNCTIONS_DIR: dir, PLINTH_FUNCTION_TIMEOUT: '2', PLINTH_FUNCTION_MAX_BODY: '64KiB', PLINTH_LOG_LEVEL: 'info' } });
+  // The timeout bounds every call here, including those that call Plinth back: short enough for
+  // the 504 test, long enough that a loaded machine does not turn an ordinary call into a 504.
+  stack = await startStack({ env: { PLINTH_FUNCTIONS_DIR: dir, PLINTH_FUNCTION_TIMEOUT: '5', PLINTH_FUNCTION_MAX_BODY: '64KiB', PLINTH_LOG_LEVEL: 'info' } });
 });
 afterAll(async () => {
   await stack?.destroy();
@@ -256,7 +258,7 @@ test('secrets: set from stdin, visible only to functions that declare them, list
   expect(unset.code, unset.stderr).toBe(0);
   await eventually('the secret gone', async () => ((await (await stack.fetch('/functions/v1/secretive', { apikey: stack.anonKey })).json()).token === null ? true : undefined));
   expect(stack.output).not.toContain(value);
-});
+}, 120_000);
 
 test('invocations are counted in /metrics and deploys recorded in the activity log', async () => {
   await stack.fetch('/functions/v1/hello', { apikey: stack.anonKey });
@@ -275,7 +277,7 @@ test('the CLI check: `plinth new function` writes a working example', async () =
     return x.status === 200 ? x.json() : undefined;
   });
   expect(res.message).toMatch(/Ada/);
-});
+}, 120_000);
 
 test('versions, logs and rollback: CLI and admin API (service key or admin, decided in SQL)', async () => {
   const call = async () => (await (await stack.fetch('/functions/v1/versioned', { apikey: stack.anonKey })).json()).v;
@@ -320,4 +322,4 @@ test('versions, logs and rollback: CLI and admin API (service key or admin, deci
   expect(logs.stdout).toMatch(/http\s+500\s+[\d.]+ ms\s+boom at the secret place/);
   const acts = await stack.sql<{ target: string }[]>`select target from audit.activity where action = 'functions.rolled_back'`;
   expect(acts.length).toBeGreaterThanOrEqual(2);
-});
+}, 120_000);

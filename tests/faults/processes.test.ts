@@ -140,8 +140,14 @@ test('Ctrl-C in a terminal (SIGINT to the whole process group): the request in f
   try {
     const postgres = postmasterPid(stack);
     const children = recordedChildren(stack);
-    const inFlight = stack.fetch('/rpc/slow_echo', { method: 'POST', apikey: stack.anonKey, json: { seconds: 1.5, message: 'finished' } });
-    await new Promise((r) => setTimeout(r, 400));
+    const inFlight = stack.fetch('/rpc/slow_echo', { method: 'POST', apikey: stack.anonKey, json: { seconds: 2.5, message: 'finished' } });
+    // Ctrl-C once the request is running in the database (a fixed pause could come too soon on a
+    // loaded machine, before the request even reached Plinth).
+    await eventually('the request to be in flight', async () => {
+      const [{ n }] = await stack.sql<{ n: number }[]>`
+        select count(*)::int as n from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and query like '%slow_echo%'`;
+      return n === 1 ? true : undefined;
+    });
     process.kill(-stack.proc.pid!, 'SIGINT');
     const answer = await inFlight;
     expect(answer.status).toBe(200);

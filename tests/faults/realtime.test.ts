@@ -16,6 +16,8 @@ import { freePort } from '../../sidecar/start/process.ts';
 import { startS3rver, startStack, type S3Peer, type Stack } from '../harness.ts';
 
 const SLOW = 240_000;
+/** How long a sidecar's change feed may fail before it closes its subscribers' sockets (4503; realtime/hub.ts). */
+const RESUME_AFTER_MS = 10_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
@@ -204,6 +206,7 @@ describe('one database, two sidecars', () => {
     await until('the first changes', () => mine.every((f) => f.received.length > 10));
 
     // A clean stop (fast shutdown: every connection is told the server is going away).
+    const down1 = Date.now();
     await pg.stop();
     await sleep(1000);
     pg = await startEmbeddedPostgres(pgDir, pgPort, () => {});
@@ -213,6 +216,7 @@ describe('one database, two sidecars', () => {
 
     // A crash (immediate shutdown: connections cut, recovery at the next start).
     const crashed = pg;
+    const down2 = Date.now();
     process.kill(crashed.pid, 'SIGQUIT');
     await crashed.died;
     await sleep(1000);
@@ -225,8 +229,15 @@ describe('one database, two sidecars', () => {
     await writer.stop();
     await expectEveryChangeOnce(userId, mine);
     console.log(`realtime: first change delivered after PostgreSQL was back: ${afterStop.join(', ')} ms (clean stop), ${afterCrash.join(', ')} ms (crash)`);
-    // A short outage is ridden out: the sockets stay open.
-    for (const f of mine) expect(f.closes).toEqual([]);
+    // A short outage is ridden out: the sockets stay open. Short means under the sidecar's patience
+    // (RESUME_AFTER_MS), as seen by each follower: from the moment PostgreSQL went down to its first
+    // change afterwards, which bounds its sidecar's failing spell. Stopping and starting PostgreSQL
+    // on a loaded machine can take longer than that; then the only close allowed is the resume one.
+    for (const [i, f] of mine.entries()) {
+      const outages = [back1 + afterStop[i] - down1, back2 + afterCrash[i] - down2];
+      if (outages.every((ms) => ms < RESUME_AFTER_MS)) expect(f.closes, `outages of ${outages.join(', ')} ms`).toEqual([]);
+      else expect(f.closes.filter((code) => code !== 4503), `outages of ${outages.join(', ')} ms`).toEqual([]);
+    }
     for (const ms of [...afterStop, ...afterCrash]) expect(ms).toBeLessThan(10_000);
   }, SLOW);
 
