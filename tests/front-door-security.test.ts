@@ -316,8 +316,9 @@ describe('caps and timeouts (5 connections per address, 2 s headers and idle tim
   });
 
   test('a slow body that keeps moving is not cut, however long it takes', async () => {
-    // One piece every 500 ms for about 5 s: longer than the idle timeout, never silent for that long.
-    const parts = ['[{"note":', '"slow', ' but', ' steady"', '}', ' ', ' ', ' ', ' ', ']'];
+    // One piece every 200 ms for about 5 s: longer than the idle timeout, never silent for anything
+    // near it (a loaded machine can hold either process back for a second or more).
+    const parts = ['[{"note":', '"slow', ' but', ' steady"', '}', ...Array<string>(20).fill(' '), ']'];
     const body = parts.join('');
     const status = await new Promise<number>((resolve, reject) => {
       const req = http.request(`${stack.url}/guestbook`, {
@@ -333,7 +334,7 @@ describe('caps and timeouts (5 connections per address, 2 s headers and idle tim
       const next = () => {
         if (i === parts.length) return req.end();
         req.write(parts[i++]);
-        setTimeout(next, 500);
+        setTimeout(next, 200);
       };
       next();
     });
