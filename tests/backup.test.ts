@@ -530,7 +530,8 @@ describe('large files and interruptions', () => {
 
 describe('scheduled backups', () => {
   async function finishedRuns(s: Stack, atLeast: number) {
-    for (let i = 0; i < 600; i++) {
+    // Up to two minutes: a tick is skipped while a run is still going, and runs are slow under load.
+    for (let i = 0; i < 1200; i++) {
       const rows = await s.sql<{ tick: Date; claimed_by: string; ok: boolean; location: string; error: string | null }[]>`
         select tick, claimed_by, ok, location, error from plinth.backup_runs where finished_at is not null order by tick`;
       if (rows.length >= atLeast) return rows;
