@@ -26,7 +26,8 @@ function decodeQuotedPrintable(raw: string): string {
   return raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
-async function mailTo(address: string, timeoutMs = 15_000): Promise<Received> {
+// Mail is sent after the answer, in the background: on a loaded machine it can take a while.
+async function mailTo(address: string, timeoutMs = 30_000): Promise<Received> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = inbox.find((m) => m.to.includes(address));

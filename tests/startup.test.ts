@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../sidecar/core/config.ts';
 import { withDatabase } from '../sidecar/start/database.ts';
 import { freePort, isAlive } from '../sidecar/start/process.ts';
-import { runCli, SAMPLE_APP_MIGRATIONS, startStack, type Stack } from './harness.ts';
+import { eventually, runCli, SAMPLE_APP_MIGRATIONS, startStack, type Stack } from './harness.ts';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterAll(async () => {
@@ -154,13 +154,12 @@ describe('migrations', () => {
     const migrated = await runCli(['migrate'], stack.env);
     expect(migrated.code).toBe(0);
     expect(migrated.stdout).toMatch(/applied \d+_create_notes\.sql/);
-    let r: Response | undefined;
-    for (let i = 0; i < 50; i++) {
-      r = await stack.fetch('/notes', { apikey: stack.serviceKey });
-      if (r.status === 200) break;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    expect(await r!.json()).toEqual([{ id: 1, body: 'hi' }]);
+    // PostgREST reloads its schema cache in the background: on a loaded machine that takes seconds.
+    const r = await eventually('PostgREST to serve the new table', async () => {
+      const res = await stack.fetch('/notes', { apikey: stack.serviceKey });
+      return res.status === 200 ? res : undefined;
+    });
+    expect(await r.json()).toEqual([{ id: 1, body: 'hi' }]);
   });
 
   test('rolling back every migration leaves an empty database', async () => {

@@ -191,7 +191,8 @@ describe('the same app in chromium, on another origin', () => {
         const insert = await supabase.from('todos').insert({ title: 'from the browser' }).select('title').single();
         const rows = await supabase.from('todos').select('title');
         const fn = await supabase.functions.invoke('greet', { body: { name: 'browser' } });
-        for (let i = 0; i < 100 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+        // The change arrives on its own schedule: up to 30 s on a loaded machine.
+        for (let i = 0; i < 300 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
         const signOut = await supabase.auth.signOut();
         return {
           origin: location.origin,
@@ -214,5 +215,5 @@ describe('the same app in chromium, on another origin', () => {
       heard: ['from the browser'],
       signOutError: null,
     });
-  });
+  }, 120_000);
 });

@@ -41,7 +41,8 @@ function decodeQuotedPrintable(raw: string): string {
 }
 
 /** The token of the newest mail to `address` whose subject matches. */
-async function mailedToken(address: string, subject: RegExp, timeoutMs = 15_000): Promise<string> {
+// Mail is sent after the answer, in the background: on a loaded machine it can take a while.
+async function mailedToken(address: string, subject: RegExp, timeoutMs = 30_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = inbox.filter((m: Received) => m.to.includes(address) && subject.test(m.raw)).pop();
@@ -58,7 +59,7 @@ async function mailedToken(address: string, subject: RegExp, timeoutMs = 15_000)
 
 /** The link of the newest mail to `address` whose subject matches. */
 async function mailedLink(address: string, subject: RegExp): Promise<URL> {
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 30_000;
   for (;;) {
     const found = inbox.filter((m: Received) => m.to.includes(address) && subject.test(m.raw)).pop();
     if (found) {
@@ -515,7 +516,7 @@ test('in a real browser, the verify page submits itself (its script allowed by i
     const blocked: string[] = [];
     page.on('console', (m) => { if (/Content Security Policy/.test(m.text())) blocked.push(m.text()); });
     await page.goto(`${stack.url}${action.pathname}${action.search}`);
-    await page.waitForURL(/#access_token=/, { timeout: 15_000 });
+    await page.waitForURL(/#access_token=/, { timeout: 30_000 });
     const landed = new URL(page.url());
     expect(landed.pathname).toBe('/welcome');
     expect(claimsOf(new URLSearchParams(landed.hash.slice(1)).get('access_token')!).sub).toBe(created.data.user!.id);
