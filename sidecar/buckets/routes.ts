@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
 import type { Claims } from '../core/db.js';
-import { ObjectNotFound } from '../storage/backends/adapter.js';
+import { sendCurrent } from '../storage/send.js';
 import { admitUpload, refusedUnread } from '../storage/upload.js';
 import { readObjectBody } from './body.js';
 import { createBucket, deleteBucket, emptyBucket, getBucket, listBuckets, updateBucket } from './buckets.js';
@@ -62,16 +62,15 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
   async function download(request: FastifyRequest, reply: FastifyReply, claims: Claims) {
     const { bucket, name } = target(request);
     const query = request.query as { download?: string };
-    for (let attempt = 1; ; attempt++) {
-      const found = await findObject(storage, claims, bucket, name);
-      if (!found) throw objectNotFound();
-      try {
-        return await sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' });
-      } catch (err) {
-        // Overwritten between the lookup and the read: look again, and send the new version.
-        if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
-      }
-    }
+    return sendCurrent(
+      async () => {
+        const found = await findObject(storage, claims, bucket, name);
+        if (!found) throw objectNotFound();
+        return found;
+      },
+      (found) => found.blob.key,
+      (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }),
+    );
   }
 
   async function info(request: FastifyRequest, claims: Claims) {
@@ -194,14 +193,11 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
     json.get(`${PREFIX}/object/sign/:bucket/*`, async (request, reply) => {
       const { bucket, name } = target(request);
       const query = request.query as { token?: string; download?: string };
-      for (let attempt = 1; ; attempt++) {
-        const found = await openSignedDownload(storage, query.token, bucket, name);
-        try {
-          return await sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' });
-        } catch (err) {
-          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
-        }
-      }
+      return sendCurrent(
+        () => openSignedDownload(storage, query.token, bucket, name),
+        (found) => found.blob.key,
+        (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }),
+      );
     });
     json.post(`${PREFIX}/object/upload/sign/:bucket/*`, { config: withCaller }, async (request) => {
       const { bucket, name } = target(request);

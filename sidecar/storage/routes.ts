@@ -6,13 +6,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { callerOf } from '../core/caller.js';
 import type { Plinth } from '../core/context.js';
 import { PlinthError } from '../core/errors.js';
-import { ObjectNotFound } from './backends/adapter.js';
 import { parseContentType } from './content-types.js';
 import { deleteEntityFile, findEntityFile, uploadEntityFile, type Entity } from './entities.js';
 import { FILE_NOT_FOUND, findFile, storeFile } from './files.js';
 import { readUploadForm } from './multipart.js';
 import { basename, decodePathHeader, InvalidName, recoverUtf8, validateFilePath } from './paths.js';
-import { sendObject } from './send.js';
+import { sendCurrent, sendObject } from './send.js';
 import type { StorageService } from './service.js';
 import { admitUpload, fileTooLarge } from './upload.js';
 
@@ -114,17 +113,11 @@ export async function storageRoutes(app: FastifyInstance, { plinth, storage }: {
     },
     async (request, reply) => {
       const path = filePath((request.query as { p_file_path: string }).p_file_path, 'p_file_path');
-      // An overwrite can commit, and its old bytes be removed, between our lookup and our read:
-      // then the lookup is repeated and finds the new version.
-      for (let attempt = 1; ; attempt++) {
-        const file = await findFile(storage, callerOf(request).claims, path);
-        if (!file) return reply.code(400).send(FILE_NOT_FOUND);
-        try {
-          return await sendObject(request, reply, backend, file, { filename: basename(file.path), inline: false });
-        } catch (err) {
-          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
-        }
-      }
+      return sendCurrent(
+        () => findFile(storage, callerOf(request).claims, path),
+        (file) => file?.key ?? null,
+        (file) => (file ? sendObject(request, reply, backend, file, { filename: basename(file.path), inline: false }) : reply.code(400).send(FILE_NOT_FOUND)),
+      );
     },
   );
 
@@ -138,15 +131,15 @@ export async function storageRoutes(app: FastifyInstance, { plinth, storage }: {
     { config: withCallerOrAnonInQuery, schema: { params: entityParams, querystring: { type: 'object', additionalProperties: false, properties: { apikey: { type: 'string' } } } } },
     async (request, reply) => {
       const { table, id, field, filename } = request.params as Entity & { filename: string };
-      for (let attempt = 1; ; attempt++) {
-        const obj = await findEntityFile(storage, callerOf(request).claims, { table, id, field }, filename);
-        if (!obj) throw new PlinthError(404, 'File not found.');
-        try {
-          return await sendObject(request, reply, backend, obj, { filename, inline: mayRenderHere(request) });
-        } catch (err) {
-          if (!(err instanceof ObjectNotFound) || attempt === 3) throw err;
-        }
-      }
+      return sendCurrent(
+        async () => {
+          const obj = await findEntityFile(storage, callerOf(request).claims, { table, id, field }, filename);
+          if (!obj) throw new PlinthError(404, 'File not found.');
+          return obj;
+        },
+        (obj) => obj.key,
+        (obj) => sendObject(request, reply, backend, obj, { filename, inline: mayRenderHere(request) }),
+      );
     },
   );
 

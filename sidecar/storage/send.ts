@@ -4,7 +4,7 @@
 // nosniff, and only passive types (images, PDF, plain text, audio, video) are ever `inline`.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
-import type { StorageBackend } from './backends/adapter.js';
+import { ObjectNotFound, type StorageBackend } from './backends/adapter.js';
 import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
 import { contentDisposition } from './paths.js';
 import { etagMatches, parseRange } from './ranges.js';
@@ -14,6 +14,30 @@ export interface SendOptions {
   filename: string;
   /** Whether a passive type may be shown in the browser; anything else is always an attachment. */
   inline: boolean;
+}
+
+/** Lookups a download may repeat while overwrites keep replacing the version it found. */
+const MAX_LOOKUPS = 10;
+
+/**
+ * Looks a file up and sends the version found. An overwrite can commit, and the old bytes be
+ * removed, between the lookup and the read: then the lookup is repeated, for as long as each one
+ * finds a different version (writers moving on, up to MAX_LOOKUPS). The same version missing its
+ * bytes twice is an error, as is one that is simply gone.
+ */
+export async function sendCurrent<T>(lookup: () => Promise<T>, keyOf: (found: T) => string | null, send: (found: T) => unknown): Promise<unknown> {
+  let vanished: string | null = null;
+  for (let lookups = 1; ; lookups++) {
+    const found = await lookup();
+    try {
+      return await send(found);
+    } catch (err) {
+      if (!(err instanceof ObjectNotFound)) throw err;
+      const key = keyOf(found);
+      if (key === null || key === vanished || lookups === MAX_LOOKUPS) throw err;
+      vanished = key;
+    }
+  }
 }
 
 /**
