@@ -269,7 +269,7 @@ function checks(config: Config): Check[] {
       const dir = path.dirname(require.resolve('postgres'));
       const fixes: Record<string, string[]> = {
         'connection.js': ['The socket closed while this write waited', 'must not be replayed at the next socket', "The socket is gone (a transaction's ROLLBACK"],
-        'index.js': ['Closed while reserved: the pool has taken it back', 'A waiting reserve() is resolved only by onopen'],
+        'index.js': ['Closed while reserved: the pool has taken it back', 'A waiting reserve() is resolved only by onopen', 'Statements queued in this transaction would otherwise wait forever'],
       };
       const missing = Object.entries(fixes).find(([name, lines]) => {
         const text = fs.readFileSync(path.join(dir, name), 'utf8');

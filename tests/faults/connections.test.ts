@@ -2,6 +2,7 @@
 // when PostgreSQL ends a connection under them: the statement in flight fails as "database
 // unavailable" (503), and the connection's next statement, on a new socket, runs normally; a
 // reserved connection (file uploads, the SQL editor, migrations) is neither lost nor handed out dead.
+import type postgres from 'postgres';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { connect, type Sql } from '../../sidecar/core/db.ts';
 import { fromDatabase } from '../../sidecar/core/errors.ts';
@@ -125,6 +126,37 @@ test('a reserve() waiting for the pool when its connection is terminated gets a 
     expect((await reserved<{ one: number }[]>`select 1 as one`)[0].one).toBe(1);
     reserved.release();
     expect((await one<{ two: number }[]>`select 2 as two`)[0].two).toBe(2);
+  } finally {
+    await one.end({ timeout: 1 });
+  }
+});
+
+test('statements queued behind a cut connection settle (a reserved connection, and a transaction)', async () => {
+  // 150 statements sent at once: past the pipeline's depth, the rest wait in the handle's own queue.
+  const many = (sql: postgres.Sql | postgres.TransactionSql | postgres.ReservedSql) => [sql`select pg_sleep(30)`, ...Array.from({ length: 150 }, (_, i) => sql`select ${i}::int as i`)];
+  const one = connect(stack.databaseUrl, 1, 'plinth-fault-queued');
+  try {
+    const reserved = await one.reserve();
+    const [{ pid }] = await reserved<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    const settled = Promise.allSettled(many(reserved).map((q) => q.execute()));
+    await terminateWhileRunning(pid, 'pg_sleep(30)');
+    // Without the fix the queued ones never settle, and this waits until the test times out.
+    const outcomes = await settled;
+    expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
+    reserved.release();
+
+    const txPid = await one<{ pid: number }[]>`select pg_backend_pid() as pid`.then(([r]) => r.pid);
+    let inner: Promise<PromiseSettledResult<unknown>[]> | undefined;
+    const tx = one
+      .begin((t) => (inner = Promise.allSettled(many(t))))
+      .then(
+        () => null,
+        (err: unknown) => err,
+      );
+    await terminateWhileRunning(txPid, 'pg_sleep(30)');
+    expect((fromDatabase(await tx, { role: 'authenticated' }) as { status: number }).status).toBe(503);
+    expect((await inner!).every((o) => o.status === 'rejected')).toBe(true);
+    expect((await one<{ one: number }[]>`select 1 as one`)[0].one).toBe(1);
   } finally {
     await one.end({ timeout: 1 });
   }
