@@ -526,6 +526,30 @@ describe('large files and interruptions', () => {
     await untilKeysReloaded(target, owner.token);
     expect(sha256(await retrieve(target, owner.token, 'big.bin'))).toBe(bigSha);
   }, 600_000);
+
+  test('a scheduled backup cut short by a stop is recorded as cut short, and leaves no partial archive', async () => {
+    const dir = path.join(work, 'cut-by-stop');
+    const schedule = { PLINTH_BACKUP_SCHEDULE: '*/2 * * * * *', PLINTH_BACKUP_TO: dir, PLINTH_BACKUP_PASSPHRASE: PASSPHRASE };
+    Object.assign(big.env, schedule);
+    try {
+      await big.stop();
+      await big.launch();
+      // The 256 MiB file keeps a run writing for a while: stop while one is under way.
+      await eventually('a scheduled backup to be running', async () => {
+        const h = await (await big.fetch('/health')).json();
+        return h.backup?.last?.result === 'running' ? true : undefined;
+      }, 60_000);
+      await big.stop();
+    } finally {
+      for (const name of Object.keys(schedule)) delete big.env[name];
+    }
+    await big.launch();
+    const [last] = await big.sql<{ ok: boolean | null; error: string | null; finished_at: Date | null }[]>`
+      select ok, error, finished_at from plinth.backup_runs order by tick desc limit 1`;
+    expect(last).toMatchObject({ ok: false, error: 'cut short: Plinth stopped during the run (its partial archive was removed)' });
+    expect(last.finished_at).not.toBeNull();
+    expect(fs.readdirSync(dir)).toEqual([]);
+  }, 300_000);
 });
 
 describe('scheduled backups', () => {

@@ -139,8 +139,10 @@ export async function startBackupSchedule(plinth: Plinth): Promise<Service> {
       plinth.log.info(`scheduled backup written to ${destination.describe(name)}`);
       await destination.prune(keep).catch((err) => plinth.log.warn(`scheduled backups: pruning old archives failed: ${(err as Error).message}`));
     } catch (err) {
-      const message = (err as Error).message;
-      plinth.log.error(`scheduled backup failed: ${message}`);
+      // A stop cuts the run short on purpose: say so, rather than how the output broke.
+      const message = stopped ? 'cut short: Plinth stopped during the run (its partial archive was removed)' : (err as Error).message;
+      if (stopped) plinth.log.warn(`scheduled backup ${message}`);
+      else plinth.log.error(`scheduled backup failed: ${message}`);
       await plinth.sql`update plinth.backup_runs set finished_at = clock_timestamp(), ok = false, error = ${message} where tick = ${tick}`.catch(() => {});
     } finally {
       cut = null;
