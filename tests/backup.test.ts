@@ -534,11 +534,13 @@ describe('large files and interruptions', () => {
     try {
       await big.stop();
       await big.launch();
-      // The 256 MiB file keeps a run writing for a while: stop while one is under way.
-      await eventually('a scheduled backup to be running', async () => {
-        const h = await (await big.fetch('/health')).json();
-        return h.backup?.last?.result === 'running' ? true : undefined;
-      }, 60_000);
+      // Stop while a run has written less than 32 MiB of its archive (of over 256 MiB).
+      const early = () =>
+        fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.endsWith('.partial') && (fs.statSync(path.join(dir, f), { throwIfNoEntry: false })?.size ?? Infinity) < 32 * MiB);
+      for (const deadline = Date.now() + 60_000; !early(); ) {
+        if (Date.now() > deadline) throw new Error('no scheduled backup started writing within 60 s');
+        await new Promise((r) => setTimeout(r, 5));
+      }
       await big.stop();
     } finally {
       for (const name of Object.keys(schedule)) delete big.env[name];
