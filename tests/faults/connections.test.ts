@@ -27,15 +27,11 @@ async function backendPid(): Promise<number> {
 
 /** Terminates `pid` once it is running `query` (seen in pg_stat_activity). */
 async function terminateWhileRunning(pid: number, query: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  await eventually(`backend ${pid} to run ${query}`, async () => {
     const [row] = await stack.sql<{ query: string; state: string }[]>`select query, state from pg_stat_activity where pid = ${pid}`;
-    if (row?.state === 'active' && row.query.includes(query)) {
-      await stack.sql`select pg_terminate_backend(${pid})`;
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`backend ${pid} never ran ${query}`);
+    return row?.state === 'active' && row.query.includes(query) ? true : undefined;
+  });
+  await stack.sql`select pg_terminate_backend(${pid})`;
 }
 
 test('a connection terminated in the middle of a statement: that statement is a 503, the next one on the pool succeeds', async () => {
