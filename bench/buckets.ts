@@ -78,7 +78,7 @@ export async function benchBuckets(stack: Stack, token: string, opts: BucketsBen
     });
     rows.push(
       ratioRow({ section: '11 buckets', metric: `${label} POST /storage/v1/object (disk)`, unit: 'MiB/s', plinth: median(postUp), baseline: median(rawUp), target: '≥ 0.7×', minRatio: 0.7, note: `baseline: Node writes the same stream to a file (fsync); ${upRounds} rounds` }),
-      ratioRow({ section: '11 buckets', metric: `${label} TUS POST + one PATCH (disk)`, unit: 'MiB/s', plinth: median(tusUp), baseline: median(rawUp), target: '≥ 0.6×', minRatio: 0.6, note: 'fsync and an offset update every 8 MiB, a hash pass at the end if needed' }),
+      ratioRow({ section: '11 buckets', metric: `${label} TUS POST + one PATCH (disk)`, unit: 'MiB/s', plinth: median(tusUp), baseline: median(rawUp), target: '≥ 0.6×', minRatio: 0.6, note: 'fsync and an offset update every 8 MiB while the body flows; hashed on the hashing thread' }),
       { section: '11 buckets', metric: 'sidecar peak RSS growth (uploads)', unit: 'MiB', plinth: rssGrowth / MiB, baseline: null, ratio: null, target: '≤ 64 MiB', met: rssGrowth <= 64 * MiB, note: 'VmRSS of the sidecar, sampled every 20 ms' },
     );
 
@@ -90,12 +90,17 @@ export async function benchBuckets(stack: Stack, token: string, opts: BucketsBen
       });
       const plinthDown: number[] = [];
       const rawDown: number[] = [];
-      const downRounds = await repeat(opts.rounds, opts.budgetSeconds, async () => {
-        plinthDown.push(size / MiB / (await timed(() => drain(objectUrl, auth, size))).seconds);
-        rawDown.push(size / MiB / (await timed(() => drain(`http://127.0.0.1:${port}/`, {}, size))).seconds);
+      const plinthRound = async () => plinthDown.push(size / MiB / (await timed(() => drain(objectUrl, auth, size))).seconds);
+      const rawRound = async () => rawDown.push(size / MiB / (await timed(() => drain(`http://127.0.0.1:${port}/`, {}, size))).seconds);
+      // One untimed read each first: the uploads just before leave the disk writing back, which
+      // would slow whichever side read first. Then the side that goes first alternates.
+      await drain(objectUrl, auth, size);
+      await drain(`http://127.0.0.1:${port}/`, {}, size);
+      const downRounds = await repeat(opts.rounds, opts.budgetSeconds, async (i) => {
+        for (const round of i % 2 === 0 ? [plinthRound, rawRound] : [rawRound, plinthRound]) await round();
       });
       rows.push(
-        ratioRow({ section: '11 buckets', metric: `${label} GET /storage/v1/object (disk)`, unit: 'MiB/s', plinth: median(plinthDown), baseline: median(rawDown), target: '≥ 0.8×', minRatio: 0.8, note: `baseline: node:http + fs.createReadStream in its own process; ${downRounds} rounds` }),
+        ratioRow({ section: '11 buckets', metric: `${label} GET /storage/v1/object (disk)`, unit: 'MiB/s', plinth: median(plinthDown), baseline: median(rawDown), target: '≥ 0.8×', minRatio: 0.8, note: `baseline: node:http + fs.createReadStream in its own process; ${downRounds} rounds after one untimed each, alternating which goes first` }),
       );
     } finally {
       server.kill('SIGTERM');

@@ -5,12 +5,14 @@
 // counted in the row; on S3 every 5 MiB or more become a multipart part. The last byte makes the
 // object visible, all or nothing, through the same row write and storage.link_object as any upload.
 // Signed resumable uploads run the same code as the signed token's creator, held to its one object.
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import path from 'node:path';
 import { asCaller, type Claims } from '../core/db.js';
 import type { Piece } from '../storage/backends/adapter.js';
+import { StreamHash } from '../storage/hashing.js';
 import { parseContentType } from '../storage/content-types.js';
 import type { Storage } from '../storage/types.js';
 import { invalid, StorageApiError } from './errors.js';
@@ -23,6 +25,8 @@ export const TUS_EXTENSIONS = 'creation,creation-with-upload,termination,expirat
 
 /** Bytes appended between two acknowledgements (fsync + row update) within one PATCH. */
 const CHECKPOINT = 8 * 1024 * 1024;
+/** Bytes gathered into one write to the staged file. */
+const WRITE_BATCH = 1024 * 1024;
 
 export interface TusState {
   storage: Storage;
@@ -33,7 +37,7 @@ export interface TusState {
   /** Uploads being written by this process now: the sweeper leaves them alone. */
   busy: Set<string>;
   /** The SHA-256 of an upload's acknowledged bytes, kept between PATCHes (recomputed after a restart). */
-  hashes: Map<string, { hash: Hash; bytes: number }>;
+  hashes: Map<string, { hash: StreamHash; bytes: number }>;
 }
 
 interface UploadRow {
@@ -219,10 +223,17 @@ export async function cancelUpload(tus: TusState, claims: Claims, id: string, on
 
 /** Removes whatever an unfinished (or failed) upload left: staged file, parts, a completed object. */
 export async function dropBytes(tus: TusState, id: string, handle: string | null): Promise<void> {
-  tus.hashes.delete(id);
+  forgetHash(tus, id);
   await fs.promises.rm(stagedFile(tus, id), { force: true });
   await tus.storage.backend.staged.abandon(id, handle).catch(() => {});
   await tus.storage.backend.delete(id);
+}
+
+/** A full disk, said as a resumable upload sees it: the acknowledged bytes stay. */
+function diskFull(err: unknown, kept: number): StorageApiError | undefined {
+  const code = (err as { code?: unknown }).code;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return undefined;
+  return new StorageApiError(507, 'InsufficientStorage', `Storage is full: the server has no disk space left; the upload keeps its first ${kept} bytes (send HEAD and continue once space is freed)`);
 }
 
 function stalled(seconds: number) {
@@ -260,7 +271,7 @@ export async function appendUpload(
         offset = flushed + size;
         local = size;
         await sql`update storage.tus_uploads set upload_offset = ${offset} where id = ${id}`;
-        tus.hashes.delete(id);
+        forgetHash(tus, id);
       } else if (size > local) {
         await fh.truncate(local); // bytes written but never acknowledged
       }
@@ -269,58 +280,106 @@ export async function appendUpload(
         throw new StorageApiError(413, 'EntityTooLarge', `The body goes past Upload-Length (${length} bytes); nothing of it was kept`);
       }
 
+      // The hash continues from the last PATCH when it covers exactly the acknowledged bytes.
       const known = tus.hashes.get(id);
-      let working: Hash | null = offset === 0 ? createHash('sha256') : known && known.bytes === offset ? known.hash.copy() : null;
-      let pending = 0;
+      tus.hashes.delete(id);
+      let working: StreamHash | null = known && known.bytes === offset && offset > 0 ? known.hash : null;
+      if (known && !working) known.hash.drop();
+      if (offset === 0) working = new StreamHash();
+      let hashed = offset;
+      // Bytes taken from this body (which starts at `from`), and those of them not yet in an
+      // acknowledgement.
+      const from = offset;
+      let taken = 0;
+      let unacked = 0;
+      let acking: Promise<void> = Promise.resolve();
+      let ackFailure: unknown = null;
+      const appender = new Appender(fh, local);
+      // Moving a full part to the store truncates the staged file: nothing may be written meanwhile.
+      const partsStaged = storage.backend.staged.minPiece !== Infinity;
 
-      async function checkpoint() {
-        if (pending === 0) return;
-        await fh.sync();
-        const next = offset + pending;
-        const moved = await sql`
-          update storage.tus_uploads set upload_offset = ${next}, expires_at = now() + make_interval(secs => ${config.storage.tusExpiry})
-          where id = ${id} and upload_offset = ${offset} returning id`;
-        if (moved.length === 0) {
-          tus.hashes.delete(id);
-          throw offsetConflict(offset);
-        }
-        offset = next;
-        local += pending;
-        pending = 0;
-        if (working) tus.hashes.set(id, { hash: working.copy(), bytes: offset });
-        // A full part goes to the store now; the last one waits for the end.
-        if (local >= storage.backend.staged.minPiece && offset < length) {
-          parts.push(await storage.backend.staged.storePiece(id, row.s3_upload_id, parts.length + 1, file, local));
-          await sql`update storage.tus_uploads set parts = ${sql.json(parts as never)}, parts_bytes = ${flushed + local} where id = ${id}`;
-          await fh.truncate(0);
-          flushed += local;
-          local = 0;
-        }
+      /**
+       * Acknowledges the bytes taken so far once they are written and fsync'd, after the
+       * acknowledgement before it. The body keeps flowing meanwhile. Once one fails, none after it
+       * runs: an offset is never acknowledged past a gap.
+       */
+      function acknowledge(): Promise<void> {
+        const bytes = unacked;
+        unacked = 0;
+        acking = acking
+          .then(async () => {
+            await appender.settle();
+            if (bytes === 0) return;
+            await fh.sync();
+            const next = offset + bytes;
+            const moved = await sql`
+              update storage.tus_uploads set upload_offset = ${next}, expires_at = now() + make_interval(secs => ${config.storage.tusExpiry})
+              where id = ${id} and upload_offset = ${offset} returning id`;
+            if (moved.length === 0) throw offsetConflict(offset);
+            offset = next;
+            local += bytes;
+            // A full part goes to the store now; the last one waits for the end.
+            if (local >= storage.backend.staged.minPiece && offset < length) {
+              parts.push(await storage.backend.staged.storePiece(id, row.s3_upload_id, parts.length + 1, file, local));
+              await sql`update storage.tus_uploads set parts = ${sql.json(parts as never)}, parts_bytes = ${flushed + local} where id = ${id}`;
+              await fh.truncate(0);
+              flushed += local;
+              local = 0;
+              appender.restart(0);
+            }
+          })
+          .catch((err: unknown) => {
+            ackFailure ??= err;
+            throw err;
+          });
+        // Awaited by the body's loop or at the end; until then its failure is recorded, not unhandled.
+        acking.catch(() => {});
+        return acking;
       }
 
       let failure: unknown = null;
       const idleSeconds = config.storage.uploadIdleTimeout;
       const idle = setTimeout(() => body.destroy(stalled(idleSeconds)), idleSeconds * 1000);
       try {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          idle.refresh();
-          if (offset + pending + chunk.length > length) {
-            failure = new StorageApiError(413, 'EntityTooLarge', `The body goes past Upload-Length (${length} bytes); the bytes after it were refused`);
-            break;
+        try {
+          for await (const chunk of body as AsyncIterable<Buffer>) {
+            idle.refresh();
+            if (from + taken + chunk.length > length) {
+              failure = new StorageApiError(413, 'EntityTooLarge', `The body goes past Upload-Length (${length} bytes); the bytes after it were refused`);
+              break;
+            }
+            await appender.write(chunk);
+            unacked += chunk.length;
+            taken += chunk.length;
+            if (working) {
+              // A failed hashing thread costs a pass over the stored bytes at the end, not the upload.
+              const wait = working.update(chunk);
+              hashed += chunk.length;
+              if (wait) await wait.catch(() => (working = null));
+            }
+            if (unacked >= CHECKPOINT) {
+              await acking; // one at a time; throws the previous one's failure
+              const ack = acknowledge();
+              if (partsStaged) await ack;
+            }
           }
-          await fh.write(chunk, 0, chunk.length, local + pending);
-          working?.update(chunk);
-          pending += chunk.length;
-          if (pending >= CHECKPOINT) await checkpoint();
+        } catch (err) {
+          // The client went away (or stalled): what arrived is kept and acknowledged below.
+          failure = err instanceof StorageApiError ? err : body.errored ?? err;
+        } finally {
+          clearTimeout(idle);
         }
-      } catch (err) {
-        // The client went away (or stalled): what arrived is kept and acknowledged below.
-        failure = err instanceof StorageApiError ? err : body.errored ?? err;
+        // Everything taken is acknowledged, unless a write or an acknowledgement failed: then the
+        // bytes after the last good one do not count (the next PATCH truncates them).
+        await acknowledge().catch(() => {});
+        if (ackFailure) failure = diskFull(ackFailure, offset) ?? ackFailure;
+        if (working && hashed === offset) {
+          await working.park().catch(() => (working = null));
+          if (working) tus.hashes.set(id, { hash: working, bytes: offset });
+        }
       } finally {
-        clearTimeout(idle);
+        if (working && tus.hashes.get(id)?.hash !== working) working.drop();
       }
-      await checkpoint();
-      working = null;
       if (failure) throw failure;
       if (offset < length) return { offset, finished: false };
 
@@ -333,6 +392,74 @@ export async function appendUpload(
       tus.busy.delete(id);
     }
   });
+}
+
+/**
+ * Appends chunks to the staged file from a position, gathered into writes of about WRITE_BATCH
+ * that run one after the other in the thread pool while the next batch fills. Chunks are kept,
+ * not copied (the HTTP parser hands out fresh buffers).
+ */
+class Appender {
+  private chunks: Buffer[] = [];
+  private gathered = 0;
+  /** The last write started; each write starts once the one before it is done. */
+  private running: Promise<void> = Promise.resolve();
+  constructor(private readonly fh: FileHandle, private position: number) {}
+
+  /** Waits only when a batch is full while the one before it is still being written. */
+  async write(chunk: Buffer): Promise<void> {
+    this.chunks.push(chunk);
+    this.gathered += chunk.length;
+    if (this.gathered < WRITE_BATCH && this.chunks.length < 1024) return;
+    const before = this.running;
+    this.flush();
+    await before;
+  }
+
+  /** Every chunk taken so far is written; throws the failure of any write. */
+  async settle(): Promise<void> {
+    this.flush();
+    await this.running;
+  }
+
+  /** Later chunks go from `position` (the file was truncated). */
+  restart(position: number): void {
+    this.position = position;
+  }
+
+  private flush(): void {
+    if (this.gathered === 0) return;
+    const chunks = this.chunks;
+    const at = this.position;
+    this.position += this.gathered;
+    this.chunks = [];
+    this.gathered = 0;
+    // After a failed write the chain stays rejected: nothing later is written.
+    this.running = this.running.then(() => writeAll(this.fh, chunks, at));
+    // Awaited by a later write or by settle(); until then its failure is kept, not unhandled.
+    this.running.catch(() => {});
+  }
+}
+
+/** Writes every byte of `chunks` at `at`, continuing after a short write. */
+async function writeAll(fh: FileHandle, chunks: Buffer[], at: number): Promise<void> {
+  let rest = chunks;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, at);
+    if (bytesWritten === 0) throw new Error('the staged file took no bytes');
+    at += bytesWritten;
+    let skip = bytesWritten;
+    let i = 0;
+    while (i < rest.length && skip >= rest[i].length) skip -= rest[i++].length;
+    rest = rest.slice(i);
+    if (skip > 0) rest[0] = rest[0].subarray(skip);
+  }
+}
+
+/** This process's running hash of an upload is no longer needed. */
+function forgetHash(tus: TusState, id: string): void {
+  tus.hashes.get(id)?.hash.drop();
+  tus.hashes.delete(id);
 }
 
 /** The last byte arrived: the object is stored whole, checked, and written as the caller. */
@@ -352,8 +479,14 @@ async function finishUpload(tus: TusState, claims: Claims, row: UploadRow, parts
   try {
     await backend.staged.finish(id, row.s3_upload_id, parts, stagedFile(tus, id), local);
     await fs.promises.rm(stagedFile(tus, id), { force: true });
+    // Without a running hash of every byte (after a restart, on another host, or when the
+    // hashing thread was lost): one pass over the stored bytes.
     const known = tus.hashes.get(id);
-    const sha256 = known && known.bytes === length ? known.hash.digest('hex') : await hashStored(tus, id);
+    tus.hashes.delete(id);
+    let sha256: string | null = null;
+    if (known && known.bytes === length) sha256 = await known.hash.digest().catch(() => null);
+    else known?.hash.drop();
+    sha256 ??= await hashStored(tus, id);
     const head = length === 0 ? Buffer.alloc(0) : await readStored(tus, id, Math.min(SNIFF_BYTES, length));
     const mimetype = effectiveType(row.content_type, sniff(head));
     if (!mimeAllowed(mimetype, limits.allowed_mime_types)) throw typeRefused(mimetype, limits.allowed_mime_types ?? []);
@@ -373,7 +506,6 @@ async function finishUpload(tus: TusState, claims: Claims, row: UploadRow, parts
       if (plinth.config.storage.userQuota !== null) await tx`select storage.check_quota(${plinth.config.storage.userQuota})`;
       await tx`delete from storage.tus_uploads where id = ${id}`;
     });
-    tus.hashes.delete(id);
   } catch (err) {
     await abandon(tus, row);
     throw err;

@@ -74,8 +74,11 @@ export class StreamHash {
   private inFlight = 0;
   private spare: ArrayBuffer[] = [];
   private waiting?: { resolve(): void; reject(err: Error): void };
+  private drained?: { resolve(): void; reject(err: Error): void };
   private result?: { resolve(hex: string): void; reject(err: Error): void };
   private error?: Error;
+  /** The thread holding this hash's state: if it dies, the hash is lost, even while parked. */
+  private thread?: Worker;
 
   /** Takes a copy of `chunk`; returns a promise when the caller should wait before the next one. */
   update(chunk: Buffer): Promise<void> | undefined {
@@ -88,7 +91,10 @@ export class StreamHash {
       chunk.copy(this.batch, this.used, at, at + n);
       this.used += n;
       at += n;
-      if (this.used === BATCH) this.send();
+      if (this.used === BATCH) {
+        this.send();
+        if (this.error) return Promise.reject(this.error);
+      }
     }
     if (this.inFlight < MAX_IN_FLIGHT) return undefined;
     return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
@@ -107,27 +113,50 @@ export class StreamHash {
     // Everything fit in the first batch: hashing it here beats a round trip to the worker.
     if (this.id === 0) return createHash('sha256').update(this.batch.subarray(0, this.used)).digest('hex');
     if (this.used > 0) this.send();
+    if (this.error) throw this.error;
+    if (this.thread !== hasher()) this.fail(new Error('the hashing thread restarted during this hash'));
+    if (this.error) throw this.error;
+    if (!open.has(this.id)) track(this.id, this);
     const hex = new Promise<string>((resolve, reject) => (this.result = { resolve, reject }));
-    hasher().postMessage({ op: 'digest', id: this.id });
+    this.thread!.postMessage({ op: 'digest', id: this.id });
     return hex;
   }
 
   /** The upload failed: the worker forgets this hash. */
   drop(): void {
-    if (this.id === 0 || !open.has(this.id)) return;
+    if (this.id === 0) return;
     track(this.id, undefined);
-    worker?.postMessage({ op: 'drop', id: this.id });
+    if (this.thread === worker) worker?.postMessage({ op: 'drop', id: this.id });
     this.waiting?.resolve();
+    this.drained?.resolve();
+  }
+
+  /**
+   * Between two parts of one stream (a resumable upload's PATCHes): every byte so far is hashed,
+   * and until the next update() this hash holds no buffer and does not keep the process alive.
+   */
+  async park(): Promise<void> {
+    if (this.error) throw this.error;
+    if (this.used > 0) this.send();
+    if (this.inFlight > 0) await new Promise<void>((resolve, reject) => (this.drained = { resolve, reject }));
+    if (this.error) throw this.error;
+    this.batch = EMPTY;
+    this.spare = [];
+    if (this.id !== 0) track(this.id, undefined);
   }
 
   private send() {
-    if (this.id === 0) {
-      this.id = nextId++;
-      hasher();
-      track(this.id, this);
+    const thread = hasher();
+    if (this.id === 0) this.id = nextId++;
+    if (this.thread && this.thread !== thread) {
+      // A new thread never saw this hash's earlier bytes.
+      this.fail(new Error('the hashing thread restarted during this hash'));
+      return;
     }
+    this.thread = thread;
+    if (!open.has(this.id)) track(this.id, this);
     const buf = this.batch.buffer as ArrayBuffer;
-    hasher().postMessage({ op: 'update', id: this.id, buf, len: this.used }, [buf]);
+    thread.postMessage({ op: 'update', id: this.id, buf, len: this.used }, [buf]);
     this.inFlight++;
     const reused = this.spare.pop();
     this.batch = reused ? Buffer.from(reused) : EMPTY;
@@ -144,6 +173,11 @@ export class StreamHash {
         this.waiting = undefined;
         w.resolve();
       }
+      if (this.inFlight === 0 && this.drained) {
+        const d = this.drained;
+        this.drained = undefined;
+        d.resolve();
+      }
     } else {
       track(this.id, undefined);
       this.result?.resolve(m.hex);
@@ -155,6 +189,7 @@ export class StreamHash {
     this.error = err;
     track(this.id, undefined);
     this.waiting?.reject(err);
+    this.drained?.reject(err);
     this.result?.reject(err);
   }
 }

@@ -3,6 +3,7 @@
 // deadline for requests waiting on a PostgREST connection, 502 versus 503 when PostgREST dies,
 // a cap on realtime sockets, health checks that answer even when a part hangs, and a full disk.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -332,6 +333,54 @@ describe.skipIf(!canMountTmpfs())('the disk store on a small filesystem (a 4 MiB
     expect((await put(second)).status).toBe(200);
     const again = await stack.fetch('/rpc/retrieve_file?p_file_path=big.bin', { token: user.token });
     expect(Buffer.from(await again.arrayBuffer()).equals(second)).toBe(true);
+  }, SLOW);
+
+  test('a resumable upload that runs out of disk mid-PATCH is 507, keeps its acknowledged bytes, and completes byte for byte once space is freed', async () => {
+    const user = await stack.createUser();
+    const auth = { apikey: stack.anonKey, authorization: `Bearer ${user.token}` };
+    const tus = { ...auth, 'tus-resumable': '1.0.0' };
+    const bucket = `tus-full-${Date.now()}`;
+    const made = await stack.fetch('/storage/v1/bucket', { method: 'POST', token: user.token, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: bucket }) });
+    expect(made.status).toBe(200);
+    const data = Buffer.from(Array.from({ length: 1536 * 1024 }, (_, i) => (i * 7 + (i >> 12)) & 0xff));
+    const half = 512 * 1024;
+    const b64 = (s: string) => Buffer.from(s).toString('base64');
+    const created = await fetch(`${stack.url}/storage/v1/upload/resumable`, {
+      method: 'POST',
+      headers: { ...tus, 'upload-length': String(data.length), 'upload-metadata': `bucketName ${b64(bucket)},objectName ${b64('clip.bin')}` },
+    });
+    expect(created.status).toBe(201);
+    const url = created.headers.get('location')!;
+    const patch = (offset: number, bytes: Buffer) =>
+      fetch(url, { method: 'PATCH', headers: { ...tus, 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream' }, body: new Uint8Array(bytes) });
+    const offsetNow = async () => (await fetch(url, { method: 'HEAD', headers: tus })).headers.get('upload-offset');
+
+    const first = await patch(0, data.subarray(0, half));
+    expect(first.status).toBe(204);
+    expect(first.headers.get('upload-offset')).toBe(String(half));
+    // Leave 512 KiB free: the next 1 MiB runs out of space halfway.
+    const filler = path.join(storageDir, 'filler');
+    const { bavail, bsize } = fs.statfsSync(storageDir);
+    fs.writeFileSync(filler, Buffer.alloc(bavail * bsize - half));
+    try {
+      const full = await patch(half, data.subarray(half));
+      expect(full.status).toBe(507);
+      expect(await full.json()).toMatchObject({ error: 'InsufficientStorage', message: expect.stringMatching(/keeps its first 524288 bytes/) });
+      expect(await offsetNow()).toBe(String(half));
+    } finally {
+      fs.rmSync(filler, { force: true });
+    }
+    const rest = await patch(half, data.subarray(half));
+    expect(rest.status).toBe(204);
+    expect(rest.headers.get('upload-offset')).toBe(String(data.length));
+    const got = await stack.fetch(`/storage/v1/object/${bucket}/clip.bin`, { token: user.token });
+    expect(got.status).toBe(200);
+    expect(Buffer.from(await got.arrayBuffer()).equals(data)).toBe(true);
+    // The digest covers the bytes stored, not those of the failed PATCH.
+    const info = await stack.fetch(`/storage/v1/object/info/${bucket}/clip.bin`, { token: user.token });
+    expect(await info.json()).toMatchObject({ size: data.length, etag: `"${createHash('sha256').update(data).digest('hex')}"` });
+    const removed = await stack.fetch(`/storage/v1/object/${bucket}/clip.bin`, { method: 'DELETE', token: user.token });
+    expect(removed.status).toBe(200);
   }, SLOW);
 
   test('a full storage disk makes /health degraded, with storage down and why; freeing space brings it back', async () => {
