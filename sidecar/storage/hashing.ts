@@ -3,7 +3,8 @@
 // request meanwhile. Bytes are copied into 1 MiB batches that are handed (transferred, not copied)
 // to one shared worker thread; a file that ends within the first batch is hashed here instead,
 // which is cheaper than a round trip to the worker. At most a few batches are in flight per upload,
-// so memory stays flat and a slow hasher slows the upload instead of filling memory.
+// so memory stays flat and a slow hasher slows the upload instead of filling memory. A resumable
+// upload's hash waits parked between its PATCHes, its state in the worker.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
