@@ -395,47 +395,70 @@ export async function appendUpload(
 }
 
 /**
- * Appends chunks to the staged file from a position, gathered into writes of about WRITE_BATCH
- * that run one after the other in the thread pool while the next batch fills. Chunks are kept,
- * not copied (the HTTP parser hands out fresh buffers).
+ * Appends a body to the staged file from a position, copied into batches of WRITE_BATCH that are
+ * written one after the other in the thread pool while the next one fills. Two batches serve the
+ * whole PATCH, so the HTTP parser's chunks are free as soon as they are copied: held until their
+ * write, they outlived young-generation collections and had to wait for full ones.
  */
 class Appender {
-  private chunks: Buffer[] = [];
-  private gathered = 0;
-  /** The last write started; each write starts once the one before it is done. */
+  private filling: Buffer | null = null;
+  private used = 0;
+  private readonly free: Buffer[] = [];
+  private batches = 0;
+  /** The last write queued; each starts once the one before it is done. */
   private running: Promise<void> = Promise.resolve();
+
   constructor(private readonly fh: FileHandle, private position: number) {}
 
-  /** Waits only when a batch is full while the one before it is still being written. */
+  /** Waits only when both batches are taken: one full, one being written. */
   async write(chunk: Buffer): Promise<void> {
-    this.chunks.push(chunk);
-    this.gathered += chunk.length;
-    if (this.gathered < WRITE_BATCH && this.chunks.length < 1024) return;
-    const before = this.running;
-    this.flush();
-    await before;
+    for (let at = 0; at < chunk.length; ) {
+      if (this.filling === null) {
+        this.filling = this.take();
+        if (this.filling === null) {
+          await this.running;
+          this.filling = this.take()!;
+        }
+      }
+      const n = chunk.copy(this.filling, this.used, at);
+      this.used += n;
+      at += n;
+      if (this.used === this.filling.length) this.flush();
+    }
   }
 
-  /** Every chunk taken so far is written; throws the failure of any write. */
+  /** Every byte taken so far is written; throws the failure of any write. */
   async settle(): Promise<void> {
     this.flush();
     await this.running;
   }
 
-  /** Later chunks go from `position` (the file was truncated). */
+  /** Later bytes go from `position` (the file was truncated). */
   restart(position: number): void {
     this.position = position;
   }
 
+  private take(): Buffer | null {
+    const reused = this.free.pop();
+    if (reused) return reused;
+    if (this.batches === 2) return null;
+    this.batches++;
+    return Buffer.allocUnsafeSlow(WRITE_BATCH);
+  }
+
   private flush(): void {
-    if (this.gathered === 0) return;
-    const chunks = this.chunks;
+    if (this.filling === null || this.used === 0) return;
+    const batch = this.filling;
+    const bytes = batch.subarray(0, this.used);
     const at = this.position;
-    this.position += this.gathered;
-    this.chunks = [];
-    this.gathered = 0;
+    this.position += this.used;
+    this.filling = null;
+    this.used = 0;
     // After a failed write the chain stays rejected: nothing later is written.
-    this.running = this.running.then(() => writeAll(this.fh, chunks, at));
+    this.running = this.running.then(async () => {
+      await writeAll(this.fh, [bytes], at);
+      this.free.push(batch);
+    });
     // Awaited by a later write or by settle(); until then its failure is kept, not unhandled.
     this.running.catch(() => {});
   }
