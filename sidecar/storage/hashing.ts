@@ -114,8 +114,8 @@ export class StreamHash {
     // Everything fit in the first batch: hashing it here beats a round trip to the worker.
     if (this.id === 0) return createHash('sha256').update(this.batch.subarray(0, this.used)).digest('hex');
     if (this.used > 0) this.send();
-    if (this.error) throw this.error;
-    if (this.thread !== hasher()) this.fail(new Error('the hashing thread restarted during this hash'));
+    // A parked hash whose thread has died since: its state is gone with it.
+    if (!this.error && this.thread !== worker) this.fail(new Error('the hashing thread exited during this hash'));
     if (this.error) throw this.error;
     if (!open.has(this.id)) track(this.id, this);
     const hex = new Promise<string>((resolve, reject) => (this.result = { resolve, reject }));
@@ -151,7 +151,7 @@ export class StreamHash {
     if (this.id === 0) this.id = nextId++;
     if (this.thread && this.thread !== thread) {
       // A new thread never saw this hash's earlier bytes.
-      this.fail(new Error('the hashing thread restarted during this hash'));
+      this.fail(new Error('the hashing thread exited during this hash'));
       return;
     }
     this.thread = thread;
