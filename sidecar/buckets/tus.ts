@@ -283,12 +283,10 @@ export async function appendUpload(
       // The hash continues from the last PATCH when it covers exactly the acknowledged bytes.
       const known = tus.hashes.get(id);
       tus.hashes.delete(id);
-      let working: StreamHash | null = known && known.bytes === offset && offset > 0 ? known.hash : null;
-      if (known && !working) known.hash.drop();
-      if (offset === 0) working = new StreamHash();
-      let hashed = offset;
+      let working: StreamHash | null = offset === 0 ? new StreamHash() : known?.bytes === offset ? known.hash : null;
+      if (known && known.hash !== working) known.hash.drop();
       // Bytes taken from this body (which starts at `from`), and those of them not yet in an
-      // acknowledgement.
+      // acknowledgement. While `working` lasts, it has seen every byte taken.
       const from = offset;
       let taken = 0;
       let unacked = 0;
@@ -354,7 +352,6 @@ export async function appendUpload(
             if (working) {
               // A failed hashing thread costs a pass over the stored bytes at the end, not the upload.
               const wait = working.update(chunk);
-              hashed += chunk.length;
               if (wait) await wait.catch(() => (working = null));
             }
             if (unacked >= CHECKPOINT) {
@@ -373,7 +370,7 @@ export async function appendUpload(
         // bytes after the last good one do not count (the next PATCH truncates them).
         await acknowledge().catch(() => {});
         if (ackFailure) failure = diskFull(ackFailure, offset) ?? ackFailure;
-        if (working && hashed === offset) {
+        if (working && from + taken === offset) {
           await working.park().catch(() => (working = null));
           if (working) tus.hashes.set(id, { hash: working, bytes: offset });
         }
