@@ -105,7 +105,7 @@ export async function start(config: Config, log: Logger): Promise<Running> {
     const accounts = await lifecycle.start('accounts', () => startAccounts(plinth));
     const storage = await lifecycle.start('storage', () => startStorage(plinth));
     const buckets = await lifecycle.start('buckets', () => startBuckets(plinth, storage));
-    const realtime = await lifecycle.start('realtime', () => startRealtime(plinth));
+    const realtime = await lifecycle.start('realtime', () => startRealtime(plinth, databaseUrl));
     const consoleBuild = await lifecycle.start('console build', () => startConsoleBuild(plinth));
     const fine = await lifecycle.start('fine', () => startFine(plinth));
     await lifecycle.start('scheduled backups', () => startBackupSchedule(plinth));

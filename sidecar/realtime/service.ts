@@ -1,7 +1,9 @@
-// The realtime feature's long-lived work: the change feed (Hub), which follows realtime.changes and
-// hands each subscriber the rows it may see, and the set of open sockets, which follows key
+// The realtime feature's long-lived work: the capture, which logs the decoded changes of published
+// tables in realtime.changes; the change feed (Hub), which follows that log and hands each
+// subscriber the rows it may see; and the set of open sockets, which follows key
 // retirements and ended sessions so that a withdrawn credential stops receiving at once.
 import type { Plinth, Service } from '../core/context.js';
+import { Capture } from './capture.js';
 import { Clients } from './clients.js';
 import { Hub } from './hub.js';
 import { Topics } from './phoenix-topics.js';
@@ -9,13 +11,16 @@ import { Tables } from './tables.js';
 
 export interface RealtimeService extends Service {
   hub: Hub;
+  /** Appends the decoded changes of published tables to the log, while this sidecar holds the slot. */
+  capture: Capture;
   tables: Tables;
   clients: Clients;
   /** Broadcast between the Phoenix channels of a topic, across sidecars. */
   topics: Topics;
 }
 
-export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
+/** `databaseUrl`: the owner's connection string, for the replication connection of the capture. */
+export async function startRealtime(plinth: Plinth, databaseUrl: string): Promise<RealtimeService> {
   const tables = new Tables(plinth.sql);
   const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
@@ -25,16 +30,21 @@ export async function startRealtime(plinth: Plinth): Promise<RealtimeService> {
     await topics.start();
     await hub.start();
   } catch (err) {
+    await hub.stop();
     await topics.stop();
     await clients.stop();
     throw err;
   }
+  const capture = new Capture(plinth.sql, databaseUrl, plinth.log, () => hub.wake());
+  capture.start();
   return {
     hub,
+    capture,
     tables,
     clients,
     topics,
     stop: async () => {
+      await capture.stop();
       await hub.stop();
       await topics.stop();
       await clients.stop();

@@ -76,7 +76,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
 
   // Detached: a Ctrl-C in the terminal reaches Plinth alone, which then stops the server in
   // order, after the sidecar and PostgREST have finished with it.
-  const child = spawn(postgresBinary, ['-D', pgDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], {
+  const child = spawn(postgresBinary, ['-D', pgDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'wal_level=logical'], {
     ...serverIdentity(),
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe'],
