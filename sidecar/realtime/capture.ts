@@ -122,6 +122,10 @@ export class Capture {
   /** The server's WAL end in its last keepalive. */
   private serverEnd = 0n;
   private failure?: string;
+  /** Whether the tables published before the slot existed were moved to it (once per process). */
+  private moved = false;
+  /** Whether making a slot was refused (reported once). */
+  private noSlot = false;
   /** Settles the stream being followed: with an error when it failed. */
   private ended?: (err?: Error) => void;
   /** Whether this sidecar holds the slot now (for /health and tests). */
@@ -135,7 +139,9 @@ export class Capture {
     private readonly appended: () => void,
   ) {}
 
-  start(): void {
+  /** Makes the slot if needed (before anything is served, so published tables are captured one way), then follows it. */
+  async start(): Promise<void> {
+    await this.prepare().catch((err: Error) => this.log.warn(`realtime: preparing the replication slot failed (retrying): ${err.message}`));
     this.loopDone = this.loop();
   }
 
@@ -172,7 +178,7 @@ export class Capture {
     while (!this.stopped) {
       let wait = RETRY_MS;
       try {
-        const slot = await this.slot();
+        const slot = await this.prepare();
         if (slot === null) wait = IDLE_MS;
         else await this.follow(slot);
       } catch (err) {
@@ -194,19 +200,40 @@ export class Capture {
   }
 
   /**
-   * The slot to read, or null when this database captures by triggers. A slot that is gone while
-   * tables are in the publication is made again (realtime.recreate_slot says what that costs).
+   * The slot to read, or null when this database captures by triggers. Without one, it is made
+   * (when the server has logical WAL and lets this role), and the tables published so far move
+   * from their triggers to decoding. A slot that is gone while tables are in the publication is
+   * made again (realtime.recreate_slot says what that costs).
    */
-  private async slot(): Promise<string | null> {
-    const [s] = await this.sql<{ name: string; present: boolean; lost: boolean; tables: boolean }[]>`
-      select realtime.slot_name() as name,
+  async prepare(): Promise<string | null> {
+    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; lost: boolean; tables: boolean }[]>`
+      select realtime.slot_name() as name, current_setting('wal_level') = 'logical' as logical,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status is distinct from 'lost') as present,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status = 'lost') as lost,
              exists (select from pg_catalog.pg_publication_tables where pubname = 'plinth_realtime') as tables`;
-    if (s.present) return s.name;
-    if (!s.tables && !s.lost) return null;
-    const [{ head }] = await this.sql<{ head: string }[]>`select realtime.recreate_slot()::text as head`;
-    this.log.error(`realtime: the replication slot ${s.name} was ${s.lost ? 'lost (the server removed WAL it still needed)' : 'missing'} and has been made again; changes committed before that were not captured, so resuming from position ${head} or earlier is refused`);
+    if (!s.present && (s.lost || s.tables)) {
+      const [{ head }] = await this.sql<{ head: string }[]>`select realtime.recreate_slot()::text as head`;
+      this.log.error(`realtime: the replication slot ${s.name} was ${s.lost ? 'lost (the server removed WAL it still needed)' : 'missing'} and has been made again; changes committed before that were not captured, so resuming from position ${head} or earlier is refused`);
+    } else if (!s.present) {
+      if (!s.logical) return null;
+      try {
+        // A statement of its own: PostgreSQL makes a slot only in a transaction that wrote nothing.
+        await this.sql`select pg_catalog.pg_create_logical_replication_slot(realtime.slot_name(), 'pgoutput')`;
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        // 42710: another sidecar made it meanwhile.
+        if (e.code !== '42710') {
+          if (!this.noSlot) this.log.warn(`realtime: no replication slot could be made (${e.message}); published tables keep their capture triggers`);
+          this.noSlot = true;
+          return null;
+        }
+      }
+    }
+    if (!this.moved) {
+      const [{ moved }] = await this.sql<{ moved: number }[]>`select realtime.capture_by_decoding() as moved`;
+      if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
+      this.moved = true;
+    }
     return s.name;
   }
 

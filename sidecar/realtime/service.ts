@@ -25,18 +25,19 @@ export async function startRealtime(plinth: Plinth, databaseUrl: string): Promis
   const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
   const topics = new Topics(plinth.sql, plinth.log);
+  const capture = new Capture(plinth.sql, databaseUrl, plinth.log, () => hub.wake());
   await clients.start();
   try {
+    await capture.start();
     await topics.start();
     await hub.start();
   } catch (err) {
     await hub.stop();
+    await capture.stop();
     await topics.stop();
     await clients.stop();
     throw err;
   }
-  const capture = new Capture(plinth.sql, databaseUrl, plinth.log, () => hub.wake());
-  capture.start();
   return {
     hub,
     capture,

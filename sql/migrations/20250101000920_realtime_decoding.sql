@@ -1,36 +1,17 @@
 -- Realtime: changes captured by logical decoding instead of triggers, where the database allows it.
 --
--- With wal_level = logical the database gets a replication slot (realtime.slot_name()) and the
--- publication plinth_realtime. realtime.publish then adds a table to the publication, with
--- REPLICA IDENTITY FULL (judging who could see a deleted row needs the whole old row), instead of
--- installing capture triggers. A writer pays nothing beyond its own WAL: after the commit, one
--- sidecar at a time (whichever holds the slot, sidecar/realtime/capture.ts) reads the decoded
--- changes and appends them, numbered, to realtime.changes with realtime.append. Where the database
--- has no logical WAL, or the slot cannot be created (an external database that does not allow it),
--- tables keep their capture triggers as before.
---
--- The publication exists before the slot (the previous migration): the decoder looks publications
--- up as of each change it decodes, and one missing there is an error. The slot comes first in this
--- file: PostgreSQL creates one only in a transaction that has written nothing yet, so this file
--- runs outside dbmate's transaction. The rest is one transaction (one query string): tables
--- already published switch from their triggers to the publication at one commit, so every change
--- is captured exactly one way.
+-- With wal_level = logical the database gets a replication slot (realtime.slot_name()), made by
+-- the first sidecar that starts: PostgreSQL creates one only in a transaction that has written
+-- nothing, which a migration is not. The sidecar then calls realtime.capture_by_decoding, and from
+-- then on realtime.publish adds a table to the publication plinth_realtime, with REPLICA IDENTITY
+-- FULL (judging who could see a deleted row needs the whole old row), instead of installing
+-- capture triggers. A writer pays nothing beyond its own WAL: after the commit, one sidecar at a
+-- time (whichever holds the slot, sidecar/realtime/capture.ts) reads the decoded changes and
+-- appends them, numbered, to realtime.changes with realtime.append. Where the database has no
+-- logical WAL, or the slot cannot be made (an external database that does not allow it), tables
+-- keep their capture triggers as before.
 
--- migrate:up transaction:false
-DO $$
-DECLARE
-  slot name := ('plinth_realtime_' || (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))::name;
-BEGIN
-  IF current_setting('wal_level') = 'logical'
-     AND NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = slot) THEN
-    BEGIN
-      PERFORM pg_catalog.pg_create_logical_replication_slot(slot, 'pgoutput');
-    EXCEPTION WHEN OTHERS THEN
-      RAISE NOTICE 'realtime: no replication slot (%); published tables keep their capture triggers', SQLERRM;
-    END;
-  END IF;
-END $$;
-
+-- migrate:up
 -- This database's slot: slot names are shared by every database of the server.
 CREATE FUNCTION realtime.slot_name() RETURNS name
 LANGUAGE sql STABLE SET search_path = ''
@@ -206,20 +187,33 @@ BEGIN
   RETURN head;
 END $$;
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA realtime FROM PUBLIC;
-
-DO $$
-DECLARE p record;
+-- Moves every published table captured by triggers to the publication, once the slot exists. In
+-- one transaction, so each table's changes are captured exactly one way: by its triggers until
+-- this commits, decoded after. Returns how many tables moved.
+CREATE FUNCTION realtime.capture_by_decoding() RETURNS int
+LANGUAGE plpgsql SET search_path = ''
+AS $$
+DECLARE
+  p record;
+  moved int := 0;
 BEGIN
-  IF realtime.decoding() THEN
-    FOR p IN SELECT relid, key_columns FROM realtime.publications LOOP
-      PERFORM realtime.stop_capture(p.relid::regclass);
-      PERFORM realtime.start_capture(p.relid::regclass, p.key_columns);
-    END LOOP;
+  PERFORM pg_advisory_xact_lock(hashtext('plinth.realtime.capture'));
+  IF NOT realtime.decoding() THEN
+    RETURN 0;
   END IF;
+  FOR p IN SELECT relid, key_columns FROM realtime.publications AS pub
+           WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS x ON x.oid = r.prpubid
+                             WHERE x.pubname = 'plinth_realtime' AND r.prrelid = pub.relid) LOOP
+    PERFORM realtime.stop_capture(p.relid::regclass);
+    PERFORM realtime.start_capture(p.relid::regclass, p.key_columns);
+    moved := moved + 1;
+  END LOOP;
+  RETURN moved;
 END $$;
 
--- migrate:down transaction:false
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA realtime FROM PUBLIC;
+
+-- migrate:down
 -- Every published table leaves the publication, the slot goes, and the tables get their capture
 -- triggers back (realtime.decoding() is false from then on).
 DO $$
@@ -284,6 +278,7 @@ BEGIN
   WHERE c.oid = tbl;
 END $$;
 
+DROP FUNCTION realtime.capture_by_decoding();
 DROP FUNCTION realtime.recreate_slot();
 DROP FUNCTION realtime.append(jsonb, pg_lsn, int, pg_lsn, int);
 DROP FUNCTION realtime.typed(oid, jsonb, text[]);
