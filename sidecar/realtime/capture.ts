@@ -22,6 +22,8 @@ const RETRY_MS = 1000;
 const IDLE_MS = 5000;
 /** The most row changes one log entry holds (as realtime.capture_function logs them). */
 const ENTRY_MAX = 500;
+/** Appends start at most this often while the stream is not behind: each is a commit, with its own WAL flush. */
+const APPEND_EVERY_MS = 20;
 /** Row changes appended in one call. */
 const BATCH_MAX = 5000;
 /** Row changes waiting to be appended before the stream is paused (PostgreSQL then waits too). */
@@ -109,6 +111,7 @@ export class Capture {
   private queue: Item[] = [];
   private queuedChanges = 0;
   private flushing?: Promise<void>;
+  private lastAppend = 0;
   private relations = new Map<number, Relation>();
   /** Key columns by table oid, from realtime.publications; reloaded when the decoder describes a table again. */
   private keyColumns = new Map<number, string[]>();
@@ -128,8 +131,10 @@ export class Capture {
   private noSlot = false;
   /** Settles the stream being followed: with an error when it failed. */
   private ended?: (err?: Error) => void;
-  /** Whether this sidecar holds the slot now (for /health and tests). */
+  /** Whether this sidecar holds the slot now. */
   holding = false;
+  /** Whether the database captures by decoding (it has the slot), whichever sidecar reads it. */
+  decoding = false;
 
   constructor(
     private readonly sql: Sql,
@@ -215,7 +220,10 @@ export class Capture {
       const [{ head }] = await this.sql<{ head: string }[]>`select realtime.recreate_slot()::text as head`;
       this.log.error(`realtime: the replication slot ${s.name} was ${s.lost ? 'lost (the server removed WAL it still needed)' : 'missing'} and has been made again; changes committed before that were not captured, so resuming from position ${head} or earlier is refused`);
     } else if (!s.present) {
-      if (!s.logical) return null;
+      if (!s.logical) {
+        this.decoding = false;
+        return null;
+      }
       try {
         // A statement of its own: PostgreSQL makes a slot only in a transaction that wrote nothing.
         await this.sql`select pg_catalog.pg_create_logical_replication_slot(realtime.slot_name(), 'pgoutput')`;
@@ -225,6 +233,7 @@ export class Capture {
         if (e.code !== '42710') {
           if (!this.noSlot) this.log.warn(`realtime: no replication slot could be made (${e.message}); published tables keep their capture triggers`);
           this.noSlot = true;
+          this.decoding = false;
           return null;
         }
       }
@@ -234,6 +243,7 @@ export class Capture {
       if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
       this.moved = true;
     }
+    this.decoding = true;
     return s.name;
   }
 
@@ -381,6 +391,9 @@ export class Capture {
   private async flush(): Promise<void> {
     try {
       while (this.queue.length > 0) {
+        const gap = this.lastAppend + APPEND_EVERY_MS - Date.now();
+        if (gap > 0 && this.queuedChanges < BATCH_MAX) await new Promise((r) => setTimeout(r, gap));
+        this.lastAppend = Date.now();
         let changes = 0;
         let end = 0;
         while (end < this.queue.length && changes < BATCH_MAX) if ('index' in this.queue[end++]) changes++;

@@ -1,8 +1,9 @@
 // The change feed of one sidecar. It numbers committed changes (realtime.stamp), reads the log in
 // position order and hands each batch to this sidecar's subscriptions. It wakes on NOTIFY; for a
-// second after any new change it also polls every BUSY_POLL_MS (writers skip the NOTIFY while the
-// sidecars are busy: see the wake step of realtime.capture_function), and otherwise every POLL_MS
-// (a notification can be lost while the listening connection reconnects). Every sidecar on the
+// second after any new change it also polls every BUSY_POLL_MS (with capture triggers, writers
+// skip the NOTIFY while the sidecars are busy: see the wake step of realtime.capture_function;
+// decoded changes always notify), and otherwise every POLL_MS (a notification can be lost while
+// the listening connection reconnects). Every sidecar on the
 // database does the same for its own clients. One loop does all the work in order, so a
 // subscription's catch-up and the live stream never overlap or reorder.
 //
@@ -78,6 +79,11 @@ export class Hub {
   private loopDone?: Promise<void>;
   private timers: NodeJS.Timeout[] = [];
   private unlisten?: () => Promise<void>;
+  /**
+   * Whether the database captures by logical decoding: every change then reaches the log through a
+   * capture that notifies the feeds (realtime.append), so there is nothing to poll for.
+   */
+  decoded: () => boolean = () => false;
   /** Called for every change frame sent (the delivery-lag metric). */
   delivered?: (change: Change, client: Client) => void;
 
@@ -166,7 +172,7 @@ export class Hub {
 
   private async step(): Promise<void> {
     const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
-    if (Number(state.head) > this.head) this.busyUntil = Date.now() + BUSY_FOR_MS;
+    if (Number(state.head) > this.head && !this.decoded()) this.busyUntil = Date.now() + BUSY_FOR_MS;
     this.head = Number(state.head);
     this.prunedThrough = Number(state.pruned);
     // One at a time, removed only once done: after a failure the loop retries where it stopped.

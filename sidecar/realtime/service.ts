@@ -26,6 +26,7 @@ export async function startRealtime(plinth: Plinth, databaseUrl: string): Promis
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
   const topics = new Topics(plinth.sql, plinth.log);
   const capture = new Capture(plinth.sql, databaseUrl, plinth.log, () => hub.wake());
+  hub.decoded = () => capture.decoding;
   await clients.start();
   try {
     await capture.start();
