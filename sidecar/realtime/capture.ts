@@ -18,8 +18,8 @@ import type { Sql } from '../core/db.js';
 import type { Logger } from '../core/log.js';
 
 const RETRY_MS = 1000;
-/** Without a slot, how often to look whether one appeared (a migration that created it). */
-const IDLE_MS = 5000;
+/** Without a slot, how often to look whether a table was published (then decoding starts). */
+const IDLE_MS = 2000;
 /** The most row changes one log entry holds (as realtime.capture_function logs them). */
 const ENTRY_MAX = 500;
 /** Appends start at most this often while the stream is not behind: each is a commit, with its own WAL flush. */
@@ -125,8 +125,6 @@ export class Capture {
   /** The server's WAL end in its last keepalive. */
   private serverEnd = 0n;
   private failure?: string;
-  /** Whether the tables published before the slot existed were moved to it (once per process). */
-  private moved = false;
   /** Whether making a slot was refused (reported once). */
   private noSlot = false;
   /** Settles the stream being followed: with an error when it failed. */
@@ -205,25 +203,37 @@ export class Capture {
   }
 
   /**
-   * The slot to read, or null when this database captures by triggers. Without one, it is made
-   * (when the server has logical WAL and lets this role), and the tables published so far move
-   * from their triggers to decoding. A slot that is gone while tables are in the publication is
-   * made again (realtime.recreate_slot says what that costs).
+   * The slot to read, or null when there is nothing to decode. Decoding costs every writer of the
+   * database (the server decodes all of its WAL), so the slot exists only while some table is
+   * published: it is made when the first one is (that table is captured by its triggers until
+   * then, and moved to the publication here), and dropped when the last one is unpublished.
+   * Without logical WAL, or when this role may not make a slot, published tables keep their
+   * triggers. A slot that is gone while tables are in the publication is made again
+   * (realtime.recreate_slot says what that costs).
    */
   async prepare(): Promise<string | null> {
-    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; lost: boolean; tables: boolean }[]>`
+    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; lost: boolean; decoded: boolean; published: boolean; triggered: boolean }[]>`
       select realtime.slot_name() as name, current_setting('wal_level') = 'logical' as logical,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status is distinct from 'lost') as present,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status = 'lost') as lost,
-             exists (select from pg_catalog.pg_publication_tables where pubname = 'plinth_realtime') as tables`;
-    if (!s.present && (s.lost || s.tables)) {
+             exists (select from pg_catalog.pg_publication_tables where pubname = 'plinth_realtime') as decoded,
+             exists (select from realtime.publications as p join pg_catalog.pg_class as c on c.oid = p.relid) as published,
+             exists (select from realtime.publications as p join pg_catalog.pg_class as c on c.oid = p.relid
+                     where not exists (select from pg_catalog.pg_publication_rel as r join pg_catalog.pg_publication as x on x.oid = r.prpubid
+                                       where x.pubname = 'plinth_realtime' and r.prrelid = p.relid)) as triggered`;
+    if (!s.published) {
+      this.decoding = false;
+      if (s.present || s.lost) {
+        const [{ dropped }] = await this.sql<{ dropped: boolean }[]>`select realtime.drop_unused_slot() as dropped`;
+        if (dropped) this.log.info(`realtime: no table is published; the replication slot ${s.name} was dropped`);
+      }
+      return null;
+    }
+    if (!s.present && (s.lost || s.decoded)) {
       const [{ head }] = await this.sql<{ head: string }[]>`select realtime.recreate_slot()::text as head`;
       this.log.error(`realtime: the replication slot ${s.name} was ${s.lost ? 'lost (the server removed WAL it still needed)' : 'missing'} and has been made again; changes committed before that were not captured, so resuming from position ${head} or earlier is refused`);
     } else if (!s.present) {
-      if (!s.logical) {
-        this.decoding = false;
-        return null;
-      }
+      if (!s.logical) return null;
       try {
         // A statement of its own: PostgreSQL makes a slot only in a transaction that wrote nothing.
         await this.sql`select pg_catalog.pg_create_logical_replication_slot(realtime.slot_name(), 'pgoutput')`;
@@ -233,15 +243,13 @@ export class Capture {
         if (e.code !== '42710') {
           if (!this.noSlot) this.log.warn(`realtime: no replication slot could be made (${e.message}); published tables keep their capture triggers`);
           this.noSlot = true;
-          this.decoding = false;
           return null;
         }
       }
     }
-    if (!this.moved) {
+    if (s.triggered || !s.present) {
       const [{ moved }] = await this.sql<{ moved: number }[]>`select realtime.capture_by_decoding() as moved`;
       if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
-      this.moved = true;
     }
     this.decoding = true;
     return s.name;
@@ -274,7 +282,14 @@ export class Capture {
     this.holding = true;
     if (this.failure) this.log.info('realtime: reading the replication slot again');
     this.failure = undefined;
-    const status = setInterval(() => this.report(), STATUS_MS);
+    const status = setInterval(() => {
+      this.report();
+      // Once nothing is published any more, the slot is let go (prepare drops it).
+      void this.sql`select exists (select from realtime.publications) as published`.then(
+        ([r]) => r.published || this.end(),
+        () => {},
+      );
+    }, STATUS_MS);
     try {
       await new Promise<void>((resolve, reject) => {
         this.ended = (err) => (err ? reject(err) : resolve());
@@ -299,7 +314,7 @@ export class Capture {
   private receive(msg: Buffer): void {
     if (msg[0] === 0x6b /* k: keepalive */) {
       this.serverEnd = msg.readBigUInt64BE(1);
-      this.report();
+      if (msg[17] === 1) this.report();
       return;
     }
     if (msg[0] !== 0x77 /* w: XLogData */) return;

@@ -51,6 +51,8 @@ AS $$
 DECLARE
   fn text := 'realtime.' || quote_ident('capture_' || tbl::oid);
 BEGIN
+  -- Decided under the lock that dropping an unused slot takes: never decoded without a slot.
+  PERFORM pg_advisory_xact_lock(hashtext('plinth.realtime.capture'));
   IF realtime.decoding() THEN
     EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', tbl);
     EXECUTE format('ALTER PUBLICATION plinth_realtime ADD TABLE %s', tbl);
@@ -202,13 +204,30 @@ BEGIN
     RETURN 0;
   END IF;
   FOR p IN SELECT relid, key_columns FROM realtime.publications AS pub
-           WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS x ON x.oid = r.prpubid
+           WHERE EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pub.relid)
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS x ON x.oid = r.prpubid
                              WHERE x.pubname = 'plinth_realtime' AND r.prrelid = pub.relid) LOOP
     PERFORM realtime.stop_capture(p.relid::regclass);
     PERFORM realtime.start_capture(p.relid::regclass, p.key_columns);
     moved := moved + 1;
   END LOOP;
   RETURN moved;
+END $$;
+
+-- Drops the slot once no table is published: decoding would cost every writer for nothing. The
+-- next realtime.publish installs capture triggers, until a sidecar makes the slot again.
+CREATE FUNCTION realtime.drop_unused_slot() RETURNS boolean
+LANGUAGE plpgsql SET search_path = ''
+AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('plinth.realtime.capture'));
+  IF EXISTS (SELECT FROM realtime.publications)
+     OR NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = realtime.slot_name()) THEN
+    RETURN false;
+  END IF;
+  PERFORM pg_catalog.pg_drop_replication_slot(realtime.slot_name());
+  UPDATE realtime.state SET decoded_lsn = '0/0', decoded_done = 0;
+  RETURN true;
 END $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA realtime FROM PUBLIC;
@@ -278,6 +297,7 @@ BEGIN
   WHERE c.oid = tbl;
 END $$;
 
+DROP FUNCTION realtime.drop_unused_slot();
 DROP FUNCTION realtime.capture_by_decoding();
 DROP FUNCTION realtime.recreate_slot();
 DROP FUNCTION realtime.append(jsonb, pg_lsn, int, pg_lsn, int);
