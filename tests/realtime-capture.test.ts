@@ -1,0 +1,147 @@
+// How changes reach the realtime log: decoded from the WAL after commit (the replication slot that
+// a sidecar holds), not by triggers in the writer's transaction; what survives a sidecar that was
+// not running, a slot dropped by hand, and the last table being unpublished.
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { startStack, type Stack } from './harness.ts';
+import { RealtimeClient, type Message } from './realtime-client.ts';
+
+let stack: Stack;
+const clients: RealtimeClient[] = [];
+beforeAll(async () => {
+  stack = await startStack();
+  await stack.sql.unsafe(`
+    create table public.capture_items (id int primary key, label text not null, at timestamptz not null default '2025-01-02 03:04:05+00');
+    grant select on public.capture_items to anon, authenticated, service_role;`);
+  await stack.sql`select realtime.publish('public.capture_items')`;
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await stack?.destroy();
+});
+
+async function open(): Promise<RealtimeClient> {
+  const c = await RealtimeClient.open(stack.url, stack.serviceKey);
+  clients.push(c);
+  return c;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function captureOf(table: string): Promise<{ triggers: number; published: boolean; identity: string; slot: boolean }> {
+  const [r] = await stack.sql<{ triggers: number; published: boolean; identity: string; slot: boolean }[]>`
+    select (select count(*)::int from pg_trigger where tgrelid = ${table}::regclass and tgname like 'plinth_realtime_%') as triggers,
+           exists (select from pg_publication_tables where pubname = 'plinth_realtime' and format('%I.%I', schemaname, tablename)::regclass = ${table}::regclass) as published,
+           (select relreplident::text from pg_class where oid = ${table}::regclass) as identity,
+           exists (select from pg_replication_slots where slot_name = realtime.slot_name()) as slot`;
+  return r;
+}
+
+const summary = (m: Message) => [m.event, m.event === 'DELETE' ? m.old : m.new, m.event === 'UPDATE' ? m.old : undefined];
+
+test('a published table is decoded: no capture triggers, the writer logs nothing, and every change arrives with typed keys', async () => {
+  expect(await captureOf('public.capture_items')).toEqual({ triggers: 0, published: true, identity: 'f', slot: true });
+  const c = await open();
+  expect((await c.subscribe({ id: 'i', table: 'capture_items' })).type).toBe('subscribed');
+  // Inside the writer's transaction the log does not grow: the changes are logged after the commit.
+  const grew = await stack.sql.begin(async (tx) => {
+    const [before] = await tx<{ n: number }[]>`select count(*)::int as n from realtime.changes`;
+    await tx`insert into public.capture_items (id, label) values (1, 'one'), (2, 'two'), (3, 'three')`;
+    await tx`update public.capture_items set label = 'uno' where id = 1`;
+    await tx`update public.capture_items set id = 10 where id = 2`;
+    await tx`delete from public.capture_items where id = 3`;
+    const [after] = await tx<{ n: number }[]>`select count(*)::int as n from realtime.changes`;
+    return after.n - before.n;
+  });
+  expect(grew).toBe(0);
+  // The log holds keys and old rows with their columns' JSON types, as the capture triggers logged them.
+  const log = await until('the changes logged', async () => {
+    const rows = await stack.sql<{ event: string; n: number; keys: unknown; old_keys: unknown; old_rows: unknown }[]>`
+      select event, n, keys, old_keys, old_rows from realtime.changes where relid = 'public.capture_items'::regclass order by position`;
+    return rows.length >= 3 && rows;
+  });
+  expect(log.map((r) => ({ ...r }))).toEqual([
+    { event: 'INSERT', n: 3, keys: [{ id: 1 }, { id: 2 }, { id: 3 }], old_keys: null, old_rows: null },
+    { event: 'UPDATE', n: 2, keys: [{ id: 1 }, { id: 10 }], old_keys: [{ id: 1 }, { id: 2 }], old_rows: null },
+    { event: 'DELETE', n: 1, keys: [{ id: 3 }], old_keys: null, old_rows: [{ id: 3, label: 'three', at: '2025-01-02T03:04:05+00:00' }] },
+  ]);
+  // Rows are read back when delivered: rows 2 and 3 are gone by then, so their INSERTs are not sent.
+  await c.waitFor((m) => m.type === 'change' && m.event === 'DELETE');
+  const got = c.changes('i');
+  const row1 = { id: 1, label: 'uno', at: '2025-01-02T03:04:05+00:00' };
+  expect(got.map(summary)).toEqual([
+    ['INSERT', row1, undefined],
+    ['UPDATE', row1, { id: 1 }],
+    ['UPDATE', { id: 10, label: 'two', at: '2025-01-02T03:04:05+00:00' }, { id: 2 }],
+    ['DELETE', { id: 3 }, undefined],
+  ]);
+  const first = got[0].position!;
+  expect(got.map((m) => m.position)).toEqual([first, first + 3, first + 4, first + 5]);
+});
+
+test('changes committed while no sidecar runs are delivered once, in order, when one starts again', async () => {
+  const c = await open();
+  expect((await c.subscribe({ id: 'i', table: 'capture_items' })).type).toBe('subscribed');
+  await stack.sql`insert into public.capture_items (id, label) values (20, 'before')`;
+  const before = await c.waitFor((m) => m.type === 'change' && m.new?.id === 20);
+  c.close();
+  // The sidecar dies; its PostgreSQL keeps running and takes writes that nobody decodes now.
+  await stack.kill();
+  for (let i = 21; i <= 30; i++) await stack.sql`insert into public.capture_items (id, label) values (${i}, 'while down')`;
+  await stack.restart();
+  const back = await open();
+  expect((await back.subscribe({ id: 'i', table: 'capture_items', from: before.position })).type).toBe('subscribed');
+  await back.waitFor(() => back.changes('i').length >= 10);
+  await new Promise((r) => setTimeout(r, 500));
+  const got = back.changes('i');
+  expect(got.map((m) => m.new?.id)).toEqual([21, 22, 23, 24, 25, 26, 27, 28, 29, 30]);
+  expect(got.map((m) => m.position)).toEqual(got.map((_, i) => before.position! + 1 + i));
+});
+
+test('a slot dropped by hand is made again: resuming from before it is refused, new changes flow', async () => {
+  const c = await open();
+  expect((await c.subscribe({ id: 'i', table: 'capture_items' })).type).toBe('subscribed');
+  await stack.sql`insert into public.capture_items (id, label) values (40, 'before the drop')`;
+  const last = await c.waitFor((m) => m.type === 'change' && m.new?.id === 40);
+  // The holding sidecar reconnects within a second; end its stream until the drop gets through.
+  await until('the slot dropped', async () => {
+    try {
+      await stack.sql`select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = realtime.slot_name() and active_pid is not null`;
+      await stack.sql`select pg_drop_replication_slot(realtime.slot_name())`;
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  await until('the slot made again', async () => (await captureOf('public.capture_items')).slot);
+  const late = await open();
+  const refused = await late.subscribe({ id: 'old', table: 'capture_items', from: last.position });
+  expect(refused).toMatchObject({ type: 'error', code: 'PLINTH410' });
+  await until('the capture to read the new slot', async () => (await stack.sql`select from pg_replication_slots where slot_name = realtime.slot_name() and active`).length > 0);
+  await stack.sql`insert into public.capture_items (id, label) values (41, 'after')`;
+  await c.waitFor((m) => m.type === 'change' && m.new?.id === 41);
+});
+
+test('the slot is dropped when the last table is unpublished, and made again (the table moved off its triggers) when one is published', async () => {
+  await stack.sql`select realtime.unpublish(relid::regclass) from realtime.publications`;
+  // Decoding would cost every writer for nothing: the slot goes.
+  await until('the slot dropped', async () => !(await captureOf('public.capture_items')).slot, 40_000);
+  await stack.sql`select realtime.publish('public.capture_items')`;
+  // Without a slot, publish installs the capture triggers; the sidecar then makes the slot and moves the table.
+  await until('the table decoded', async () => {
+    const s = await captureOf('public.capture_items');
+    return s.slot && s.published && s.triggers === 0;
+  });
+  const c = await open();
+  expect((await c.subscribe({ id: 'i', table: 'capture_items' })).type).toBe('subscribed');
+  await stack.sql`insert into public.capture_items (id, label) values (50, 'decoded again')`;
+  const m = await c.waitFor((x) => x.type === 'change' && x.new?.id === 50);
+  expect(m.event).toBe('INSERT');
+});
