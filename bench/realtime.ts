@@ -34,6 +34,14 @@ function percentile(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
+async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`realtime bench: timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 async function createTables(stack: Stack): Promise<void> {
   for (const t of ['rt_bench_on', 'rt_bench_off']) {
     await stack.sql.unsafe(`
@@ -161,6 +169,31 @@ export async function runRealtimeBench(ctx: Ctx, options: Partial<RealtimeBenchO
     rows.push(
       ratioRow({ section: SECTION, metric: 'insert rate, published (vs unpublished)', unit: 'rows/s', plinth: median(on), baseline: median(off), target: '≥ 0.8×', minRatio: 0.8, note: `${opts.writers} writers, 1 row per transaction` }),
       ratioRow({ section: SECTION, metric: 'bulk insert, published (vs unpublished)', unit: 'rows/s', plinth: median(bulkOn), baseline: median(bulkOff), target: '≥ 0.5×', minRatio: 0.5, note: '50,000 rows in one statement' }),
+    );
+    // What decoding costs writers of tables nobody follows: the server decodes all of its WAL while
+    // a table is published. The unpublished table's insert rate with rt_bench_on published (so
+    // decoded), against the same with nothing published (the slot dropped).
+    log(`  decoding's cost to other writers: inserts into the unpublished table, with and without a published one, ${opts.rounds} rounds`);
+    const decodedOthers: number[] = [];
+    const nothingPublished: number[] = [];
+    // The stack's other published tables (the sample app's) leave for this part, and come back after.
+    const others = await stack.sql<{ name: string }[]>`select relid::regclass::text as name from realtime.publications where relid <> 'public.rt_bench_on'::regclass`;
+    for (const o of others) await stack.sql`select realtime.unpublish(${o.name}::regclass)`;
+    for (let r = 0; r < opts.rounds; r++) {
+      await settle();
+      decodedOthers.push(await insertRate(stack, 'rt_bench_off', opts.inserts, opts.writers));
+      await stack.sql`select realtime.unpublish('public.rt_bench_on')`;
+      await until('the replication slot dropped', async () => (await stack.sql`select from pg_replication_slots where slot_name = realtime.slot_name()`).length === 0);
+      await settle();
+      nothingPublished.push(await insertRate(stack, 'rt_bench_off', opts.inserts, opts.writers));
+      await stack.sql`select realtime.publish('public.rt_bench_on')`;
+      await until('the published table decoded', async () =>
+        (await stack.sql`select from pg_publication_tables where pubname = 'plinth_realtime' and tablename = 'rt_bench_on'`).length > 0 &&
+        (await stack.sql`select from pg_replication_slots where slot_name = realtime.slot_name() and active`).length > 0);
+    }
+    for (const o of others) await stack.sql`select realtime.publish(${o.name}::regclass)`;
+    rows.push(
+      ratioRow({ section: SECTION, metric: 'unpublished inserts while a table is published (vs none published)', unit: 'rows/s', plinth: median(decodedOthers), baseline: median(nothingPublished), target: '', note: 'what logical decoding costs writers of other tables' }),
     );
     // Let the sidecar number and skip the backlog before subscribers arrive.
     await stack.sql`truncate public.rt_bench_on`;
