@@ -129,8 +129,8 @@ export class Capture {
   private noSlot = false;
   /** Settles the stream being followed: with an error when it failed. */
   private ended?: (err?: Error) => void;
-  /** Whether this sidecar holds the slot now. */
-  holding = false;
+  /** Whether another connection reads the slot now (this sidecar stands by). */
+  private standby = false;
   /** Whether the database captures by decoding (it has the slot), whichever sidecar reads it. */
   decoding = false;
 
@@ -182,7 +182,7 @@ export class Capture {
       let wait = RETRY_MS;
       try {
         const slot = await this.prepare();
-        if (slot === null) wait = IDLE_MS;
+        if (slot === null) wait = this.standby ? RETRY_MS : IDLE_MS;
         else await this.follow(slot);
       } catch (err) {
         const e = err as { code?: string; message?: string };
@@ -193,7 +193,6 @@ export class Capture {
           this.failure = reason;
         }
       } finally {
-        this.holding = false;
         await this.replication?.end({ timeout: 1 }).catch(() => {});
         this.replication = undefined;
         this.stream = undefined;
@@ -212,8 +211,10 @@ export class Capture {
    * (realtime.recreate_slot says what that costs).
    */
   async prepare(): Promise<string | null> {
-    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; lost: boolean; decoded: boolean; published: boolean; triggered: boolean }[]>`
+    this.standby = false;
+    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; active: boolean; lost: boolean; decoded: boolean; published: boolean; triggered: boolean }[]>`
       select realtime.slot_name() as name, current_setting('wal_level') = 'logical' as logical,
+             exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and active) as active,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status is distinct from 'lost') as present,
              exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status = 'lost') as lost,
              exists (select from pg_catalog.pg_publication_tables where pubname = 'plinth_realtime') as decoded,
@@ -252,6 +253,11 @@ export class Capture {
       if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
     }
     this.decoding = true;
+    // Another sidecar reads it: trying now would only be refused.
+    if (s.active) {
+      this.standby = true;
+      return null;
+    }
     return s.name;
   }
 
@@ -279,7 +285,6 @@ export class Capture {
     query.catch(() => {});
     const stream = (await query.writable()) as unknown as Duplex;
     this.stream = stream;
-    this.holding = true;
     if (this.failure) this.log.info('realtime: reading the replication slot again');
     this.failure = undefined;
     const status = setInterval(() => {
