@@ -10,7 +10,11 @@ const clients: RealtimeClient[] = [];
 beforeAll(async () => {
   stack = await startStack();
   await stack.sql.unsafe(`
-    create table public.capture_items (id int primary key, label text not null, at timestamptz not null default '2025-01-02 03:04:05+00');
+    create table public.capture_items (
+      id int primary key, label text not null, at timestamptz not null default '2025-01-02 03:04:05+00',
+      -- A jsonb column, and a column named like the row alias of realtime.typed's first version.
+      meta jsonb not null default '{"tags": ["a"]}', r int4range not null default '[1,5)'
+    );
     grant select on public.capture_items to anon, authenticated, service_role;`);
   await stack.sql`select realtime.publish('public.capture_items')`;
 });
@@ -70,16 +74,17 @@ test('a published table is decoded: no capture triggers, the writer logs nothing
   expect(log.map((r) => ({ ...r }))).toEqual([
     { event: 'INSERT', n: 3, keys: [{ id: 1 }, { id: 2 }, { id: 3 }], old_keys: null, old_rows: null },
     { event: 'UPDATE', n: 2, keys: [{ id: 1 }, { id: 10 }], old_keys: [{ id: 1 }, { id: 2 }], old_rows: null },
-    { event: 'DELETE', n: 1, keys: [{ id: 3 }], old_keys: null, old_rows: [{ id: 3, label: 'three', at: '2025-01-02T03:04:05+00:00' }] },
+    { event: 'DELETE', n: 1, keys: [{ id: 3 }], old_keys: null, old_rows: [{ id: 3, label: 'three', at: '2025-01-02T03:04:05+00:00', meta: { tags: ['a'] }, r: '[1,5)' }] },
   ]);
   // Rows are read back when delivered: rows 2 and 3 are gone by then, so their INSERTs are not sent.
   await c.waitFor((m) => m.type === 'change' && m.event === 'DELETE');
   const got = c.changes('i');
-  const row1 = { id: 1, label: 'uno', at: '2025-01-02T03:04:05+00:00' };
+  const defaults = { at: '2025-01-02T03:04:05+00:00', meta: { tags: ['a'] }, r: '[1,5)' };
+  const row1 = { id: 1, label: 'uno', ...defaults };
   expect(got.map(summary)).toEqual([
     ['INSERT', row1, undefined],
     ['UPDATE', row1, { id: 1 }],
-    ['UPDATE', { id: 10, label: 'two', at: '2025-01-02T03:04:05+00:00' }, { id: 2 }],
+    ['UPDATE', { id: 10, label: 'two', ...defaults }, { id: 2 }],
     ['DELETE', { id: 3 }, undefined],
   ]);
   const first = got[0].position!;

@@ -38,7 +38,11 @@ type Event = 'INSERT' | 'UPDATE' | 'DELETE';
 
 interface Relation {
   columns: string[];
+  /** Which columns are json or jsonb: their text is sent parsed, or the log would hold a JSON string. */
+  json: boolean[];
 }
+
+const JSON_TYPES = new Set([114 /* json */, 3802 /* jsonb */]);
 
 /** One decoded row change: the `index`-th change of the transaction that committed at `lsn`. */
 interface RowChange {
@@ -64,9 +68,9 @@ type Item = RowChange | Commit;
 interface LogEntry {
   relid: number;
   event: Event;
-  keys: Record<string, Value>[];
-  old_keys: Record<string, Value>[] | null;
-  old_rows: Record<string, Value>[] | null;
+  keys: Record<string, unknown>[];
+  old_keys: Record<string, unknown>[] | null;
+  old_rows: Record<string, unknown>[] | null;
 }
 
 export function lsnText(lsn: bigint): string {
@@ -343,12 +347,14 @@ export class Capture {
         const n = m.readUInt16BE(at);
         at += 2;
         const columns: string[] = [];
+        const json: boolean[] = [];
         for (let i = 0; i < n; i++) {
           const name = cstring(m, at + 1);
           columns.push(name.text);
+          json.push(JSON_TYPES.has(m.readUInt32BE(name.at)));
           at = name.at + 8;
         }
-        this.relations.set(relid, { columns });
+        this.relations.set(relid, { columns, json });
         this.keysStale = true;
         break;
       }
@@ -466,12 +472,13 @@ export class Capture {
       const keys = this.keyColumns.get(c.relid);
       // A table unpublished since: its changes are not logged.
       if (!keys) continue;
-      const { columns } = c.relation;
+      const { columns, json } = c.relation;
       const pick = (values: Value[], names: string[], fallback?: Value[] | null) => {
-        const out: Record<string, Value> = {};
+        const out: Record<string, unknown> = {};
         for (const name of names) {
           const i = columns.indexOf(name);
-          out[name] = values[i] === undefined ? (fallback?.[i] ?? null) : values[i];
+          const value = values[i] === undefined ? (fallback?.[i] ?? null) : values[i];
+          out[name] = value !== null && json[i] ? JSON.parse(value) : value;
         }
         return out;
       };

@@ -103,9 +103,9 @@ BEGIN
   WHERE c.oid = tbl;
 END $$;
 
--- Decoded values arrive as text; this gives each row the JSON its table's types give it (what
--- to_jsonb of the row would), as the key columns only when `keys` is given. NULL when the
--- table is gone.
+-- Decoded values arrive as text (json and jsonb columns already parsed by the sidecar); this gives
+-- each row the JSON its table's types give it (what to_jsonb of the row would), as the key columns
+-- only when `keys` is given. NULL when the table is gone. The aliases cannot be taken for columns.
 CREATE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = ''
 AS $$
@@ -116,10 +116,10 @@ BEGIN
     RETURN NULL;
   END IF;
   EXECUTE format(
-    'SELECT jsonb_agg(%s ORDER BY x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS x(j, n) '
-    'CROSS JOIN LATERAL jsonb_populate_record(null::%s, x.j) AS r',
-    CASE WHEN keys IS NULL THEN 'to_jsonb(r)'
-         ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, r.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
+    'SELECT jsonb_agg(%s ORDER BY _plinth_x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS _plinth_x(j, n) '
+    'CROSS JOIN LATERAL jsonb_populate_record(null::%s, _plinth_x.j) AS _plinth_row',
+    CASE WHEN keys IS NULL THEN 'to_jsonb(_plinth_row.*)'
+         ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, _plinth_row.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
     rel::regclass)
   INTO result USING rows;
   RETURN result;
