@@ -214,7 +214,7 @@ export class Capture {
    * triggers. A slot that is gone while tables are in the publication is made again
    * (realtime.recreate_slot says what that costs).
    */
-  async prepare(): Promise<string | null> {
+  private async prepare(): Promise<string | null> {
     this.standby = false;
     const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; active: boolean; lost: boolean; decoded: boolean; published: boolean; triggered: boolean }[]>`
       select realtime.slot_name() as name, current_setting('wal_level') = 'logical' as logical,
