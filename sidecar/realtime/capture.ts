@@ -1,10 +1,11 @@
 // Logical-decoding capture: reads the committed changes of published tables from the database's
 // replication slot (pgoutput, realtime.slot_name()) and appends them, numbered, to realtime.changes
-// (realtime.append). Writers then pay nothing for realtime beyond their WAL. Tables captured by
-// triggers (a database without logical WAL) need none of this: without a slot it stays idle.
+// (realtime.append). Writers then pay nothing in their own transactions; the server's decoding is
+// shared by every writer, so the slot exists only while a table is published (prepare). Tables
+// captured by triggers (a database without logical WAL) need none of this: without a slot it idles.
 //
-// One sidecar at a time reads the slot: PostgreSQL lets one connection stream from it, so every
-// sidecar tries, and the others retry every RETRY_MS to take over when that one stops or dies.
+// One sidecar at a time reads the slot: PostgreSQL lets one connection stream from it. The others
+// stand by, looking every RETRY_MS, and take over when that one stops or dies.
 //
 // Nothing is lost or logged twice:
 // - the slot moves on (the confirmed position sent back) only past transactions whose changes were
