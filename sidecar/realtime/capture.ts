@@ -74,11 +74,11 @@ interface LogEntry {
   old_rows: Record<string, unknown>[] | null;
 }
 
-export function lsnText(lsn: bigint): string {
+function lsnText(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
-export function parseLsn(text: string): bigint {
+function parseLsn(text: string): bigint {
   const [hi, lo] = text.split('/');
   return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
 }
@@ -217,16 +217,14 @@ export class Capture {
    */
   private async prepare(): Promise<string | null> {
     this.standby = false;
-    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; active: boolean; lost: boolean; decoded: boolean; published: boolean; triggered: boolean }[]>`
+    const [s] = await this.sql<{ name: string; logical: boolean; present: boolean; active: boolean; lost: boolean; decoded: boolean; published: boolean }[]>`
       select realtime.slot_name() as name, current_setting('wal_level') = 'logical' as logical,
-             exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and active) as active,
-             exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status is distinct from 'lost') as present,
-             exists (select from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name() and wal_status = 'lost') as lost,
+             slot.slot_name is not null and slot.wal_status is distinct from 'lost' as present,
+             coalesce(slot.active, false) as active, coalesce(slot.wal_status = 'lost', false) as lost,
              exists (select from pg_catalog.pg_publication_tables where pubname = 'plinth_realtime') as decoded,
-             exists (select from realtime.publications as p join pg_catalog.pg_class as c on c.oid = p.relid) as published,
-             exists (select from realtime.publications as p join pg_catalog.pg_class as c on c.oid = p.relid
-                     where not exists (select from pg_catalog.pg_publication_rel as r join pg_catalog.pg_publication as x on x.oid = r.prpubid
-                                       where x.pubname = 'plinth_realtime' and r.prrelid = p.relid)) as triggered`;
+             realtime.any_published() as published
+      from (select) as one
+      left join pg_catalog.pg_replication_slots as slot on slot.slot_name = realtime.slot_name()`;
     if (!s.published) {
       this.decoding = false;
       if (s.present || s.lost) {
@@ -253,10 +251,9 @@ export class Capture {
         }
       }
     }
-    if (s.triggered || !s.present) {
-      const [{ moved }] = await this.sql<{ moved: number }[]>`select realtime.capture_by_decoding() as moved`;
-      if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
-    }
+    // Tables published while there was no slot (or before this version) still have triggers.
+    const [{ moved }] = await this.sql<{ moved: number }[]>`select realtime.capture_by_decoding() as moved`;
+    if (moved > 0) this.log.info(`realtime: ${moved} published table${moved === 1 ? '' : 's'} moved from capture triggers to logical decoding`);
     this.decoding = true;
     // Another sidecar reads it: trying now would only be refused.
     if (s.active) {
@@ -273,8 +270,7 @@ export class Capture {
     this.open = null;
     this.relations.clear();
     this.keysStale = true;
-    const [state] = await this.sql<{ lsn: string; done: number }[]>`select decoded_lsn::text as lsn, decoded_done as done from realtime.state`;
-    this.logged = { lsn: parseLsn(state.lsn), done: state.done };
+    await this.readLogged();
     this.replication = postgres(this.url, {
       max: 1,
       onnotice: () => {},
@@ -295,7 +291,7 @@ export class Capture {
     const status = setInterval(() => {
       this.report();
       // Once nothing is published any more, the slot is let go (prepare drops it).
-      void this.sql`select exists (select from realtime.publications) as published`.then(
+      void this.sql`select realtime.any_published() as published`.then(
         ([r]) => r.published || this.end(),
         () => {},
       );
@@ -386,7 +382,7 @@ export class Capture {
     const relation = this.relations.get(relid);
     if (!open || !relation) throw new Error(`the decoded stream sent a ${event} outside a transaction or before describing table ${relid}`);
     const index = open.count++;
-    if (open.lsn < this.logged.lsn || (open.lsn === this.logged.lsn && index < this.logged.done)) return;
+    if (this.isLogged({ lsn: open.lsn, index })) return;
     // Of the row after the change only the key is logged
     // (and of the row before an UPDATE): keep no more of them while they wait.
     const keys = this.keysStale ? undefined : this.keyColumns.get(relid);
@@ -433,9 +429,8 @@ export class Capture {
           } catch (err) {
             if ((err as { code?: string }).code !== LOGGED_ALREADY) throw err;
             // Another sidecar logged some of these meanwhile: keep only what follows its last one.
-            const [state] = await this.sql<{ lsn: string; done: number }[]>`select decoded_lsn::text as lsn, decoded_done as done from realtime.state`;
-            this.logged = { lsn: parseLsn(state.lsn), done: state.done };
-            this.queue = this.queue.filter((i) => !('index' in i) || i.lsn > this.logged.lsn || (i.lsn === this.logged.lsn && i.index >= this.logged.done));
+            await this.readLogged();
+            this.queue = this.queue.filter((i) => !('index' in i) || !this.isLogged(i));
             this.queuedChanges = this.queue.filter((i) => 'index' in i).length;
             continue;
           }
@@ -455,6 +450,16 @@ export class Capture {
     } finally {
       this.flushing = undefined;
     }
+  }
+
+  /** How far the log goes, as realtime.state records it. */
+  private async readLogged(): Promise<void> {
+    const [state] = await this.sql<{ lsn: string; done: number }[]>`select decoded_lsn::text as lsn, decoded_done as done from realtime.state`;
+    this.logged = { lsn: parseLsn(state.lsn), done: state.done };
+  }
+
+  private isLogged(c: { lsn: bigint; index: number }): boolean {
+    return c.lsn < this.logged.lsn || (c.lsn === this.logged.lsn && c.index < this.logged.done);
   }
 
   private async loadKeys(relids: Iterable<number>): Promise<void> {

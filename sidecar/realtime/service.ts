@@ -11,8 +11,6 @@ import { Tables } from './tables.js';
 
 export interface RealtimeService extends Service {
   hub: Hub;
-  /** Appends the decoded changes of published tables to the log, while this sidecar holds the slot. */
-  capture: Capture;
   tables: Tables;
   clients: Clients;
   /** Broadcast between the Phoenix channels of a topic, across sidecars. */
@@ -41,7 +39,6 @@ export async function startRealtime(plinth: Plinth, databaseUrl: string): Promis
   }
   return {
     hub,
-    capture,
     tables,
     clients,
     topics,

@@ -25,6 +25,22 @@ AS $$
                  WHERE slot_name = realtime.slot_name() AND wal_status IS DISTINCT FROM 'lost')
 $$;
 
+-- Whether a table's changes are decoded: it is in the publication.
+CREATE FUNCTION realtime.decoded(tbl oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = ''
+AS $$
+  SELECT EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS p ON p.oid = r.prpubid
+                 WHERE p.pubname = 'plinth_realtime' AND r.prrelid = tbl)
+$$;
+
+-- Whether any table is published (rows left behind by a table dropped without unpublishing do
+-- not count): the slot is kept only while this holds.
+CREATE FUNCTION realtime.any_published() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = ''
+AS $$
+  SELECT EXISTS (SELECT FROM realtime.publications AS p JOIN pg_catalog.pg_class AS c ON c.oid = p.relid)
+$$;
+
 -- How far the decoded stream has been appended: every change of the transactions that committed
 -- before decoded_lsn, and the first decoded_done changes of the one that committed at decoded_lsn.
 -- A stream read again (after a reconnection, or by another sidecar) skips what is logged already.
@@ -38,8 +54,7 @@ LANGUAGE plpgsql SET search_path = ''
 AS $$
 BEGIN
   EXECUTE format('DROP FUNCTION IF EXISTS realtime.%I() CASCADE', 'capture_' || tbl::oid);
-  IF EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS p ON p.oid = r.prpubid
-             WHERE p.pubname = 'plinth_realtime' AND r.prrelid = tbl) THEN
+  IF realtime.decoded(tbl) THEN
     EXECUTE format('ALTER PUBLICATION plinth_realtime DROP TABLE %s', tbl);
     EXECUTE format('ALTER TABLE %s REPLICA IDENTITY DEFAULT', tbl);
   END IF;
@@ -127,7 +142,8 @@ END $$;
 
 -- Appends decoded changes to the log, numbered after everything logged so far (changes of tables
 -- still captured by triggers are numbered first). `entries` is a JSON array of log entries in
--- commit order: {relid, event, keys, old_keys, old_rows}, the values as decoded text. The first
+-- commit order: {relid, event, keys, old_keys, old_rows}, the values as decoded (text, json and
+-- jsonb parsed), typed here by realtime.typed. The first
 -- change is the from_done-th (from 0) of the transaction that committed at from_lsn; the last one
 -- leaves the stream at (to_lsn, to_done). Raises PLR01 when some of them are logged already: the
 -- caller reads realtime.state again and sends only the rest.
@@ -203,10 +219,8 @@ BEGIN
   IF NOT realtime.decoding() THEN
     RETURN 0;
   END IF;
-  FOR p IN SELECT relid, key_columns FROM realtime.publications AS pub
-           WHERE EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pub.relid)
-             AND NOT EXISTS (SELECT FROM pg_catalog.pg_publication_rel AS r JOIN pg_catalog.pg_publication AS x ON x.oid = r.prpubid
-                             WHERE x.pubname = 'plinth_realtime' AND r.prrelid = pub.relid) LOOP
+  FOR p IN SELECT pub.relid, pub.key_columns FROM realtime.publications AS pub JOIN pg_catalog.pg_class AS c ON c.oid = pub.relid
+           WHERE NOT realtime.decoded(pub.relid) LOOP
     PERFORM realtime.stop_capture(p.relid::regclass);
     PERFORM realtime.start_capture(p.relid::regclass, p.key_columns);
     moved := moved + 1;
@@ -221,7 +235,7 @@ LANGUAGE plpgsql SET search_path = ''
 AS $$
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtext('plinth.realtime.capture'));
-  IF EXISTS (SELECT FROM realtime.publications)
+  IF realtime.any_published()
      OR NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots WHERE slot_name = realtime.slot_name()) THEN
     RETURN false;
   END IF;
@@ -304,6 +318,8 @@ DROP FUNCTION realtime.append(jsonb, pg_lsn, int, pg_lsn, int);
 DROP FUNCTION realtime.typed(oid, jsonb, text[]);
 DROP FUNCTION realtime.start_capture(regclass, text[]);
 DROP FUNCTION realtime.stop_capture(regclass);
+DROP FUNCTION realtime.any_published();
+DROP FUNCTION realtime.decoded(oid);
 DROP FUNCTION realtime.decoding();
 DROP FUNCTION realtime.slot_name();
 ALTER TABLE realtime.state DROP COLUMN decoded_lsn, DROP COLUMN decoded_done;
