@@ -6,7 +6,7 @@ import type { StorageBackend } from '../storage/backends/adapter.js';
 import { isPassive, USER_BYTES_HEADERS } from '../storage/content-types.js';
 import { contentDisposition } from '../storage/paths.js';
 import { etagMatches, parseRange } from '../storage/ranges.js';
-import { redirectDownload } from '../storage/send.js';
+import { redirectDownload, sendBody } from '../storage/send.js';
 import { StorageApiError } from './errors.js';
 import type { Blob, ObjectRow } from './objects.js';
 
@@ -53,5 +53,5 @@ export async function sendBucketObject(request: FastifyRequest, reply: FastifyRe
     reply.raw.end();
     return reply;
   }
-  return reply.send(await backend.get(blob.key, range ?? undefined));
+  return sendBody(reply, await backend.get(blob.key, range ?? undefined));
 }

@@ -4,7 +4,9 @@
 // nosniff, and only passive types (images, PDF, plain text, audio, video) are ever `inline`.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
+import type { Readable } from 'node:stream';
 import { ObjectNotFound, type StorageBackend } from './backends/adapter.js';
+import { LocalFileStream } from './backends/local-file.js';
 import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
 import { contentDisposition } from './paths.js';
 import { etagMatches, parseRange } from './ranges.js';
@@ -75,5 +77,22 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
   } else {
     reply.code(200).header('content-length', size);
   }
-  return reply.send(body);
+  return sendBody(reply, body);
+}
+
+/**
+ * Sends a body whose status and headers are set on the reply. A local file writes itself to the
+ * response through reused buffers (see LocalFileStream); any other stream goes through fastify.
+ */
+export function sendBody(reply: FastifyReply, body: Readable) {
+  if (!(body instanceof LocalFileStream)) return reply.send(body);
+  reply.hijack();
+  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as never);
+  if (reply.request.method === 'HEAD') {
+    reply.raw.end();
+    body.destroy();
+  } else {
+    void body.writeTo(reply.raw);
+  }
+  return reply;
 }

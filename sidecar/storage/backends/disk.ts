@@ -5,10 +5,11 @@
 // committed; reads look there too until whole.publish has moved it into place.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable, type Readable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { assertKey, ObjectNotFound, type StorageBackend, type WholeWrites } from './adapter.js';
 import type { ByteRange } from '../ranges.js';
+import { LocalFileStream } from './local-file.js';
 
 /** Below this many free bytes the disk counts as full (GET /health reports storage down). */
 const FULL_BELOW = 1024 * 1024;
@@ -257,7 +258,7 @@ export function diskBackend(root: string): StorageBackend {
     async get(key, range?: ByteRange) {
       // Open first, so a missing file is an error here rather than mid-response.
       const fh = await openObject(key);
-      return fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 256 * 1024 }) as Readable;
+      return new LocalFileStream(fh, range);
     },
 
     async delete(key) {
