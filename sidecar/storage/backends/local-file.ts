@@ -76,12 +76,15 @@ export class LocalFileStream extends FileReadStream {
         res.end();
         complete = true;
       }
-    } catch (err) {
-      res.destroy(err as Error);
+    } catch {
+      // Headers are sent: cutting the connection is the one way left to tell the client.
+      res.destroy();
     } finally {
       res.off('close', onClose);
       // The buffers of a response cut short may still be named by a cancelled write: left to the collector.
       if (complete) for (const b of buffers) if (pool.length < POOL_MAX) pool.push(b);
+      // Closes the file. The answer is over by now: a failed close has no one left to tell.
+      this.on('error', () => {});
       this.destroy();
     }
   }
