@@ -439,7 +439,7 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
         }
       }).length;
 
-    test('whole files and ranges of two files, sixteen at once, are byte-exact; clients that leave mid-download leave no file open', async () => {
+    test('whole files and ranges of two files, sixteen at once, are byte-exact; HEAD sends headers only; clients that leave mid-download leave no file open', async () => {
       const files = { 'par/a.bin': randomBytes(3 * MiB + 123), 'par/b.bin': randomBytes(3 * MiB + 4567) };
       for (const [name, bytes] of Object.entries(files)) expect((await store(alice.token, name, bytes)).status).toBe(200);
       const downloads = Array.from({ length: 16 }, async (_, i) => {
@@ -465,6 +465,12 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
           await reader.cancel();
         }),
       );
+      // HEAD: the headers of the whole file or the range, no body.
+      const head = await stack.fetch(`/rpc/retrieve_file?p_file_path=par%2Fbig.bin`, { method: 'HEAD', token: alice.token, redirect: 'manual' });
+      expect([head.status, head.headers.get('content-length'), head.headers.get('etag')]).toEqual([200, String(big.length), `"${sha256(big)}"`]);
+      expect((await head.arrayBuffer()).byteLength).toBe(0);
+      const headRange = await stack.fetch(`/rpc/retrieve_file?p_file_path=par%2Fbig.bin`, { method: 'HEAD', token: alice.token, headers: { range: 'bytes=10-19' } });
+      expect([headRange.status, headRange.headers.get('content-length'), headRange.headers.get('content-range')]).toEqual([206, '10', `bytes 10-19/${big.length}`]);
       if (backend.name === 'disk') await eventually(async () => openObjects(), (n) => n === 0, 'downloaded files closed');
       // The server goes on serving exact bytes.
       const again = await retrieve(alice.token, 'par/big.bin');
