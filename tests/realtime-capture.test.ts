@@ -110,6 +110,40 @@ test('changes committed while no sidecar runs are delivered once, in order, when
   expect(got.map((m) => m.position)).toEqual(got.map((_, i) => before.position! + 1 + i));
 });
 
+test('changes decoded after a migration altered their table are logged anyway, and the capture goes on', async () => {
+  await stack.sql.unsafe(`
+    create table public.capture_retyped (id int primary key, code text not null);
+    grant select on public.capture_retyped to anon, authenticated, service_role;`);
+  await stack.sql`select realtime.publish('public.capture_retyped')`;
+  expect((await captureOf('public.capture_retyped')).published).toBe(true);
+  await stack.sql`insert into public.capture_retyped values (1, 'abc'), (2, '7')`;
+  const logged = (event: string) =>
+    stack.sql<{ keys: unknown; old_rows: unknown }[]>`
+      select keys, old_rows from realtime.changes where relid = 'public.capture_retyped'::regclass and event = ${event} order by position`;
+  await until('the inserts logged', async () => (await logged('INSERT')).length === 1);
+  // The sidecar is away while the rows are deleted and a migration changes the column's type: the
+  // deletes are decoded later, as text that the new type refuses ('abc') or takes ('7').
+  await stack.kill();
+  await stack.sql`delete from public.capture_retyped`;
+  await stack.sql`alter table public.capture_retyped alter column code type int using 0`;
+  await stack.sql`insert into public.capture_retyped values (3, 42)`;
+  await stack.restart();
+  const [deleted] = await until('the deletes logged', async () => {
+    const rows = await logged('DELETE');
+    return rows.length === 1 && rows;
+  });
+  expect({ ...deleted }).toEqual({ keys: [{ id: 1 }, { id: 2 }], old_rows: [{ id: 1, code: 'abc' }, { id: 2, code: 7 }] });
+  // Later changes, of this table and the others, are logged as before.
+  await stack.sql`insert into public.capture_retyped values (4, 5)`;
+  await stack.sql`insert into public.capture_items (id, label) values (35, 'after the migration')`;
+  await until('later changes logged', async () => {
+    const [r] = await stack.sql<{ n: number }[]>`
+      select count(*)::int as n from realtime.changes where relid = 'public.capture_items'::regclass and keys @> '[{"id": 35}]'`;
+    return r.n === 1;
+  });
+  expect((await logged('INSERT')).map((r) => r.keys)).toEqual([[{ id: 1 }, { id: 2 }], [{ id: 3 }], [{ id: 4 }]]);
+});
+
 test('a slot dropped by hand is made again: resuming from before it is refused, new changes flow', async () => {
   const c = await open();
   expect((await c.subscribe({ id: 'i', table: 'capture_items' })).type).toBe('subscribed');

@@ -1,0 +1,87 @@
+-- Realtime: a decoded change that no longer fits its table is logged anyway.
+--
+-- realtime.typed gives decoded values their columns' JSON types by reading them as a row of the
+-- table as it is now. A change decoded after a migration altered its table can fail that: a
+-- deleted row's text that the column's new type refuses, a key column renamed. Such a failure used
+-- to fail realtime.append for the whole batch, and the sidecar retried it for ever: no change of
+-- any table was logged again, and the replication slot kept all WAL from then on. Now a row that
+-- cannot be read as the table's row is typed value by value: a value that its column (by name)
+-- still takes is typed, any other is logged as decoded, and a warning goes to PostgreSQL's log.
+-- Judging such a deleted row for a subscriber may then fail, which ends that subscription with an
+-- error (as for any change whose table changed under it); nothing is skipped silently.
+
+-- migrate:up
+CREATE FUNCTION realtime.typed_leniently(rel oid, r jsonb, keys text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = ''
+AS $$
+DECLARE
+  result jsonb := '{}';
+  col text;
+  val jsonb;
+  typ regtype;
+  typed jsonb;
+BEGIN
+  FOR col, val IN SELECT e.key, e.value FROM jsonb_each(r) AS e LOOP
+    CONTINUE WHEN keys IS NOT NULL AND NOT col = ANY (keys);
+    typ := (SELECT a.atttypid::regtype FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped);
+    typed := val;
+    -- Decoded values are JSON strings, except json and jsonb (already parsed) and NULL.
+    IF typ IS NOT NULL AND jsonb_typeof(val) = 'string' THEN
+      BEGIN
+        EXECUTE format('SELECT to_jsonb($1::%s)', typ) INTO typed USING val #>> '{}';
+      EXCEPTION WHEN OTHERS THEN
+        typed := val;
+      END;
+    END IF;
+    result := result || jsonb_build_object(col, typed);
+  END LOOP;
+  RETURN result;
+END $$;
+
+CREATE OR REPLACE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = ''
+AS $$
+DECLARE
+  result jsonb;
+BEGIN
+  IF rows IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = rel) THEN
+    RETURN NULL;
+  END IF;
+  BEGIN
+    EXECUTE format(
+      'SELECT jsonb_agg(%s ORDER BY _plinth_x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS _plinth_x(j, n) '
+      'CROSS JOIN LATERAL jsonb_populate_record(null::%s, _plinth_x.j) AS _plinth_row',
+      CASE WHEN keys IS NULL THEN 'to_jsonb(_plinth_row.*)'
+           ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, _plinth_row.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
+      rel::regclass)
+    INTO result USING rows;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'realtime: changes of % no longer fit the table (%); logged with the values as decoded where their columns refuse them', rel::regclass, SQLERRM;
+    SELECT jsonb_agg(realtime.typed_leniently(rel, x.j, keys) ORDER BY x.n) INTO result
+    FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(j, n);
+  END;
+  RETURN result;
+END $$;
+
+-- migrate:down
+CREATE OR REPLACE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = ''
+AS $$
+DECLARE
+  result jsonb;
+BEGIN
+  IF rows IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = rel) THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format(
+    'SELECT jsonb_agg(%s ORDER BY _plinth_x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS _plinth_x(j, n) '
+    'CROSS JOIN LATERAL jsonb_populate_record(null::%s, _plinth_x.j) AS _plinth_row',
+    CASE WHEN keys IS NULL THEN 'to_jsonb(_plinth_row.*)'
+         ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, _plinth_row.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
+    rel::regclass)
+  INTO result USING rows;
+  RETURN result;
+END $$;
+
+DROP FUNCTION realtime.typed_leniently(oid, jsonb, text[]);
