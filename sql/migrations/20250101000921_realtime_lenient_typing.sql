@@ -57,7 +57,8 @@ BEGIN
       rel::regclass)
     INTO result USING rows;
   EXCEPTION WHEN OTHERS THEN
-    RAISE WARNING 'realtime: changes of % no longer fit the table (%); logged with the values as decoded where their columns refuse them', rel::regclass, SQLERRM;
+    -- SQLSTATE only: the message may quote a row's value, which has no place in a log.
+    RAISE WARNING 'realtime: changes of % no longer fit the table (SQLSTATE %); logged with the values as decoded where their columns refuse them', rel::regclass, SQLSTATE;
     SELECT jsonb_agg(realtime.typed_leniently(rel, x.j, keys) ORDER BY x.n) INTO result
     FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(j, n);
   END;
