@@ -6,7 +6,7 @@ import type { StorageBackend } from '../storage/backends/adapter.js';
 import { isPassive, USER_BYTES_HEADERS } from '../storage/content-types.js';
 import { contentDisposition } from '../storage/paths.js';
 import { etagMatches, parseRange } from '../storage/ranges.js';
-import { redirectDownload, sendBody } from '../storage/send.js';
+import { redirectDownload, sendBody, sendHeadersOnly } from '../storage/send.js';
 import { StorageApiError } from './errors.js';
 import type { Blob, ObjectRow } from './objects.js';
 
@@ -46,12 +46,6 @@ export async function sendBucketObject(request: FastifyRequest, reply: FastifyRe
   reply.header('content-type', blob.content_type).header('content-disposition', disposition);
   if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   else reply.code(200).header('content-length', size);
-  if (opts.head) {
-    // Headers only, with the real length (fastify would recompute it for an empty body).
-    reply.hijack();
-    reply.raw.writeHead(reply.statusCode, reply.getHeaders() as never);
-    reply.raw.end();
-    return reply;
-  }
+  if (opts.head) return sendHeadersOnly(reply);
   return sendBody(reply, await backend.get(blob.key, range ?? undefined));
 }

@@ -2,9 +2,9 @@
 // Content-Disposition. The body streams from the backend; nothing is buffered. User bytes are
 // never given a chance to run as a page of our origin: every answer carries the sandbox CSP and
 // nosniff, and only passive types (images, PDF, plain text, audio, video) are ever `inline`.
+import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
-import type { Readable } from 'node:stream';
 import { ObjectNotFound, type StorageBackend } from './backends/adapter.js';
 import { LocalFileStream } from './backends/local-file.js';
 import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
@@ -70,14 +70,28 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
     throw new PlinthError(416, `The range is outside the file (${size} bytes)`, 'PLINTH416', null, null, { 'content-range': `bytes */${size}` });
   }
 
-  const body = await backend.get(obj.key, range ?? undefined);
+  // A HEAD reads no bytes.
+  const body = request.method === 'HEAD' ? null : await backend.get(obj.key, range ?? undefined);
   reply.header('content-type', obj.content_type).header('content-disposition', contentDisposition(kind, opts.filename));
   if (range) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   } else {
     reply.code(200).header('content-length', size);
   }
-  return sendBody(reply, body);
+  return body ? sendBody(reply, body) : sendHeadersOnly(reply);
+}
+
+/** Takes the response from fastify and writes the status and headers set on the reply. */
+function writeHead(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as never);
+}
+
+/** A HEAD answer: the headers with their real Content-Length (fastify would recompute it for an empty body). */
+export function sendHeadersOnly(reply: FastifyReply) {
+  writeHead(reply);
+  reply.raw.end();
+  return reply;
 }
 
 /**
@@ -86,13 +100,7 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
  */
 export function sendBody(reply: FastifyReply, body: Readable) {
   if (!(body instanceof LocalFileStream)) return reply.send(body);
-  reply.hijack();
-  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as never);
-  if (reply.request.method === 'HEAD') {
-    reply.raw.end();
-    body.destroy();
-  } else {
-    void body.writeTo(reply.raw);
-  }
+  writeHead(reply);
+  void body.writeTo(reply.raw);
   return reply;
 }
