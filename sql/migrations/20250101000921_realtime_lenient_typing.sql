@@ -11,6 +11,9 @@
 -- error (as for any change whose table changed under it); nothing is skipped silently.
 
 -- migrate:up
+-- The reading as the table's row stays as it was, under this name; realtime.typed tries it first.
+ALTER FUNCTION realtime.typed(oid, jsonb, text[]) RENAME TO typed_as_table;
+
 CREATE FUNCTION realtime.typed_leniently(rel oid, r jsonb, keys text[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = ''
 AS $$
@@ -39,50 +42,19 @@ BEGIN
   RETURN result;
 END $$;
 
-CREATE OR REPLACE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
+CREATE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = ''
 AS $$
-DECLARE
-  result jsonb;
 BEGIN
-  IF rows IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = rel) THEN
-    RETURN NULL;
-  END IF;
-  BEGIN
-    EXECUTE format(
-      'SELECT jsonb_agg(%s ORDER BY _plinth_x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS _plinth_x(j, n) '
-      'CROSS JOIN LATERAL jsonb_populate_record(null::%s, _plinth_x.j) AS _plinth_row',
-      CASE WHEN keys IS NULL THEN 'to_jsonb(_plinth_row.*)'
-           ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, _plinth_row.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
-      rel::regclass)
-    INTO result USING rows;
-  EXCEPTION WHEN OTHERS THEN
-    -- SQLSTATE only: the message may quote a row's value, which has no place in a log.
-    RAISE WARNING 'realtime: changes of % no longer fit the table (SQLSTATE %); logged with the values as decoded where their columns refuse them', rel::regclass, SQLSTATE;
-    SELECT jsonb_agg(realtime.typed_leniently(rel, x.j, keys) ORDER BY x.n) INTO result
-    FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(j, n);
-  END;
-  RETURN result;
+  RETURN realtime.typed_as_table(rel, rows, keys);
+EXCEPTION WHEN OTHERS THEN
+  -- SQLSTATE only: the message may quote a row's value, which has no place in a log.
+  RAISE WARNING 'realtime: changes of % no longer fit the table (SQLSTATE %); logged with the values as decoded where their columns refuse them', rel::regclass, SQLSTATE;
+  RETURN (SELECT jsonb_agg(realtime.typed_leniently(rel, x.j, keys) ORDER BY x.n)
+          FROM jsonb_array_elements(rows) WITH ORDINALITY AS x(j, n));
 END $$;
 
 -- migrate:down
-CREATE OR REPLACE FUNCTION realtime.typed(rel oid, rows jsonb, keys text[]) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = ''
-AS $$
-DECLARE
-  result jsonb;
-BEGIN
-  IF rows IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = rel) THEN
-    RETURN NULL;
-  END IF;
-  EXECUTE format(
-    'SELECT jsonb_agg(%s ORDER BY _plinth_x.n) FROM jsonb_array_elements($1) WITH ORDINALITY AS _plinth_x(j, n) '
-    'CROSS JOIN LATERAL jsonb_populate_record(null::%s, _plinth_x.j) AS _plinth_row',
-    CASE WHEN keys IS NULL THEN 'to_jsonb(_plinth_row.*)'
-         ELSE format('jsonb_build_object(%s)', (SELECT string_agg(format('%L, _plinth_row.%I', k, k), ', ') FROM unnest(keys) AS k)) END,
-    rel::regclass)
-  INTO result USING rows;
-  RETURN result;
-END $$;
-
+DROP FUNCTION realtime.typed(oid, jsonb, text[]);
 DROP FUNCTION realtime.typed_leniently(oid, jsonb, text[]);
+ALTER FUNCTION realtime.typed_as_table(oid, jsonb, text[]) RENAME TO typed;
