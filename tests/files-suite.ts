@@ -173,6 +173,24 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
       expect(row).toMatchObject({ id, path: name, description: 'a test file', size, content_type: 'application/x-test', sha256: sha256(bytes), owner_id: alice.id });
     });
 
+    test('a chunked body in odd pieces is stored byte for byte, with its SHA-256', async () => {
+      const bytes = randomBytes(7 * MiB + 3);
+      let at = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (at >= bytes.length) return controller.close();
+          controller.enqueue(bytes.subarray(at, (at += 70001)));
+        },
+      });
+      const res = await store(alice.token, 'chunked/odd.bin', body);
+      expect(res.status).toBe(200);
+      const got = await retrieve(alice.token, 'chunked/odd.bin');
+      expect(got.headers.get('etag')).toBe(`"${sha256(bytes)}"`);
+      expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+      const [row] = await (await stack.fetch('/files?path=eq.chunked/odd.bin&select=sha256,size', { token: alice.token })).json();
+      expect(row).toEqual({ sha256: sha256(bytes), size: bytes.length });
+    });
+
     test('the same path again overwrites the bytes and keeps the uuid; the old bytes are removed', async () => {
       const first = await (await store(alice.token, 'notes/overwrite.txt', 'version 1')).json();
       const second = await store(alice.token, 'notes/overwrite.txt', 'version 2, longer');

@@ -51,6 +51,52 @@ describe('StreamHash', () => {
     expect(await streamed(data, 100000)).toBe(createHash('sha256').update(data).digest('hex'));
   });
 
+  it('take() hashes chunks handed over, owned or shared, in order with update()', async () => {
+    const data = randomBytes(7 * MiB + 12345);
+    const expected = createHash('sha256');
+    const h = new StreamHash();
+    const owned: Buffer[] = [];
+    const shared: Buffer[] = [];
+    let at = 0;
+    const next = (n: number, own: boolean) => {
+      const piece = data.subarray(at, (at += n));
+      // A chunk that is the whole of its memory (as the HTTP parser gives), or a view into a larger one.
+      const chunk = own ? Buffer.from(piece) : Buffer.concat([Buffer.alloc(3), piece]).subarray(3);
+      (own ? owned : shared).push(chunk);
+      return chunk;
+    };
+    const give = (chunks: Buffer[]) => {
+      for (const c of chunks) expected.update(c);
+      return h.take(chunks);
+    };
+    const copy = (chunk: Buffer) => {
+      expected.update(chunk);
+      return h.update(chunk);
+    };
+    await copy(next(1000, false));
+    await give([next(65536, true), next(70001, false), next(65536, true), next(2 * MiB, true)]);
+    await give([next(4096, true), next(100, false)]); // smaller than a batch: copied
+    await copy(next(MiB + 5, false));
+    const again = next(65536, true);
+    await give([again, next(3 * MiB, true), again]); // the same memory twice in one group: its bytes count twice
+    await give([next(data.length - at, true)]);
+    expect(at).toBe(data.length);
+    expect(await h.digest()).toBe(expected.digest('hex'));
+    expect(again.length).toBe(65536);
+    // The large owned chunks went over without a copy (their memory is gone); shared ones are intact.
+    expect(owned.filter((c) => c.length === 0).length).toBeGreaterThanOrEqual(4);
+    expect(shared.every((c) => c.length > 0)).toBe(true);
+  });
+
+  it('take() of a small file only copies, and hashes it here', async () => {
+    const data = randomBytes(300 * 1024);
+    const h = new StreamHash();
+    const chunks = [Buffer.from(data.subarray(0, 200 * 1024)), Buffer.from(data.subarray(200 * 1024))];
+    await h.take(chunks);
+    expect(chunks.map((c) => c.length)).toEqual([200 * 1024, 100 * 1024]);
+    expect(await h.digest()).toBe(createHash('sha256').update(data).digest('hex'));
+  });
+
   it('a dropped hash leaves the others working', async () => {
     const dropped = new StreamHash();
     await dropped.update(randomBytes(3 * 1024 * 1024));

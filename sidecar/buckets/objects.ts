@@ -141,7 +141,8 @@ export async function putObject(storage: Storage, claims: Claims, input: PutInpu
   // Bytes flow only once the upload reads them: a refusal before then (the reservation) leaves
   // the guard untouched, and upload() drains the body through it.
   guard.once('resume', () => source.pipe(guard));
-  const { result } = await upload(storage, claims, { source: guard, request }, {
+  // The guard passes on the chunks it is given: the request's own when the body is not a form.
+  const { result } = await upload(storage, claims, { source: guard, request, requestChunks: source === request }, {
     reserve: async (tx) => (await tx<{ blob_id: string }[]>`select blob_id from storage.begin_object_upload(${storage.backend.name}, ${bucket})`)[0].blob_id,
     commit: async (tx, written) => {
       const metadata = {

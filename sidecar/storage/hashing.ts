@@ -2,9 +2,11 @@
 // hashing was half of the sidecar's busy time during a 1 GiB upload, and it delayed every other
 // request meanwhile. Bytes are copied into 1 MiB batches that are handed (transferred, not copied)
 // to one shared worker thread; a file that ends within the first batch is hashed here instead,
-// which is cheaper than a round trip to the worker. At most a few batches are in flight per upload,
-// so memory stays flat and a slow hasher slows the upload instead of filling memory. A resumable
-// upload's hash waits parked between its PATCHes, its state in the worker.
+// which is cheaper than a round trip to the worker. Chunks the caller is done with (a store that
+// has written them) can be handed over instead, without the copy: see take(). At most a few
+// batches are in flight per upload, so memory stays flat and a slow hasher slows the upload
+// instead of filling memory. A resumable upload's hash waits parked between its PATCHes, its
+// state in the worker.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
@@ -25,6 +27,11 @@ parentPort.on('message', (m) => {
     if (!h) hashes.set(m.id, (h = createHash('sha256')));
     h.update(new Uint8Array(m.buf, 0, m.len));
     parentPort.postMessage({ op: 'ack', id: m.id, buf: m.buf }, [m.buf]);
+  } else if (m.op === 'take') {
+    let h = hashes.get(m.id);
+    if (!h) hashes.set(m.id, (h = createHash('sha256')));
+    for (const buf of m.bufs) h.update(new Uint8Array(buf));
+    parentPort.postMessage({ op: 'ack', id: m.id, buf: null });
   } else if (m.op === 'digest') {
     const h = hashes.get(m.id) ?? createHash('sha256');
     hashes.delete(m.id);
@@ -35,7 +42,7 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type Reply = { op: 'ack'; id: number; buf: ArrayBuffer } | { op: 'digest'; id: number; hex: string };
+type Reply = { op: 'ack'; id: number; buf: ArrayBuffer | null } | { op: 'digest'; id: number; hex: string };
 
 let worker: Worker | undefined;
 let nextId = 1;
@@ -65,6 +72,13 @@ function track(id: number, h: StreamHash | undefined) {
   else worker?.unref();
 }
 
+/** Whether `memory` lies under exactly one of `chunks`. */
+function onlyOnce(chunks: Buffer[], memory: ArrayBufferLike): boolean {
+  let seen = 0;
+  for (const c of chunks) if (c.buffer === memory && ++seen > 1) return false;
+  return true;
+}
+
 /** An incremental SHA-256 whose update() may ask the caller to wait (backpressure). */
 export class StreamHash {
   // Grows to BATCH as bytes come: a small file never pays for (nor makes the collector chase)
@@ -83,20 +97,61 @@ export class StreamHash {
 
   /** Takes a copy of `chunk`; returns a promise when the caller should wait before the next one. */
   update(chunk: Buffer): Promise<void> | undefined {
-    if (this.error) return Promise.reject(this.error);
+    this.copy(chunk);
+    return this.backpressure();
+  }
+
+  /**
+   * Hashes `chunks`, which the caller will not touch again: a chunk that is the whole of its memory
+   * (as Node's HTTP parser hands a body's chunks) goes to the hashing thread as it is, taking that
+   * memory away (the Buffer becomes empty); any other is copied, as update() does. A group smaller
+   * than a batch is copied whole, so a small file is still hashed here. Returns a promise when the
+   * caller should wait before the next call.
+   */
+  take(chunks: Buffer[]): Promise<void> | undefined {
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    if (total < BATCH) {
+      for (const c of chunks) this.copy(c);
+      return this.backpressure();
+    }
+    const owned: ArrayBuffer[] = [];
+    const sendOwned = () => {
+      if (owned.length === 0 || this.error) return;
+      // Bytes copied into the batch before these come first: the thread takes messages in order.
+      if (this.used > 0) this.send();
+      this.post({ op: 'take', id: this.id, bufs: owned.slice() }, owned.splice(0));
+    };
+    for (const c of chunks) {
+      const memory = c.buffer;
+      const whole = memory instanceof ArrayBuffer && c.byteOffset === 0 && c.byteLength === memory.byteLength && c.byteLength > 0;
+      // Memory given twice is copied each time: taking it the first time would empty the second.
+      if (whole && onlyOnce(chunks, memory)) {
+        owned.push(memory);
+      } else {
+        sendOwned();
+        this.copy(c);
+      }
+    }
+    sendOwned();
+    return this.backpressure();
+  }
+
+  private copy(chunk: Buffer): void {
     let at = 0;
-    while (at < chunk.length) {
+    while (at < chunk.length && !this.error) {
       const left = chunk.length - at;
       if (this.batch.length < BATCH && this.used + left > this.batch.length) this.grow(this.used + left);
       const n = Math.min(left, this.batch.length - this.used);
       chunk.copy(this.batch, this.used, at, at + n);
       this.used += n;
       at += n;
-      if (this.used === BATCH) {
-        this.send();
-        if (this.error) return Promise.reject(this.error);
-      }
+      if (this.used === BATCH) this.send();
     }
+  }
+
+  private backpressure(): Promise<void> | undefined {
+    if (this.error) return Promise.reject(this.error);
     if (this.inFlight < MAX_IN_FLIGHT) return undefined;
     return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
   }
@@ -147,28 +202,34 @@ export class StreamHash {
   }
 
   private send() {
-    const thread = hasher();
-    if (this.id === 0) this.id = nextId++;
-    if (this.thread && this.thread !== thread) {
-      // A new thread never saw this hash's earlier bytes.
-      this.fail(new Error('the hashing thread exited during this hash'));
-      return;
-    }
-    this.thread = thread;
-    if (!open.has(this.id)) track(this.id, this);
     const buf = this.batch.buffer as ArrayBuffer;
-    thread.postMessage({ op: 'update', id: this.id, buf, len: this.used }, [buf]);
-    this.inFlight++;
+    if (!this.post({ op: 'update', id: this.id, buf, len: this.used }, [buf])) return;
     const reused = this.spare.pop();
     this.batch = reused ? Buffer.from(reused) : EMPTY;
     this.used = 0;
+  }
+
+  /** One message to the hashing thread, `transfer` moved with it; false if the hash has failed. */
+  private post(message: { op: 'update' | 'take'; id: number } & Record<string, unknown>, transfer: ArrayBuffer[]): boolean {
+    const thread = hasher();
+    if (this.id === 0) message.id = this.id = nextId++;
+    if (this.thread && this.thread !== thread) {
+      // A new thread never saw this hash's earlier bytes.
+      this.fail(new Error('the hashing thread exited during this hash'));
+      return false;
+    }
+    this.thread = thread;
+    if (!open.has(this.id)) track(this.id, this);
+    thread.postMessage(message, transfer);
+    this.inFlight++;
+    return true;
   }
 
   /** @internal a message from the worker about this hash. */
   reply(m: Reply) {
     if (m.op === 'ack') {
       this.inFlight--;
-      if (m.buf.byteLength === BATCH) this.spare.push(m.buf);
+      if (m.buf?.byteLength === BATCH) this.spare.push(m.buf);
       if (this.inFlight < MAX_IN_FLIGHT && this.waiting) {
         const w = this.waiting;
         this.waiting = undefined;

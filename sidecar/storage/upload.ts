@@ -15,6 +15,7 @@ import type { PendingQuery, Row } from 'postgres';
 import { asCaller, asCallerAtOnce, type Claims, type Sql, type Tx } from '../core/db.js';
 import { PlinthError } from '../core/errors.js';
 import { StreamHash } from './hashing.js';
+import type { WrittenChunks } from './backends/adapter.js';
 import type { Storage, WrittenObject } from './types.js';
 
 /** Bodies declared (Content-Length) no larger than this may be read whole: see uploadWhole. */
@@ -90,20 +91,34 @@ export function refusedUnread(err: unknown, source: Readable, request: IncomingM
   return new PlinthError(err.status, err.message, err.code, err.details, err.hint, { ...err.headers, connection: 'close' });
 }
 
-/** Counts and hashes the bytes passing through; fails the stream once it exceeds the limit. */
-class Meter extends Transform {
+/**
+ * Counts and hashes the bytes passing through; fails the stream once it exceeds the limit. With
+ * `hashWritten`, the bytes are hashed as the store hands them back written (WrittenChunks), which
+ * spares copying them for the hashing thread; otherwise as they pass.
+ */
+class Meter extends Transform implements WrittenChunks {
   // Not called `size`: lib-storage would read it as the body's total length.
   bytes = 0;
   private readonly hash = new StreamHash();
 
-  constructor(private readonly limit: number, private readonly tooLarge: () => PlinthError, private readonly onBytes: () => void) {
+  constructor(
+    private readonly limit: number,
+    private readonly tooLarge: () => PlinthError,
+    private readonly onBytes: () => void,
+    private readonly hashWritten: boolean,
+  ) {
     super({ highWaterMark: 1024 * 1024 });
+  }
+
+  written(chunks: Buffer[]): Promise<void> | undefined {
+    return this.hashWritten ? this.hash.take(chunks) : undefined;
   }
 
   _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
     this.onBytes();
     this.bytes += chunk.length;
     if (this.bytes > this.limit) return done(this.tooLarge());
+    if (this.hashWritten) return done(null, chunk);
     const wait = this.hash.update(chunk);
     if (!wait) return done(null, chunk);
     // The hasher is behind: the chunk goes on once it has caught up (the body waits meanwhile).
@@ -126,6 +141,11 @@ export interface UploadBody {
   source: Readable;
   /** The HTTP request carrying them: if the client goes away mid-body, the upload fails at once. */
   request: IncomingMessage;
+  /**
+   * The source passes on the request's own chunks unchanged (as the request itself does): each
+   * its own copy of the bytes read, used by nobody once passed on, so the store may take it.
+   */
+  requestChunks?: boolean;
   /** Runs once every byte is stored, before the commit (e.g. the rest of a form must be empty). */
   finish?: () => Promise<void>;
 }
@@ -214,7 +234,8 @@ async function write(storage: Storage, reserved: { id: string; key: string }, bo
     if (source.readableFlowing === false) idle.refresh();
     else meter.destroy(stalled(uploadIdleTimeout));
   }, uploadIdleTimeout * 1000);
-  const meter = new Meter(limit, tooLarge, () => idle.refresh());
+  const handOver = (source === request || body.requestChunks === true) && storage.backend.handsBackWritten === true;
+  const meter = new Meter(limit, tooLarge, () => idle.refresh(), handOver);
   const onSourceError = (err: Error) => meter.destroy(err);
   const onRequestClose = () => {
     if (!request.complete) meter.destroy(new UploadAborted());

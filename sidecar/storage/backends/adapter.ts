@@ -6,8 +6,14 @@ import type { ByteRange } from '../ranges.js';
 
 export interface StorageBackend {
   readonly name: 'disk' | 's3';
-  /** Stores the stream under `key`; rejects (storing nothing) if the stream errors. */
+  /**
+   * Stores the stream under `key`; rejects (storing nothing) if the stream errors. When the store
+   * hands chunks back (handsBackWritten) and `body` is a WrittenChunks, every chunk goes to its
+   * written() once stored, in order, and the store never reads it again.
+   */
   put(key: string, body: Readable): Promise<void>;
+  /** Whether put() gives a WrittenChunks body its chunks back (the disk, which writes them itself). */
+  readonly handsBackWritten?: boolean;
   /** The stored bytes, or a range of them. Rejects with NotFound if there is no such object. */
   get(key: string, range?: ByteRange): Promise<Readable>;
   /**
@@ -24,6 +30,14 @@ export interface StorageBackend {
   readonly staged: StagedWrites;
   /** Small objects whose bytes arrived whole, stored before the commit that records them (disk only). */
   readonly whole?: WholeWrites;
+}
+
+/**
+ * A put's body that takes its chunks back once they are stored (to hash them without copying
+ * them). A returned promise asks the store to wait before writing more.
+ */
+export interface WrittenChunks {
+  written(chunks: Buffer[]): Promise<void> | undefined;
 }
 
 /**

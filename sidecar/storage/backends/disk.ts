@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertKey, ObjectNotFound, type StorageBackend, type WholeWrites } from './adapter.js';
+import { assertKey, ObjectNotFound, type StorageBackend, type WholeWrites, type WrittenChunks } from './adapter.js';
 import type { ByteRange } from '../ranges.js';
 import { LocalFileStream } from './local-file.js';
 
@@ -49,12 +49,17 @@ async function writeAll(fd: number, buffers: Buffer[]): Promise<number> {
   return total;
 }
 
+function isWrittenChunks(body: unknown): body is WrittenChunks {
+  return typeof (body as Partial<WrittenChunks>).written === 'function';
+}
+
 /**
  * A new file (refused if it exists) that is fsynced before the stream finishes. Large files are
  * flushed as they are written: the disk works while the bytes still arrive, instead of all of
  * them waiting for one fsync at the end (for 1 GiB here: 0.55 s of the final fsync → ~0).
+ * With `written`, each group of chunks goes there once it is in the file.
  */
-function syncedFile(file: string): Writable {
+function syncedFile(file: string, written?: WrittenChunks['written']): Writable {
   // Opened by the stream itself, so pipeline() listens for the body's errors from the start: a
   // body refused while the file was being opened would otherwise throw with no one listening.
   let fd = -1;
@@ -74,8 +79,10 @@ function syncedFile(file: string): Writable {
     const buffers = held;
     held = [];
     heldBytes = 0;
-    unflushed += await writeAll(fd, buffers);
+    // writeAll trims the list it is given as the bytes go out; the chunks themselves are handed back whole.
+    unflushed += await writeAll(fd, written ? buffers.slice() : buffers);
     flushInBackground();
+    await written?.(buffers);
   };
   const close = () => {
     const open = fd;
@@ -242,12 +249,13 @@ export function diskBackend(root: string): StorageBackend {
 
   return {
     name: 'disk',
+    handsBackWritten: true,
 
     async put(key, body) {
       const part = partPath(key);
       const target = finalPath(key);
       try {
-        await pipeline(body, syncedFile(part));
+        await pipeline(body, syncedFile(part, isWrittenChunks(body) ? (chunks) => body.written(chunks) : undefined));
       } catch (err) {
         await fs.promises.rm(part, { force: true });
         throw err;
