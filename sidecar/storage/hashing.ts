@@ -31,7 +31,9 @@ parentPort.on('message', (m) => {
     let h = hashes.get(m.id);
     if (!h) hashes.set(m.id, (h = createHash('sha256')));
     for (const buf of m.bufs) h.update(new Uint8Array(buf));
-    parentPort.postMessage({ op: 'ack', id: m.id, buf: null });
+    // Sent back to be freed where they came from: this thread allocates too little to collect
+    // them soon, and until it does, their memory stays taken.
+    parentPort.postMessage({ op: 'ack', id: m.id, buf: null, bufs: m.bufs }, m.bufs);
   } else if (m.op === 'digest') {
     const h = hashes.get(m.id) ?? createHash('sha256');
     hashes.delete(m.id);
