@@ -74,6 +74,28 @@ interface LogEntry {
   old_rows: Record<string, unknown>[] | null;
 }
 
+/** A row's values with only the key columns kept (the others null). */
+function keyValues(values: Value[], relation: Relation, keys: string[]): Value[] {
+  const kept: Value[] = new Array(values.length).fill(null);
+  for (const k of keys) {
+    const i = relation.columns.indexOf(k);
+    if (i >= 0) kept[i] = values[i];
+  }
+  return kept;
+}
+
+/** The named columns of a row as an object; an unchanged TOASTed value is taken from `fallback`. */
+function picked(relation: Relation, values: Value[], names: string[], fallback?: Value[] | null): Record<string, unknown> {
+  const { columns, json } = relation;
+  const out: Record<string, unknown> = {};
+  for (const name of names) {
+    const i = columns.indexOf(name);
+    const value = values[i] === undefined ? (fallback?.[i] ?? null) : values[i];
+    out[name] = value !== null && json[i] ? JSON.parse(value) : value;
+  }
+  return out;
+}
+
 function lsnText(lsn: bigint): string {
   return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
 }
@@ -387,16 +409,8 @@ export class Capture {
     // (and of the row before an UPDATE): keep no more of them while they wait.
     const keys = this.keysStale ? undefined : this.keyColumns.get(relid);
     if (keys) {
-      const trim = (values: Value[]) => {
-        const kept: Value[] = new Array(values.length).fill(null);
-        for (const k of keys) {
-          const i = relation.columns.indexOf(k);
-          if (i >= 0) kept[i] = values[i];
-        }
-        return kept;
-      };
-      if (row) row = trim(row);
-      if (old && event === 'UPDATE') old = trim(old);
+      if (row) row = keyValues(row, relation, keys);
+      if (old && event === 'UPDATE') old = keyValues(old, relation, keys);
     }
     this.enqueue({ lsn: open.lsn, index, relid, relation, event, row, old });
   }
@@ -478,26 +492,17 @@ export class Capture {
       const keys = this.keyColumns.get(c.relid);
       // A table unpublished since: its changes are not logged.
       if (!keys) continue;
-      const { columns, json } = c.relation;
-      const pick = (values: Value[], names: string[], fallback?: Value[] | null) => {
-        const out: Record<string, unknown> = {};
-        for (const name of names) {
-          const i = columns.indexOf(name);
-          const value = values[i] === undefined ? (fallback?.[i] ?? null) : values[i];
-          out[name] = value !== null && json[i] ? JSON.parse(value) : value;
-        }
-        return out;
-      };
+      const r = c.relation;
       if (!entry || entry.relid !== c.relid || entry.event !== c.event || entry.keys.length >= ENTRY_MAX) {
         entry = { relid: c.relid, event: c.event, keys: [], old_keys: c.event === 'UPDATE' ? [] : null, old_rows: c.event === 'DELETE' ? [] : null };
         entries.push(entry);
       }
       if (c.event === 'DELETE') {
-        entry.keys.push(pick(c.old!, keys));
-        entry.old_rows!.push(pick(c.old!, columns));
+        entry.keys.push(picked(r, c.old!, keys));
+        entry.old_rows!.push(picked(r, c.old!, r.columns));
       } else {
-        entry.keys.push(pick(c.row!, keys, c.old));
-        if (c.event === 'UPDATE') entry.old_keys!.push(pick(c.old ?? c.row!, keys, c.row));
+        entry.keys.push(picked(r, c.row!, keys, c.old));
+        if (c.event === 'UPDATE') entry.old_keys!.push(picked(r, c.old ?? c.row!, keys, c.row));
       }
     }
     const first = rows[0];
