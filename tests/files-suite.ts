@@ -498,6 +498,25 @@ export function fileSuite(makeBackend: () => Promise<BackendUnderTest>, opts: { 
     });
   });
 
+  test('a stored file found shorter than recorded cuts the download instead of leaving it hanging, and the log says so', async (ctx) => {
+    // An S3 object cannot shrink under its key; a failed read there is the SDK stream's error.
+    if (backend.name !== 'disk') ctx.skip();
+    const objects = path.join(stack.dataDir, 'storage', 'objects');
+    const listed = () => new Set(fs.readdirSync(objects, { recursive: true }).map(String));
+    const before = listed();
+    const bytes = randomBytes(2 * MiB);
+    expect((await store(alice.token, 'cut/short.bin', bytes)).status).toBe(200);
+    const file = [...listed()].find((f) => !before.has(f) && fs.statSync(path.join(objects, f)).isFile())!;
+    fs.truncateSync(path.join(objects, file), MiB + 5);
+    for (const headers of [{}, { range: `bytes=100-${2 * MiB - 1}` }] as Record<string, string>[]) {
+      const res = await retrieve(alice.token, 'cut/short.bin', headers);
+      expect(res.headers.get('content-length')).toBe(String(2 * MiB - (headers.range ? 100 : 0)));
+      await expect(res.arrayBuffer()).rejects.toThrow();
+      const id = res.headers.get('x-request-id')!;
+      await eventually(async () => stack.output.split('\n').filter((l) => l.includes(id) && /could not be read to the end/.test(l)).length, (n) => n === 1, 'the log line');
+    }
+  });
+
   describe('entity-linked storage', () => {
     /** The form as the contract wants it: entity, then metadata, then file (last). */
     const upload = (auth: { token?: string; apikey?: string }, entity: unknown, name: string, bytes: Uint8Array, opts: { fileFirst?: boolean; metadata?: unknown; type?: string } = {}) => {

@@ -69,7 +69,7 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
         return found;
       },
       (found) => found.blob.key,
-      (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }),
+      (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }, plinth.log),
     );
   }
 
@@ -196,7 +196,7 @@ export async function bucketsRoutes(app: FastifyInstance, { plinth, buckets }: {
       return sendCurrent(
         () => openSignedDownload(storage, query.token, bucket, name),
         (found) => found.blob.key,
-        (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }),
+        (found) => sendBucketObject(request, reply, storage.backend, found.row, found.blob, { download: query.download, head: request.method === 'HEAD' }, plinth.log),
       );
     });
     json.post(`${PREFIX}/object/upload/sign/:bucket/*`, { config: withCaller }, async (request) => {

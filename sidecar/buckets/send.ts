@@ -2,6 +2,7 @@
 // cacheControl, Last-Modified, Range, If-None-Match) and Plinth's safety headers: user bytes are
 // shown in the browser only for passive types, and never run as a page of this origin.
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../core/log.js';
 import type { StorageBackend } from '../storage/backends/adapter.js';
 import { isPassive, USER_BYTES_HEADERS } from '../storage/content-types.js';
 import { contentDisposition } from '../storage/paths.js';
@@ -17,7 +18,7 @@ export interface SendOptions {
   head?: boolean;
 }
 
-export async function sendBucketObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, row: ObjectRow, blob: Blob, opts: SendOptions) {
+export async function sendBucketObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, row: ObjectRow, blob: Blob, opts: SendOptions, log: Logger) {
   const size = Number(blob.size);
   const etag = `"${blob.sha256}"`;
   const meta = row.metadata ?? {};
@@ -47,5 +48,5 @@ export async function sendBucketObject(request: FastifyRequest, reply: FastifyRe
   if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   else reply.code(200).header('content-length', size);
   if (opts.head) return sendHeadersOnly(reply);
-  return sendBody(reply, await backend.get(blob.key, range ?? undefined));
+  return sendBody(reply, await backend.get(blob.key, range ?? undefined), log);
 }

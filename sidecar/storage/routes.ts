@@ -116,7 +116,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth, storage }: {
       return sendCurrent(
         () => findFile(storage, callerOf(request).claims, path),
         (file) => file?.key ?? null,
-        (file) => (file ? sendObject(request, reply, backend, file, { filename: basename(file.path), inline: false }) : reply.code(400).send(FILE_NOT_FOUND)),
+        (file) => (file ? sendObject(request, reply, backend, file, { filename: basename(file.path), inline: false }, plinth.log) : reply.code(400).send(FILE_NOT_FOUND)),
       );
     },
   );
@@ -138,7 +138,7 @@ export async function storageRoutes(app: FastifyInstance, { plinth, storage }: {
           return obj;
         },
         (obj) => obj.key,
-        (obj) => sendObject(request, reply, backend, obj, { filename, inline: mayRenderHere(request) }),
+        (obj) => sendObject(request, reply, backend, obj, { filename, inline: mayRenderHere(request) }, plinth.log),
       );
     },
   );

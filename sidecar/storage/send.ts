@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 import { ObjectNotFound, type StorageBackend } from './backends/adapter.js';
 import { LocalFileStream } from './backends/local-file.js';
 import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
@@ -50,7 +51,7 @@ export function redirectDownload(reply: FastifyReply, location: string) {
   return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
 }
 
-export async function sendObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, obj: StoredObject, opts: SendOptions) {
+export async function sendObject(request: FastifyRequest, reply: FastifyReply, backend: StorageBackend, obj: StoredObject, opts: SendOptions, log: Logger) {
   const size = Number(obj.size);
   const etag = `"${obj.sha256}"`;
   const kind = opts.inline && isPassive(obj.content_type) ? 'inline' : 'attachment';
@@ -78,7 +79,7 @@ export async function sendObject(request: FastifyRequest, reply: FastifyReply, b
   } else {
     reply.code(200).header('content-length', size);
   }
-  return body ? sendBody(reply, body) : sendHeadersOnly(reply);
+  return body ? sendBody(reply, body, log) : sendHeadersOnly(reply);
 }
 
 /** Takes the response from fastify and writes the status and headers set on the reply. */
@@ -97,10 +98,19 @@ export function sendHeadersOnly(reply: FastifyReply) {
 /**
  * Sends a body whose status and headers are set on the reply. A local file writes itself to the
  * response through reused buffers (see LocalFileStream); any other stream goes through fastify.
+ * A store that fails once the headers are out can only cut the connection: `log` says why.
  */
-export function sendBody(reply: FastifyReply, body: Readable) {
-  if (!(body instanceof LocalFileStream)) return reply.send(body);
+export function sendBody(reply: FastifyReply, body: Readable, log: Logger) {
+  const cutShort = (err: Error) => {
+    if (!reply.raw.headersSent) return; // answered as an error instead
+    const id = reply.request.headers['x-request-id'] as string | undefined;
+    log.warn(`${reply.request.method} ${reply.request.url.split('?')[0]}: the stored bytes could not be read to the end (${err.message}); the connection was cut`, { request_id: id });
+  };
+  if (!(body instanceof LocalFileStream)) {
+    body.once('error', cutShort);
+    return reply.send(body);
+  }
   writeHead(reply);
-  void body.writeTo(reply.raw);
+  body.writeTo(reply.raw).catch(cutShort);
   return reply;
 }

@@ -35,9 +35,10 @@ export class LocalFileStream extends FileReadStream {
 
   /**
    * Writes the bytes (headers are already set on `res`) and ends the response, reading each chunk
-   * while the one before it is being sent. Returns once the response is over; the file is closed
+   * while the one before it is being sent. Settles once the response is over; the file is closed
    * then. A response closed early (the client went away) stops it; a read error, or a file shorter
-   * than the range, destroys the response, which is all that can be done once headers are sent.
+   * than the range, destroys the response, which is all that can be done once headers are sent,
+   * and rejects with that error.
    */
   async writeTo(res: ServerResponse): Promise<void> {
     const buffers = [pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK), pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK)];
@@ -57,16 +58,19 @@ export class LocalFileStream extends FileReadStream {
         res.once('close', done);
         res.write(chunk, done);
       });
+    // The answer promises Content-Length bytes: a file that ends before them is an error.
+    const length = Number(res.getHeader('content-length'));
+    const last = Number.isFinite(length) ? this.first + length - 1 : this.last;
     try {
       let position = this.first;
-      for (let i = 0; position <= this.last && !closed; i ^= 1) {
+      for (let i = 0; position <= last && !closed; i ^= 1) {
         if (sent[i]) await sent[i];
         if (closed) break;
-        const want = Math.min(CHUNK, this.last + 1 - position);
+        const want = Math.min(CHUNK, last + 1 - position);
         const { bytesRead } = await this.file.read(buffers[i], 0, want, position);
         if (bytesRead === 0) {
-          if (this.last === Infinity) break;
-          throw new Error(`the stored file ended ${this.last + 1 - position} bytes short of the range`);
+          if (last === Infinity) break;
+          throw new Error(`the stored file ended ${last + 1 - position} bytes short of the answer`);
         }
         position += bytesRead;
         sent[i] = whenSent(bytesRead === CHUNK ? buffers[i] : buffers[i].subarray(0, bytesRead));
@@ -76,9 +80,10 @@ export class LocalFileStream extends FileReadStream {
         res.end();
         complete = true;
       }
-    } catch {
+    } catch (err) {
       // Headers are sent: cutting the connection is the one way left to tell the client.
       res.destroy();
+      throw err;
     } finally {
       res.off('close', onClose);
       // The buffers of a response cut short may still be named by a cancelled write: left to the collector.
