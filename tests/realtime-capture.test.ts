@@ -144,6 +144,10 @@ test('changes decoded after a migration altered their table are logged anyway, a
     return d.keys.length === 2 && d;
   });
   expect(deleted).toEqual({ keys: [{ id: 1 }, { id: 2 }], oldRows: [{ id: 1, code: 'abc' }, { id: 2, code: 7 }] });
+  // The sidecar's log says so, naming the table and the SQLSTATE, never the value.
+  const warned = stack.output.split('\n').filter((l) => /WARN realtime: changes of public\.capture_retyped no longer fit the table \(SQLSTATE 22P02\)/.test(l));
+  expect(warned.length).toBeGreaterThan(0);
+  expect(warned.join('\n')).not.toContain('abc');
   // Later changes, of this table and the others, are logged as before.
   await stack.sql`insert into public.capture_retyped values (4, 5)`;
   await stack.sql`insert into public.capture_items (id, label) values (35, 'after the migration')`;

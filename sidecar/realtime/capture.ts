@@ -133,6 +133,11 @@ export class Capture {
   private loopDone?: Promise<void>;
   private sleeping?: { timer: NodeJS.Timeout; wake: () => void };
   private replication?: postgres.Sql;
+  /**
+   * The appends' own connection, whose warnings reach the sidecar's log (the shared pool drops
+   * notices): realtime.append warns when a change no longer fits its table.
+   */
+  private appender?: postgres.Sql;
   private stream?: Duplex;
   /** Decoded items not yet appended, in commit order. */
   private queue: Item[] = [];
@@ -223,6 +228,8 @@ export class Capture {
         await this.replication?.end({ timeout: 1 }).catch(() => {});
         this.replication = undefined;
         this.stream = undefined;
+        await this.appender?.end({ timeout: 1 }).catch(() => {});
+        this.appender = undefined;
       }
       if (!this.stopped) await this.sleep(wait);
     }
@@ -293,14 +300,19 @@ export class Capture {
     this.relations.clear();
     this.keysStale = true;
     await this.readLogged();
-    this.replication = postgres(this.url, {
-      max: 1,
-      onnotice: () => {},
-      fetch_types: false,
-      idle_timeout: null as unknown as number,
-      max_lifetime: null,
-      connect_timeout: 5,
-      connection: { application_name: 'plinth realtime capture', replication: 'database' } as Record<string, string>,
+    const connection = (replication: boolean, onnotice: (notice: postgres.Notice) => void) =>
+      postgres(this.url, {
+        max: 1,
+        onnotice,
+        fetch_types: false,
+        idle_timeout: null as unknown as number,
+        max_lifetime: null,
+        connect_timeout: 5,
+        connection: { application_name: 'plinth realtime capture', ...(replication ? { replication: 'database' } : {}) } as Record<string, string>,
+      });
+    this.replication = connection(true, () => {});
+    this.appender = connection(false, (notice) => {
+      if (notice.severity === 'WARNING') this.log.warn(String(notice.message));
     });
     // The copy-both stream of the replication protocol: a Duplex, whatever the typings say.
     const query = this.replication.unsafe(`START_REPLICATION SLOT "${slot}" LOGICAL 0/0 (proto_version '1', publication_names 'plinth_realtime')`);
@@ -507,7 +519,7 @@ export class Capture {
     }
     const first = rows[0];
     const last = rows[rows.length - 1];
-    await this.sql`select realtime.append(${JSON.stringify(entries)}::text::jsonb, ${lsnText(first.lsn)}::pg_lsn, ${first.index}, ${lsnText(last.lsn)}::pg_lsn, ${last.index + 1})`;
+    await (this.appender ?? this.sql)`select realtime.append(${JSON.stringify(entries)}::text::jsonb, ${lsnText(first.lsn)}::pg_lsn, ${first.index}, ${lsnText(last.lsn)}::pg_lsn, ${last.index + 1})`;
   }
 
   /**
