@@ -110,7 +110,8 @@ export function sendBody(reply: FastifyReply, body: Readable, log: Logger) {
     body.once('error', cutShort);
     return reply.send(body);
   }
+  const length = Number(reply.getHeader('content-length'));
   writeHead(reply);
-  body.writeTo(reply.raw).catch(cutShort);
+  body.writeTo(reply.raw, length).catch(cutShort);
   return reply;
 }

@@ -34,13 +34,13 @@ export class LocalFileStream extends FileReadStream {
   }
 
   /**
-   * Writes the bytes (headers are already set on `res`) and ends the response, reading each chunk
-   * while the one before it is being sent. Settles once the response is over; the file is closed
-   * then. A response closed early (the client went away) stops it; a read error, or a file shorter
-   * than the range, destroys the response, which is all that can be done once headers are sent,
-   * and rejects with that error.
+   * Writes `length` bytes (the answer's Content-Length; headers are already set on `res`) and ends
+   * the response, reading each chunk while the one before it is being sent. Settles once the
+   * response is over; the file is closed then. A response closed early (the client went away)
+   * stops it; a read error, or a file that ends before `length` bytes, destroys the response, which
+   * is all that can be done once headers are sent, and rejects with that error.
    */
-  async writeTo(res: ServerResponse): Promise<void> {
+  async writeTo(res: ServerResponse, length: number): Promise<void> {
     const buffers = [pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK), pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK)];
     // The write each buffer is in, settled once the socket has taken its bytes (or is gone).
     const sent: (Promise<void> | null)[] = [null, null];
@@ -58,8 +58,7 @@ export class LocalFileStream extends FileReadStream {
         res.once('close', done);
         res.write(chunk, done);
       });
-    // The answer promises Content-Length bytes: a file that ends before them is an error.
-    const length = Number(res.getHeader('content-length'));
+    // The answer promises `length` bytes (its Content-Length): a file that ends before them is an error.
     const last = Number.isFinite(length) ? this.first + length - 1 : this.last;
     try {
       let position = this.first;
