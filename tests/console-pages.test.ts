@@ -464,6 +464,11 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     const timeline = page.locator('ol.timeline');
     await eventually(() => timeline.locator('li.activity').count()).toBeGreaterThan(0);
 
+    // Two entries of Alice's a moment ahead, the older on a whole second: PostgreSQL writes that
+    // one with no fraction ("…:05+00:00"), whose text sorts after "…:05.236+00:00".
+    await stack.sql`insert into audit.activity (at, actor_id, actor_role, action) values (date_trunc('second', now()) + interval '10 s', ${alice.id}, 'authenticated', 'test.whole_second')`;
+    await stack.sql`insert into audit.requests (at, request_id, user_id, role, kind, method, path, status, duration_ms)
+      values (date_trunc('second', now()) + interval '10.236 s', 'test-fraction', ${alice.id}, 'authenticated', 'rest', 'GET', '/todos', 200, 1)`;
     // Alice's timeline: her sign-ins and her requests, newest first, nobody else's.
     await page.getByLabel('User', { exact: true }).selectOption({ label: alice.email });
     await page.getByRole('button', { name: 'Show' }).click();
@@ -476,6 +481,7 @@ describe.sequential('console pages', { timeout: 180_000 }, () => {
     // sorts after "…:47.88+00:00" although it is earlier.
     const instants = times.map((t) => Date.parse(t));
     expect(instants).toEqual([...instants].sort((a, b) => b - a));
+    expect(instants[0] - instants[1]).toBe(236);
     await page.getByLabel('Failed requests only').check();
     await page.getByRole('button', { name: 'Show' }).click();
     const statuses = () => timeline.locator('li.request').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-status'))));

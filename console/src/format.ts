@@ -16,6 +16,16 @@ export function humanSize(bytes: number | null | undefined): string {
   return `${text.includes('.') ? text.replace(/\.?0+$/, '') : text} ${UNITS[unit]}`;
 }
 
+/**
+ * A timestamp as PostgreSQL writes it, in microseconds since 1970, for ordering: its text does not
+ * sort (a time on a whole second has no fraction, so "…:47+00:00" sorts after "…:47.88+00:00"),
+ * and Date keeps only milliseconds.
+ */
+export function microsOf(iso: string): number {
+  const fraction = /\.(\d+)/.exec(iso)?.[1] ?? '';
+  return Date.parse(iso) * 1000 + Number(fraction.padEnd(6, '0').slice(3, 6));
+}
+
 /** A local date and time, short enough for a table cell. */
 export function shortDate(iso: string | null | undefined): string {
   if (!iso) return '—';

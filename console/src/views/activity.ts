@@ -3,7 +3,7 @@
 // newest first. Choosing a user gives that user's timeline: what they did, and every request.
 import { ApiError, call, callJson } from '../api';
 import { h, replace, uid } from '../dom';
-import { shortDate } from '../format';
+import { microsOf, shortDate } from '../format';
 import { parseContentRange } from '../query';
 
 interface ActivityRow {
@@ -78,8 +78,8 @@ export function activityView(root: HTMLElement): void {
         page<ActivityRow>(`/audit_activity?${act.join('&')}`),
         showRequests ? page<RequestRow>(`/audit_requests?${req.join('&')}`) : Promise.resolve({ rows: [] as RequestRow[], total: 0 }),
       ]);
-      const entries: Entry[] = [...a.rows.map((row) => ({ at: row.at, kind: 'activity' as const, row })), ...r.rows.map((row) => ({ at: row.at, kind: 'request' as const, row }))].sort((x, y) =>
-        y.at.localeCompare(x.at),
+      const entries: Entry[] = [...a.rows.map((row) => ({ at: row.at, kind: 'activity' as const, row })), ...r.rows.map((row) => ({ at: row.at, kind: 'request' as const, row }))].sort(
+        (x, y) => microsOf(y.at) - microsOf(x.at),
       );
       const count = (n: number | null, shown: number, what: string) => `${n ?? shown} ${what}${(n ?? shown) === 1 ? '' : 's'}${n !== null && n > shown ? ` (newest ${shown} shown)` : ''}`;
       summary.textContent = [count(a.total, a.rows.length, 'event'), showRequests ? count(r.total, r.rows.length, 'request') : null].filter(Boolean).join(', ');
