@@ -2,13 +2,10 @@
 // Content-Disposition. The body streams from the backend; nothing is buffered. User bytes are
 // never given a chance to run as a page of our origin: every answer carries the sandbox CSP and
 // nosniff, and only passive types (images, PDF, plain text, audio, video) are ever `inline`.
-import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { PlinthError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { ObjectNotFound, type StorageBackend } from './backends/adapter.js';
-import { LocalFileStream } from './backends/local-file.js';
+import { ObjectNotFound, type StorageBackend, type StoredBytes } from './backends/adapter.js';
 import { isPassive, USER_BYTES_HEADERS } from './content-types.js';
 import { contentDisposition } from './paths.js';
 import { etagMatches, parseRange } from './ranges.js';
@@ -97,62 +94,16 @@ export function sendHeadersOnly(reply: FastifyReply) {
 }
 
 /**
- * Sends a body whose status and headers (Content-Length included) are set on the reply. A local
- * file writes itself to the response through reused buffers (see LocalFileStream); any other
- * stream is pumped. Once the headers are out, a store that fails or ends short of Content-Length
- * can only cut the connection (a response ended early would leave the client waiting for the
- * rest): `log` says why.
+ * Sends stored bytes whose status and headers (Content-Length included) are set on the reply. Once
+ * the headers are out, a store that fails or ends short of Content-Length can only cut the
+ * connection (a response ended early would leave the client waiting for the rest): `log` says why.
  */
-export function sendBody(reply: FastifyReply, body: Readable, log: Logger) {
+export function sendBody(reply: FastifyReply, body: StoredBytes, log: Logger) {
   const length = Number(reply.getHeader('content-length'));
   writeHead(reply);
-  const sending = body instanceof LocalFileStream ? body.writeTo(reply.raw, length) : pump(body, reply.raw, length);
-  sending.catch((err: Error) => {
+  body.writeTo(reply.raw, length).catch((err: Error) => {
     const id = reply.request.headers['x-request-id'] as string | undefined;
     log.warn(`${reply.request.method} ${reply.request.url.split('?')[0]}: the stored bytes could not be read to the end (${err.message}); the connection was cut`, { request_id: id });
   });
   return reply;
-}
-
-/**
- * Writes `length` bytes of `body` to `res` and ends it; rejects (the response destroyed) if the
- * body fails or holds another number of bytes. A client that goes away stops it quietly.
- */
-async function pump(body: Readable, res: ServerResponse, length: number): Promise<void> {
-  let sent = 0;
-  let clientGone = false;
-  const onClose = () => {
-    if (res.writableFinished) return;
-    clientGone = true;
-    body.destroy();
-  };
-  res.once('close', onClose);
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (clientGone) return;
-      sent += chunk.length;
-      if (sent > length) throw new Error(`the store holds more bytes than the ${length} recorded`);
-      if (!res.write(chunk)) await drained(res);
-    }
-    if (clientGone) return;
-    if (sent < length) throw new Error(`the store sent ${length - sent} bytes fewer than recorded`);
-    res.end();
-  } catch (err) {
-    res.destroy();
-    if (!clientGone) throw err;
-  } finally {
-    res.off('close', onClose);
-    body.destroy();
-  }
-}
-
-/** Settles when `res` takes more bytes, or closes. */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const go = () => {
-      res.off('drain', go).off('close', go);
-      resolve();
-    };
-    res.on('drain', go).on('close', go);
-  });
 }

@@ -1,6 +1,7 @@
 // The one small interface every byte store implements (disk, S3). Keys are opaque object ids
 // chosen by the database, never client names. A put either completes or leaves no readable
 // object under the key; delete also removes whatever a failed or interrupted put left behind.
+import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { ByteRange } from '../ranges.js';
 
@@ -14,8 +15,8 @@ export interface StorageBackend {
   put(key: string, body: Readable): Promise<void>;
   /** Whether put() gives a WrittenChunks body its chunks back (the disk, which writes them itself). */
   readonly handsBackWritten?: boolean;
-  /** The stored bytes, or a range of them. Rejects with NotFound if there is no such object. */
-  get(key: string, range?: ByteRange): Promise<Readable>;
+  /** The stored bytes, or a range of them. Rejects with ObjectNotFound if there is no such object. */
+  get(key: string, range?: ByteRange): Promise<StoredBytes>;
   /**
    * Present when downloads are redirected (S3 with PLINTH_S3_DOWNLOADS=redirect): a short-lived URL
    * at which clients read the object themselves, answered with the given headers.
@@ -30,6 +31,20 @@ export interface StorageBackend {
   readonly staged: StagedWrites;
   /** Small objects whose bytes arrived whole, stored before the commit that records them (disk only). */
   readonly whole?: WholeWrites;
+}
+
+/**
+ * An object's bytes, as get() gives them: a stream for any reader, which can also send itself as
+ * a download, each store the cheapest way it has (a file through reused buffers, S3 from the
+ * socket it arrives on).
+ */
+export interface StoredBytes extends Readable {
+  /**
+   * Writes `length` bytes (the answer's Content-Length; headers set on `res`) and ends `res`. Rejects,
+   * `res` destroyed, if the store fails or holds another number of bytes; a client that goes away
+   * stops it quietly. Only for bytes nothing has read yet.
+   */
+  writeTo(res: ServerResponse, length: number): Promise<void>;
 }
 
 /**

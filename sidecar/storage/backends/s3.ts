@@ -8,26 +8,31 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
-  NoSuchKey,
   S3Client,
   PutObjectCommand,
-  S3ServiceException,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import fs from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Agent } from 'undici';
 import type { Config } from '../../core/config.js';
-import { assertKey, ObjectNotFound, type StorageBackend } from './adapter.js';
+import { assertKey, type StorageBackend } from './adapter.js';
+import { S3ObjectBody } from './s3-body.js';
 
 const PART_SIZE = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT = 2;
+/** Connections kept to S3 for reads (the SDK's own default for its requests). */
+const READ_CONNECTIONS = 50;
+/** Seconds a read's presigned URL is valid: it never leaves the sidecar, and is used at once. */
+const READ_URL_EXPIRY = 900;
 
 export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
   const client = s3Client(cfg, cfg.endpoint);
   const Bucket = cfg.bucket;
   const objectKey = (key: string) => `objects/${assertKey(key)}`;
+  // Reads are presigned GETs sent through undici (see S3ObjectBody), over connections of their own.
+  const reads = new Agent({ connections: READ_CONNECTIONS });
 
   const backend: StorageBackend = {
     name: 's3',
@@ -57,15 +62,8 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
     },
 
     async get(key, range) {
-      try {
-        const out = await client.send(
-          new GetObjectCommand({ Bucket, Key: objectKey(key), Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
-        );
-        return out.Body as Readable;
-      } catch (err) {
-        if (err instanceof NoSuchKey || (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404)) throw new ObjectNotFound(key);
-        throw err;
-      }
+      const url = await getSignedUrl(client, new GetObjectCommand({ Bucket, Key: objectKey(key) }), { expiresIn: READ_URL_EXPIRY });
+      return S3ObjectBody.open(reads, new URL(url), key, range);
     },
 
     async delete(key) {
@@ -79,6 +77,7 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
 
     async close() {
       client.destroy();
+      await reads.destroy();
     },
 
     // Staged objects are multipart uploads: each piece a part (S3 wants 5 MiB but for the last),
