@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Config } from '../sidecar/core/config.ts';
+import { databaseUnavailable } from '../sidecar/core/errors.ts';
+import { freePort } from '../sidecar/start/process.ts';
 import { ObjectNotFound, type StorageBackend, type StoredBytes } from '../sidecar/storage/backends/adapter.ts';
 import { s3Backend } from '../sidecar/storage/backends/s3.ts';
 import { startS3rver, type S3Peer } from './harness.ts';
@@ -18,9 +20,9 @@ let backend: StorageBackend;
 const bytes = randomBytes(3 * MiB + 17);
 const key = randomUUID();
 
-function settings(accessKeyId = 'S3RVER'): Config['storage']['s3'] {
+function settings(accessKeyId = 'S3RVER', endpoint = peer.endpoint): Config['storage']['s3'] {
   return {
-    endpoint: peer.endpoint,
+    endpoint,
     region: 'us-east-1',
     bucket: peer.bucket,
     accessKeyId,
@@ -77,6 +79,18 @@ describe('S3 reads', () => {
       expect(err!.message).toBe(`S3 answered 403 InvalidAccessKeyId reading object ${key}: The AWS Access Key Id you provided does not exist in our records.`);
     } finally {
       await wrong.close();
+    }
+  });
+
+  test('an S3 that does not answer is a refused connection, which the error map answers 503', async () => {
+    const port = await freePort();
+    const nowhere = s3Backend(settings('S3RVER', `http://127.0.0.1:${port}`));
+    try {
+      const err = await nowhere.get(key).then(() => null, (e: unknown) => e);
+      expect((err as { code?: string }).code).toBe('ECONNREFUSED');
+      expect(databaseUnavailable(err)).toMatchObject({ status: 503, message: 'The database or the file store did not answer; try again shortly' });
+    } finally {
+      await nowhere.close();
     }
   });
 
