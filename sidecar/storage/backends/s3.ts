@@ -6,18 +6,17 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
-  GetObjectCommand,
   HeadBucketCommand,
   S3Client,
   PutObjectCommand,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { getSignedUrl, S3RequestPresigner } from '@aws-sdk/s3-request-presigner';
 import fs from 'node:fs';
 import { Agent } from 'undici';
 import type { Config } from '../../core/config.js';
 import { assertKey, type StorageBackend } from './adapter.js';
+import { presignedGets } from './s3-urls.js';
 import { S3ObjectBody } from './s3-body.js';
 
 const PART_SIZE = 8 * 1024 * 1024;
@@ -33,7 +32,7 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
   const objectKey = (key: string) => `objects/${assertKey(key)}`;
   // Reads are presigned GETs sent through undici (see S3ObjectBody), over connections of their own.
   const reads = new Agent({ connections: READ_CONNECTIONS });
-  const readUrl = objectReadUrls(client, Bucket);
+  const presign = presignedGets(client, Bucket);
 
   const backend: StorageBackend = {
     name: 's3',
@@ -63,7 +62,7 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
     },
 
     async get(key, range) {
-      return S3ObjectBody.open(reads, await readUrl(objectKey(key)), key, range);
+      return S3ObjectBody.open(reads, await presign(objectKey(key), READ_URL_EXPIRY), key, range);
     },
 
     async delete(key) {
@@ -120,63 +119,13 @@ export function s3Backend(cfg: Config['storage']['s3']): StorageBackend {
   if (cfg.downloads === 'redirect') {
     // Presigned URLs name the host clients use, which may differ from the one Plinth reaches.
     // Signing is local: this client never opens a connection.
-    const signer = s3Client(cfg, cfg.publicEndpoint ?? cfg.endpoint);
-    backend.downloadUrl = (key, answer) =>
-      getSignedUrl(
-        signer,
-        new GetObjectCommand({
-          Bucket,
-          Key: objectKey(key),
-          ResponseContentType: answer.contentType,
-          ResponseContentDisposition: answer.contentDisposition,
-          ResponseCacheControl: answer.cacheControl,
-        }),
-        { expiresIn: cfg.redirectExpiry },
-      );
+    const presignPublic = presignedGets(s3Client(cfg, cfg.publicEndpoint ?? cfg.endpoint), Bucket);
+    backend.downloadUrl = async (key, answer) => (await presignPublic(objectKey(key), cfg.redirectExpiry, answer)).toString();
   }
   return backend;
 }
 
-/** Where the object URL's path is found in a presigned URL, to resolve the endpoint once. */
-const PROBE_KEY = 'objects/00000000-0000-0000-0000-000000000000';
-
-/**
- * Presigned GET URLs for reads. The SDK's getSignedUrl resolves the endpoint and derives the
- * signing key on every call (0.86 ms of CPU here); an object's URL differs from another's only by
- * its key, so the endpoint (path-style or virtual-hosted, region and service) is taken once from a
- * URL the SDK presigns for a probe key, and one presigner, which keeps its signing key, signs each
- * read (0.05 ms). Signing other than SigV4 (a multi-region access point) keeps getSignedUrl.
- */
-function objectReadUrls(client: S3Client, Bucket: string): (key: string) => Promise<URL> {
-  const presignBySdk = async (Key: string) => new URL(await getSignedUrl(client, new GetObjectCommand({ Bucket, Key }), { expiresIn: READ_URL_EXPIRY }));
-  let resolving: Promise<{ probe: URL; presigner: S3RequestPresigner } | null> | undefined;
-  const resolve = async () => {
-    const probe = await presignBySdk(PROBE_KEY);
-    const [, , region, service] = (probe.searchParams.get('X-Amz-Credential') ?? '').split('/');
-    if (probe.searchParams.get('X-Amz-Algorithm') !== 'AWS4-HMAC-SHA256' || !region || !service || !probe.pathname.endsWith(`/${PROBE_KEY}`)) return null;
-    return { probe, presigner: new S3RequestPresigner({ ...client.config, region, signingName: service }) };
-  };
-  return async (key) => {
-    // A failure (credentials not found yet) is not kept: the next read resolves again.
-    const resolved = await (resolving ??= resolve().catch((err) => {
-      resolving = undefined;
-      throw err;
-    }));
-    if (!resolved) return presignBySdk(key);
-    const { probe, presigner } = resolved;
-    const path = probe.pathname.slice(0, -PROBE_KEY.length) + key;
-    const port = probe.port ? Number(probe.port) : undefined;
-    const request = { method: 'GET', protocol: probe.protocol, hostname: probe.hostname, port, path, query: {}, headers: { host: probe.host } };
-    const { query } = await presigner.presign(request as Parameters<S3RequestPresigner['presign']>[0], { expiresIn: READ_URL_EXPIRY });
-    const search = Object.entries(query as Record<string, string>).map(([k, v]) => `${uriEncode(k)}=${uriEncode(v)}`).join('&');
-    return new URL(`${probe.origin}${path}?${search}`);
-  };
-}
-
-/** RFC 3986 percent-encoding, as SigV4 canonicalizes a query. */
-const uriEncode = (s: string) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-
-function s3Client(cfg: Config['storage']['s3'], endpoint: string | undefined): S3Client {
+export function s3Client(cfg: Config['storage']['s3'], endpoint: string | undefined): S3Client {
   return new S3Client({
     endpoint,
     region: cfg.region,
