@@ -84,7 +84,8 @@ export class S3ObjectBody extends Readable implements Dispatcher.DispatchHandler
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.stop(err ?? new Error('the download was stopped'));
+    // (No error made for a read that is over: an Error's stack costs more than the rest of a small download's end.)
+    if (!this.over) this.stop(err ?? new Error('the download was stopped'));
     // As Node's IncomingMessage does: an error no one listens for is not thrown (bytes no one is
     // reading, cut off when the store closes); a reader that comes later still finds the stream closed early.
     callback(this.listenerCount('error') > 0 ? err : null);
