@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
+import type { StoredBytes } from './adapter.js';
 
 /** Bytes read from the file at a time. */
 const CHUNK = 256 * 1024;
@@ -19,7 +20,7 @@ const pool: Buffer[] = [];
 // FileHandle as `fd` in place of the path.
 const FileReadStream = fs.ReadStream as unknown as new (path: null, options: { fd: FileHandle; start?: number; end?: number; highWaterMark: number }) => fs.ReadStream;
 
-export class LocalFileStream extends FileReadStream {
+export class LocalFileStream extends FileReadStream implements StoredBytes {
   /** First byte, and the last one (Infinity: to the end of the file). */
   private readonly first: number;
   private readonly last: number;

@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { ByteRange } from '../ranges.js';
-import { ObjectNotFound } from './adapter.js';
+import { ObjectNotFound, type StoredBytes } from './adapter.js';
 
 /** How much of an error answer is kept to read S3's code and message from. */
 const ERROR_BODY_MAX = 16 * 1024;
@@ -20,7 +20,7 @@ interface Sink {
   settle: (err?: Error) => void;
 }
 
-export class S3ObjectBody extends Readable implements Dispatcher.DispatchHandler {
+export class S3ObjectBody extends Readable implements StoredBytes, Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null;
   /** Settles open(): once the answer's status is known, or the request failed before it. */
   private opening: { resolve: () => void; reject: (err: Error) => void } | null = null;
