@@ -2,7 +2,7 @@
 // a sidecar holds), not by triggers in the writer's transaction; what survives a sidecar that was
 // not running, a slot dropped by hand, and the last table being unpublished.
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startStack, type Stack } from './harness.ts';
+import { downAndUpAgain, startStack, type Stack } from './harness.ts';
 import { RealtimeClient, type Message } from './realtime-client.ts';
 
 let stack: Stack;
@@ -157,6 +157,93 @@ test('changes decoded after a migration altered their table are logged anyway, a
     return r.n === 1;
   });
   expect((await logged('INSERT')).keys).toEqual([{ id: 1 }, { id: 2 }, { id: 3 }, { id: 4 }]);
+});
+
+test('keys of every type are logged as to_jsonb gives them, whether the sidecar or the database types them', async () => {
+  // uuid, text and integer keys are typed by the sidecar, a bigint past 2^53 and a date by the
+  // database (realtime.typed); one statement's rows of both kinds keep their order.
+  await stack.sql.unsafe(`
+    create table public.capture_uuid_keys (id uuid primary key);
+    create table public.capture_pair_keys (code text, n bigint, note text, primary key (code, n));
+    create table public.capture_date_keys (day date primary key);
+    grant select on public.capture_uuid_keys, public.capture_pair_keys, public.capture_date_keys to anon, authenticated, service_role;`);
+  for (const t of ['capture_uuid_keys', 'capture_pair_keys', 'capture_date_keys']) await stack.sql`select realtime.publish(${`public.${t}`})`;
+  await stack.sql.unsafe(`
+    insert into public.capture_uuid_keys values ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11');
+    update public.capture_uuid_keys set id = 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12';
+    delete from public.capture_uuid_keys;
+    insert into public.capture_pair_keys values ('a"b', 1, 'x'), (E'\\u00e9\\n', 9007199254740993, 'y'), ('z', -5, 'z');
+    update public.capture_pair_keys set n = n + 1 where code = 'z';
+    update public.capture_pair_keys set note = 'only the note' where n = 9007199254740993;
+    delete from public.capture_pair_keys where n = 1;
+    insert into public.capture_date_keys values ('2025-01-02');
+    update public.capture_date_keys set day = '2025-03-04';
+    delete from public.capture_date_keys;`);
+  // Each event's keys (and old keys) in log order, across however many entries they were cut into.
+  const merged = (table: string) =>
+    stack.sql<{ event: string; keys: string; old_keys: string | null }[]>`
+      select e.event,
+             (select jsonb_agg(k order by c.position, i) from realtime.changes c, jsonb_array_elements(c.keys) with ordinality as x(k, i)
+               where c.relid = ${table}::regclass and c.event = e.event)::text as keys,
+             (select jsonb_agg(k order by c.position, i) from realtime.changes c, jsonb_array_elements(c.old_keys) with ordinality as x(k, i)
+               where c.relid = ${table}::regclass and c.event = e.event)::text as old_keys
+      from (select distinct event from realtime.changes where relid = ${table}::regclass) e
+      order by array_position(array['INSERT', 'UPDATE', 'DELETE'], e.event)`;
+  await until('every change logged', async () => (await merged('public.capture_date_keys')).length === 3);
+  // The expected JSON, normalized by PostgreSQL as jsonb (key order, spacing), with the big number exact.
+  const asJsonb = async (json: string) => (await stack.sql<{ t: string }[]>`select ${json}::text::jsonb::text as t`)[0].t;
+  const expected = async (rows: [string, string, string | null][]) =>
+    Promise.all(rows.map(async ([event, keys, old]) => ({ event, keys: await asJsonb(keys), old_keys: old === null ? null : await asJsonb(old) })));
+  const a = '"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"';
+  const b = '"b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"';
+  expect(await merged('public.capture_uuid_keys')).toEqual(
+    await expected([
+      ['INSERT', `[{"id": ${a}}]`, null],
+      ['UPDATE', `[{"id": ${b}}]`, `[{"id": ${a}}]`],
+      ['DELETE', `[{"id": ${b}}]`, null],
+    ]),
+  );
+  const big = '{"code": "\\u00e9\\n", "n": 9007199254740993}';
+  expect(await merged('public.capture_pair_keys')).toEqual(
+    await expected([
+      ['INSERT', `[{"code": "a\\"b", "n": 1}, ${big}, {"code": "z", "n": -5}]`, null],
+      ['UPDATE', `[{"code": "z", "n": -4}, ${big}]`, `[{"code": "z", "n": -5}, ${big}]`],
+      ['DELETE', '[{"code": "a\\"b", "n": 1}]', null],
+    ]),
+  );
+  expect(await merged('public.capture_date_keys')).toEqual(
+    await expected([
+      ['INSERT', '[{"day": "2025-01-02"}]', null],
+      ['UPDATE', '[{"day": "2025-03-04"}]', '[{"day": "2025-01-02"}]'],
+      ['DELETE', '[{"day": "2025-03-04"}]', null],
+    ]),
+  );
+});
+
+test('the typed-keys migration has a working down step (run and re-applied inside a rolled-back transaction)', async () => {
+  // An entry marked typed, with a key as text: logged as sent after the up step, typed before it.
+  const append = async (tx: Parameters<Parameters<typeof downAndUpAgain>[2]>[0]) => {
+    const [{ src }] = await tx<{ src: string }[]>`select prosrc as src from pg_catalog.pg_proc where oid = 'realtime.append'::regproc`;
+    const [s] = await tx<{ lsn: string; done: number }[]>`select decoded_lsn::text as lsn, decoded_done as done from realtime.state`;
+    const entries = JSON.stringify([{ relid: Number((await tx`select 'public.capture_items'::regclass::oid as o`)[0].o), event: 'INSERT', typed: true, keys: [{ id: '99' }], old_keys: null, old_rows: null }]);
+    const [{ head }] = await tx<{ head: string }[]>`select realtime.append(${entries}::text::jsonb, ${s.lsn}::pg_lsn, ${s.done}, ${s.lsn}::pg_lsn, ${s.done + 1})::text as head`;
+    const [{ keys }] = await tx<{ keys: unknown }[]>`select keys from realtime.changes where position = ${head}`;
+    return { src, keys };
+  };
+  await downAndUpAgain(
+    stack.sql,
+    '20250101000922_realtime_typed_keys.sql',
+    async (tx) => {
+      const { src, keys } = await append(tx);
+      expect(src).toContain(`pg_notify('plinth_realtime', '')`);
+      expect(keys).toEqual([{ id: 99 }]);
+    },
+    async (tx) => {
+      const { src, keys } = await append(tx);
+      expect(src).toContain(`pg_notify('plinth_realtime', top::text)`);
+      expect(keys).toEqual([{ id: '99' }]);
+    },
+  );
 });
 
 test('a slot dropped by hand is made again: resuming from before it is refused, new changes flow', async () => {

@@ -41,9 +41,22 @@ interface Relation {
   columns: string[];
   /** Which columns are json or jsonb: their text is sent parsed, or the log would hold a JSON string. */
   json: boolean[];
+  /** Columns whose JSON the sidecar can give itself: integers are numbers, text and uuid strings. */
+  plain: PlainType[];
 }
 
 const JSON_TYPES = new Set([114 /* json */, 3802 /* jsonb */]);
+
+type PlainType = 'number' | 'string' | null;
+
+const PLAIN_TYPES = new Map<number, PlainType>([
+  [20 /* int8 */, 'number'],
+  [21 /* int2 */, 'number'],
+  [23 /* int4 */, 'number'],
+  [25 /* text */, 'string'],
+  [1043 /* varchar */, 'string'],
+  [2950 /* uuid */, 'string'],
+]);
 
 /** One decoded row change: the `index`-th change of the transaction that committed at `lsn`. */
 interface RowChange {
@@ -69,6 +82,8 @@ type Item = RowChange | Commit;
 interface LogEntry {
   relid: number;
   event: Event;
+  /** keys and old_keys hold JSON already typed (typedKeys); otherwise realtime.append types them. */
+  typed: boolean;
   keys: Record<string, unknown>[];
   old_keys: Record<string, unknown>[] | null;
   old_rows: Record<string, unknown>[] | null;
@@ -92,6 +107,30 @@ function picked(relation: Relation, values: Value[], names: string[], fallback?:
     const i = columns.indexOf(name);
     const value = values[i] === undefined ? (fallback?.[i] ?? null) : values[i];
     out[name] = value !== null && json[i] ? JSON.parse(value) : value;
+  }
+  return out;
+}
+
+/**
+ * The named columns of a row as to_jsonb gives them, when every one is an integer (within
+ * JavaScript's safe range) or a text or uuid value; otherwise null, and realtime.append types them.
+ * Primary keys almost always are, which spares the database a dynamic query per logged entry.
+ */
+function typedKeys(relation: Relation, values: Value[], names: string[], fallback?: Value[] | null): Record<string, unknown> | null {
+  const out: Record<string, unknown> = {};
+  for (const name of names) {
+    const i = relation.columns.indexOf(name);
+    if (i < 0) return null;
+    const value = values[i] === undefined ? fallback?.[i] : values[i];
+    const type = relation.plain[i];
+    if (value == null || type === null) return null;
+    if (type === 'string') {
+      out[name] = value;
+    } else {
+      const n = Number(value);
+      if (!Number.isSafeInteger(n)) return null;
+      out[name] = n;
+    }
   }
   return out;
 }
@@ -170,8 +209,8 @@ export class Capture {
     private readonly sql: Sql,
     private readonly url: string,
     private readonly log: Logger,
-    /** Called after changes were appended (this sidecar's feed reads them without waiting for NOTIFY). */
-    private readonly appended: () => void,
+    /** Called with the log's new head after changes were appended (this sidecar's feed reads them without waiting for NOTIFY). */
+    private readonly appended: (head: number) => void,
   ) {}
 
   /** Makes the slot if needed (before anything is served, so published tables are captured one way), then follows it. */
@@ -379,13 +418,16 @@ export class Capture {
         at += 2;
         const columns: string[] = [];
         const json: boolean[] = [];
+        const plain: PlainType[] = [];
         for (let i = 0; i < n; i++) {
           const name = cstring(m, at + 1);
+          const type = m.readUInt32BE(name.at);
           columns.push(name.text);
-          json.push(JSON_TYPES.has(m.readUInt32BE(name.at)));
+          json.push(JSON_TYPES.has(type));
+          plain.push(PLAIN_TYPES.get(type) ?? null);
           at = name.at + 8;
         }
-        this.relations.set(relid, { columns, json });
+        this.relations.set(relid, { columns, json, plain });
         this.keysStale = true;
         break;
       }
@@ -449,9 +491,10 @@ export class Capture {
         const batch = this.queue.slice(0, end);
         const rows = batch.filter((i): i is RowChange => 'index' in i);
         const commits = batch.filter((i): i is Commit => !('index' in i));
+        let head = 0;
         if (rows.length > 0) {
           try {
-            await this.append(rows);
+            head = await this.append(rows);
           } catch (err) {
             if ((err as { code?: string }).code !== LOGGED_ALREADY) throw err;
             // Another sidecar logged some of these meanwhile: keep only what follows its last one.
@@ -467,7 +510,7 @@ export class Capture {
         this.queuedChanges -= rows.length;
         if (commits.length > 0) this.confirmed = commits[commits.length - 1].end;
         if (this.queuedChanges < PAUSE_AT / 2 && this.stream?.isPaused()) this.stream.resume();
-        if (rows.length > 0) this.appended();
+        if (rows.length > 0) this.appended(head);
       }
       this.report();
     } catch (err) {
@@ -496,7 +539,8 @@ export class Capture {
   }
 
   /** Appends row changes (in commit order) as log entries of up to ENTRY_MAX changes of one table and kind. */
-  private async append(rows: RowChange[]): Promise<void> {
+  /** Returns the log's head after them. */
+  private async append(rows: RowChange[]): Promise<number> {
     await this.loadKeys(new Set(rows.map((c) => c.relid)));
     const entries: LogEntry[] = [];
     let entry: LogEntry | null = null;
@@ -505,21 +549,26 @@ export class Capture {
       // A table unpublished since: its changes are not logged.
       if (!keys) continue;
       const r = c.relation;
-      if (!entry || entry.relid !== c.relid || entry.event !== c.event || entry.keys.length >= ENTRY_MAX) {
-        entry = { relid: c.relid, event: c.event, keys: [], old_keys: c.event === 'UPDATE' ? [] : null, old_rows: c.event === 'DELETE' ? [] : null };
+      const key = c.event === 'DELETE' ? typedKeys(r, c.old!, keys) : typedKeys(r, c.row!, keys, c.old);
+      const oldKey = c.event === 'UPDATE' ? typedKeys(r, c.old ?? c.row!, keys, c.row) : null;
+      const typed = key !== null && (c.event !== 'UPDATE' || oldKey !== null);
+      if (!entry || entry.relid !== c.relid || entry.event !== c.event || entry.typed !== typed || entry.keys.length >= ENTRY_MAX) {
+        entry = { relid: c.relid, event: c.event, typed, keys: [], old_keys: c.event === 'UPDATE' ? [] : null, old_rows: c.event === 'DELETE' ? [] : null };
         entries.push(entry);
       }
       if (c.event === 'DELETE') {
-        entry.keys.push(picked(r, c.old!, keys));
+        entry.keys.push(typed ? key! : picked(r, c.old!, keys));
         entry.old_rows!.push(picked(r, c.old!, r.columns));
       } else {
-        entry.keys.push(picked(r, c.row!, keys, c.old));
-        if (c.event === 'UPDATE') entry.old_keys!.push(picked(r, c.old ?? c.row!, keys, c.row));
+        entry.keys.push(typed ? key! : picked(r, c.row!, keys, c.old));
+        if (c.event === 'UPDATE') entry.old_keys!.push(typed ? oldKey! : picked(r, c.old ?? c.row!, keys, c.row));
       }
     }
     const first = rows[0];
     const last = rows[rows.length - 1];
-    await (this.appender ?? this.sql)`select realtime.append(${JSON.stringify(entries)}::text::jsonb, ${lsnText(first.lsn)}::pg_lsn, ${first.index}, ${lsnText(last.lsn)}::pg_lsn, ${last.index + 1})`;
+    const [{ head }] = await (this.appender ?? this.sql)<{ head: string }[]>`
+      select realtime.append(${JSON.stringify(entries)}::text::jsonb, ${lsnText(first.lsn)}::pg_lsn, ${first.index}, ${lsnText(last.lsn)}::pg_lsn, ${last.index + 1})::text as head`;
+    return Number(head);
   }
 
   /**

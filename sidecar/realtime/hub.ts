@@ -3,8 +3,11 @@
 // second after any new change it also polls every BUSY_POLL_MS (with capture triggers, writers
 // skip the NOTIFY while the sidecars are busy: see the wake step of realtime.capture_function;
 // decoded changes always notify), and otherwise every POLL_MS (a notification can be lost while
-// the listening connection reconnects). Every sidecar on the
-// database does the same for its own clients. One loop does all the work in order, so a
+// the listening connection reconnects). While every change is decoded, a wake-up that says where
+// the log's head now is (realtime.append's notification, this sidecar's own capture) is trusted
+// without asking the database; the poll, a notification without a position and a new
+// subscription still read the head from realtime.state. Every sidecar on the database does the
+// same for its own clients. One loop does all the work in order, so a
 // subscription's catch-up and the live stream never overlap or reorder.
 //
 // A change is never skipped. A subscription's position moves past a batch only once the batch was
@@ -64,6 +67,12 @@ const ENTRY_MAX = 500;
 /** Log entries read at once (so at most ENTRIES_PER_READ × ENTRY_MAX changes in memory). */
 const ENTRIES_PER_READ = 100;
 
+/** A notification's payload as a log position; undefined when it names none (capture triggers send ''). */
+function headOf(payload: string): number | undefined {
+  const n = Number(payload);
+  return payload !== '' && Number.isSafeInteger(n) ? n : undefined;
+}
+
 export class Hub {
   private readPos = 0;
   private prunedThrough = 0;
@@ -71,6 +80,10 @@ export class Hub {
   private live = new Map<number, Set<Subscription>>();
   private pending: Subscription[] = [];
   private dirty = true;
+  /** The next step reads the head from the database: it was woken without being told where the head is. */
+  private mustRead = true;
+  /** The highest head reported by the wake-ups since the last step (0: none). */
+  private reported = 0;
   private wakeUp: (() => void) | null = null;
   private stopped = false;
   private busyUntil = 0;
@@ -105,7 +118,11 @@ export class Hub {
     const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
     this.readPos = this.head = Number(state.head);
     this.prunedThrough = Number(state.pruned);
-    const listening = await this.sql.listen(CHANNEL, () => this.wake(), () => this.wake());
+    const listening = await this.sql.listen(
+      CHANNEL,
+      (payload) => this.wake(headOf(payload)),
+      () => this.wake(),
+    );
     this.unlisten = listening.unlisten;
     this.timers.push(setInterval(() => this.wake(), POLL_MS));
     this.timers.push(setInterval(() => void this.prune(), PRUNE_MS));
@@ -120,7 +137,10 @@ export class Hub {
     await this.unlisten?.().catch(() => {});
   }
 
-  wake(): void {
+  /** `head`: where the log's head is, when the waker knows (changes up to it are committed). */
+  wake(head?: number): void {
+    if (head === undefined) this.mustRead = true;
+    else if (head > this.reported) this.reported = head;
     this.dirty = true;
     const w = this.wakeUp;
     this.wakeUp = null;
@@ -171,10 +191,22 @@ export class Hub {
   }
 
   private async step(): Promise<void> {
-    const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
-    if (Number(state.head) > this.head && !this.decoded()) this.busyUntil = Date.now() + BUSY_FOR_MS;
-    this.head = Number(state.head);
-    this.prunedThrough = Number(state.pruned);
+    const reported = this.reported;
+    this.reported = 0;
+    if (this.mustRead || this.pending.length > 0 || !this.decoded()) {
+      this.mustRead = false;
+      try {
+        const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
+        if (Number(state.head) > this.head && !this.decoded()) this.busyUntil = Date.now() + BUSY_FOR_MS;
+        this.head = Number(state.head);
+        this.prunedThrough = Number(state.pruned);
+      } catch (err) {
+        this.mustRead = true;
+        throw err;
+      }
+    } else if (reported > this.head) {
+      this.head = reported;
+    }
     // One at a time, removed only once done: after a failure the loop retries where it stopped.
     while (this.pending.length > 0) {
       const sub = this.pending[0];

@@ -23,7 +23,7 @@ export async function startRealtime(plinth: Plinth, databaseUrl: string): Promis
   const hub = new Hub(plinth.sql, plinth.callerSql, tables, plinth.log, plinth.config.realtime.retention);
   const clients = new Clients(plinth.sql, plinth.keys, plinth.log);
   const topics = new Topics(plinth.sql, plinth.log);
-  const capture = new Capture(plinth.sql, databaseUrl, plinth.log, () => hub.wake());
+  const capture = new Capture(plinth.sql, databaseUrl, plinth.log, (head) => hub.wake(head));
   hub.decoded = () => capture.decoding;
   await clients.start();
   try {
