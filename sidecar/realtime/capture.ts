@@ -538,8 +538,10 @@ export class Capture {
     this.keysStale = false;
   }
 
-  /** Appends row changes (in commit order) as log entries of up to ENTRY_MAX changes of one table and kind. */
-  /** Returns the log's head after them. */
+  /**
+   * Appends row changes (in commit order) as log entries of up to ENTRY_MAX changes of one table,
+   * kind and typing. Returns the log's head after them.
+   */
   private async append(rows: RowChange[]): Promise<number> {
     await this.loadKeys(new Set(rows.map((c) => c.relid)));
     const entries: LogEntry[] = [];

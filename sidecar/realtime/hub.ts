@@ -118,11 +118,7 @@ export class Hub {
     const [state] = await this.sql<{ head: string; pruned: string }[]>`select realtime.stamp() as head, pruned_through as pruned from realtime.state`;
     this.readPos = this.head = Number(state.head);
     this.prunedThrough = Number(state.pruned);
-    const listening = await this.sql.listen(
-      CHANNEL,
-      (payload) => this.wake(headOf(payload)),
-      () => this.wake(),
-    );
+    const listening = await this.sql.listen(CHANNEL, (payload) => this.wake(headOf(payload)), () => this.wake());
     this.unlisten = listening.unlisten;
     this.timers.push(setInterval(() => this.wake(), POLL_MS));
     this.timers.push(setInterval(() => void this.prune(), PRUNE_MS));
